@@ -1,0 +1,232 @@
+"""Shared vocabulary of evalkit: frozen dataclasses and protocols.
+
+This module imports nothing from evalkit, so every other module may import it.
+Terms follow the field: a *document* (doc) is one row of a dataset split; a
+*request* asks a model for the log-likelihood of a *continuation* given a
+*context*; a *response* answers one request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+Doc = Mapping[str, Any]
+"""One dataset row, as parsed from JSON (field name -> value)."""
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """Ask for log P(continuation | context).
+
+    Attributes:
+        task: task name, e.g. ``"piqa"``.
+        doc_id: 0-based row index of the document in its split.
+        choice_index: index of this continuation among the document's continuations.
+        context: prompt text; an empty string means "start of text" (the end-of-text token is used).
+        continuation: text whose log-likelihood is scored, e.g. ``" " + choice``.
+    """
+
+    task: str
+    doc_id: int
+    choice_index: int
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class TokenizedRequest:
+    """A request after tokenization.
+
+    Attributes:
+        context_ids: context token ids, already left-truncated to fit the window (tuple of int).
+        continuation_ids: continuation token ids (tuple of int, never empty).
+        truncated_tokens: how many context tokens were dropped on the left (int, >= 0).
+    """
+
+    context_ids: tuple[int, ...]
+    continuation_ids: tuple[int, ...]
+    truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResponse:
+    """A model's answer to one request.
+
+    Attributes:
+        loglikelihood: sum over continuation tokens of log P(token | prefix), natural log (nats), float.
+        greedy: True when every continuation token is the argmax of the model's distribution at its position.
+        continuation_tokens: number of continuation tokens scored (int).
+        truncated_tokens: context tokens dropped on the left to fit the model's window (int).
+    """
+
+    loglikelihood: float
+    greedy: bool
+    continuation_tokens: int
+    truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a task's documents come from.
+
+    Attributes:
+        hub_id: Hugging Face dataset id, e.g. ``"allenai/sciq"``.
+        config: dataset config name or None.
+        split: split name, e.g. ``"test"``.
+        n: expected number of documents in the split (a mismatch is warned about, not fatal).
+        fields: required fields as dotted paths mapped to their JSON type
+            (``str``, ``int``, ``list``, ``dict``), e.g. ``{"choices.text": list}``.
+    """
+
+    hub_id: str
+    config: str | None
+    split: str
+    n: int
+    fields: Mapping[str, type]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A zero-shot log-likelihood task: one plain Python file in ``tasks/`` defines one.
+
+    Attributes:
+        name: canonical name, e.g. ``"lambada_openai"``.
+        version: bumped whenever the prompt or scoring changes.
+        dataset: the split to read (:class:`DatasetSpec`).
+        context: ``doc -> str``, the prompt.
+        continuations: ``doc -> list[str]``, the scored continuations (each non-empty).
+        gold: ``doc -> int`` index of the correct continuation (0 for single-target tasks).
+        scoring: how per-document metrics are computed: ``"multiple_choice"`` (acc, acc_norm),
+            ``"target"`` (acc = greedy of the one target, perplexity from its log-likelihood), or
+            ``"any_greedy"`` (acc = 1 when any continuation is greedy).
+        metrics: metric names this task reports, in display order.
+        primary_metric: the metric the model card's column shows.
+        aliases: other names that select this task.
+        validate: optional ``doc -> None`` check beyond field types; raises ValueError naming the field.
+        description: one line naming the metric variant (shown in reports).
+        source: where the prompt and scoring come from (paper, dataset card, harness version).
+    """
+
+    name: str
+    version: str
+    dataset: DatasetSpec
+    context: Callable[[Doc], str]
+    continuations: Callable[[Doc], list[str]]
+    gold: Callable[[Doc], int]
+    scoring: str
+    metrics: tuple[str, ...]
+    primary_metric: str = "acc"
+    aliases: tuple[str, ...] = ()
+    validate: Callable[[Doc], None] | None = None
+    description: str = ""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class TaskGroup:
+    """A named set of tasks run together, e.g. the model card's table.
+
+    Attributes:
+        name: group name selectable with ``--tasks``.
+        tasks: member task names, in table order.
+        description: one line shown by ``evalkit tasks``.
+    """
+
+    name: str
+    tasks: tuple[str, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DocResult:
+    """Per-document outcome.
+
+    Attributes:
+        task: task name.
+        doc_id: 0-based row index in the split.
+        metrics: metric name -> value for this document (acc in {0.0, 1.0}; ``loglikelihood`` in nats).
+        loglikelihoods: one summed log-likelihood (nats) per continuation.
+        greedy: one greedy flag per continuation.
+    """
+
+    task: str
+    doc_id: int
+    metrics: Mapping[str, float]
+    loglikelihoods: tuple[float, ...]
+    greedy: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class MetricResult:
+    """An aggregated metric over a task's documents.
+
+    Attributes:
+        task: task name.
+        metric: metric name (``acc``, ``acc_norm``, ``perplexity``).
+        value: aggregate value (a fraction in [0, 1] for accuracies; perplexity in exp(nats)).
+        stderr: closed-form standard error of the mean, sqrt(sum((x-mean)^2)/(n-1)/n); None where no
+            closed form exists (perplexity).
+        stderr_bootstrap: standard deviation of the statistic over bootstrap resamples of documents.
+        n: number of documents.
+        higher_is_better: direction of the metric.
+    """
+
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    stderr_bootstrap: float | None
+    n: int
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run (what ``evalkit run`` parses its flags into).
+
+    Attributes:
+        model: model spec: alias (``neox-20b``), hub id, local folder, or ``random:<alias>``.
+        tasks: task or group names as given (aliases allowed).
+        tokenizer: hub id or path to a ``tokenizer.json``; None uses the model's.
+        data_dir: folder holding ``<task>/<split>.jsonl``; None reads the hub.
+        include_paths: extra folders of task files.
+        limit: seeded random subset of this many documents per task; None for all.
+        seed: seed for the subset, the random model weights and the bootstrap.
+        batch_size: maximum requests' worth of tokens per forward pass is derived from this
+            (documents per batch for the simple scorer).
+        max_length: model window override in tokens; None reads the model config.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        device: torch device string, or None to pick cuda when available.
+        bootstrap_iters: bootstrap resamples per metric (0 disables).
+        output_dir: results go to ``output_dir/results``, reports to ``output_dir/reports``.
+        log_samples: also write one JSON line per document.
+    """
+
+    model: str
+    tasks: tuple[str, ...]
+    tokenizer: str | None = None
+    data_dir: str | None = None
+    include_paths: tuple[str, ...] = ()
+    limit: int | None = None
+    seed: int = 1234
+    batch_size: int = 16
+    max_length: int | None = None
+    dtype: str = "auto"
+    device: str | None = None
+    bootstrap_iters: int = 10000
+    output_dir: str = "."
+    log_samples: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LoglikelihoodBackend(Protocol):
+    """Scores requests. Returns responses of the same length and order as the input."""
+
+    def loglikelihood(self, requests: Sequence[TokenizedRequest]) -> list[LoglikelihoodResponse]:
+        """Score tokenized requests; see :class:`LoglikelihoodResponse` for units."""
+        ...
+
+
+class EvalkitError(Exception):
+    """A user-facing error: bad input, unknown name, missing file. The CLI prints it without a traceback."""
