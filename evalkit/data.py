@@ -1,0 +1,172 @@
+"""One split of a dataset -> a validated list of documents, plus the seeded ``--limit`` subset.
+
+Local layout (as in ``shared/data``): ``DIR/<task>/<split>.jsonl``, one JSON object a line with the
+field names of the Hugging Face dataset. Without a data folder, documents come from the hub through
+``datasets.load_dataset(hub_id, config, split=split)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evalkit.types import Doc, EvalkitError, Task
+
+log = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "EVALKIT_DATA_DIR"
+"""Environment variable naming the local data folder when ``--data-dir`` is not given."""
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """``--data-dir`` if given, else ``$EVALKIT_DATA_DIR``, else None (read the hub)."""
+    chosen = data_dir or os.environ.get(DATA_DIR_ENV)
+    return Path(chosen) if chosen else None
+
+
+def local_path(task: Task, data_dir: Path) -> Path:
+    """``data_dir/<task name>/<split>.jsonl``."""
+    return data_dir / task.name / f"{task.dataset.split}.jsonl"
+
+
+def _field(doc: Doc, dotted: str) -> Any:
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(dotted)
+        value = value[part]
+    return value
+
+
+def validate_doc(task: Task, doc: Any, where: str) -> None:
+    """Check one document against the task's declared fields and its own ``validate``.
+
+    Args:
+        task: the task whose ``dataset.fields`` and ``validate`` apply.
+        doc: the parsed JSON value.
+        where: location used in messages, e.g. ``"data/piqa/validation.jsonl line 7"``.
+
+    Raises:
+        EvalkitError: naming ``where`` and the offending field.
+    """
+    if not isinstance(doc, dict):
+        raise EvalkitError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    for name, kind in task.dataset.fields.items():
+        try:
+            value = _field(doc, name)
+        except KeyError:
+            raise EvalkitError(f"{where}: missing field '{name}'") from None
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            raise EvalkitError(
+                f"{where}: field '{name}' should be {kind.__name__}, got {type(value).__name__} ({value!r:.60})"
+            )
+    try:
+        if task.validate is not None:
+            task.validate(doc)
+        conts = task.continuations(doc)
+        if not conts or not all(isinstance(c, str) and c for c in conts):
+            raise ValueError("no non-empty continuation")
+        gold = task.gold(doc)
+        if not 0 <= gold < len(conts):
+            raise ValueError(f"gold index {gold} is out of range for {len(conts)} continuations")
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise EvalkitError(f"{where}: {exc}") from None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """Parse a JSON-lines file.
+
+    Returns:
+        the parsed values, one per non-empty line, in file order.
+
+    Raises:
+        EvalkitError: missing file, bytes that are not UTF-8, or a line that is not JSON (names the line).
+    """
+    if not path.is_file():
+        raise EvalkitError(f"data file not found: {path}")
+    rows = []
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise EvalkitError(f"{path} line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise EvalkitError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+    return rows
+
+
+def _load_hub(task: Task) -> list[Any]:
+    import datasets  # imported lazily: slow to import and only needed without --data-dir
+
+    spec = task.dataset
+    try:
+        split = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split)
+    except Exception as exc:  # noqa: BLE001 - network and hub errors come in many types
+        raise EvalkitError(
+            f"could not load {spec.hub_id} ({spec.config}, {spec.split}) from the hub: {exc}. "
+            f"Use --data-dir DIR with DIR/{task.name}/{spec.split}.jsonl to read local files."
+        ) from None
+    return [dict(row) for row in split]
+
+
+def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
+    """All documents of the task's split, validated, in split order (doc_id = list index).
+
+    A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy).
+
+    Raises:
+        EvalkitError: missing file, malformed or invalid row (file, line and field named), empty split.
+    """
+    if data_dir is not None:
+        path = local_path(task, data_dir)
+        rows = read_jsonl(path)
+        line_of = _line_numbers(path)
+        label = str(path)
+    else:
+        rows = _load_hub(task)
+        line_of = None
+        label = f"{task.dataset.hub_id}:{task.dataset.split}"
+    if not rows:
+        raise EvalkitError(f"{label}: empty split, no documents for task '{task.name}'")
+    for index, doc in enumerate(rows):
+        where = f"{label} line {line_of[index]}" if line_of else f"{label} row {index}"
+        validate_doc(task, doc, where)
+    return rows
+
+
+def _line_numbers(path: Path) -> list[int]:
+    with open(path, "rb") as handle:
+        return [n for n, raw in enumerate(handle, start=1) if raw.strip()]
+
+
+def size_warning(task: Task, n_docs: int) -> str | None:
+    """A message when the split's size differs from the task's expected n, else None."""
+    if n_docs == task.dataset.n:
+        return None
+    return f"{task.name}: split has {n_docs} documents, expected {task.dataset.n} (trimmed or different copy?)"
+
+
+def subset_ids(n_docs: int, limit: int | None, seed: int, task_name: str) -> list[int]:
+    """Seeded random subset of document ids, sorted; all ids when ``limit`` is None or >= n_docs.
+
+    The subset depends only on (n_docs, limit, seed, task_name), never on the model, so every model
+    is scored on the same documents. Taking the first N documents instead would bias the subset.
+    """
+    if limit is None or limit >= n_docs:
+        return list(range(n_docs))
+    if limit <= 0:
+        raise EvalkitError(f"--limit must be positive, got {limit}")
+    task_seed = seed + sum(task_name.encode())
+    rng = np.random.default_rng(task_seed)
+    return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))

@@ -1,0 +1,167 @@
+"""Names to things: task files, task aliases and groups, model presets.
+
+Tasks are plain Python files. Each file defines ``TASK`` (a :class:`~evalkit.types.Task`) or ``GROUP``
+(a :class:`~evalkit.types.TaskGroup`). Built-in files live in the repository's ``tasks/`` folder (installed
+as the ``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+from evalkit.types import EvalkitError, Task, TaskGroup
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def builtin_task_dir() -> Path:
+    """Folder of the built-in task files: ``tasks/`` beside the package in a checkout, else ``evalkit.tasks``."""
+    checkout = _PACKAGE_DIR.parent / "tasks"
+    if checkout.is_dir():
+        return checkout
+    spec = importlib.util.find_spec("evalkit.tasks")
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalkitError("built-in task folder not found (neither tasks/ nor evalkit.tasks)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@dataclass
+class TaskRegistry:
+    """Tasks and groups found in a set of folders, with aliases resolved.
+
+    Attributes:
+        tasks: canonical name -> Task.
+        groups: group name -> TaskGroup.
+        files: canonical task or group name -> the file that defined it.
+    """
+
+    tasks: dict[str, Task]
+    groups: dict[str, TaskGroup]
+    files: dict[str, Path]
+
+    def names(self) -> list[str]:
+        """Every selectable name: tasks, aliases and groups."""
+        aliases = [a for t in self.tasks.values() for a in t.aliases]
+        return sorted([*self.tasks, *aliases, *self.groups])
+
+    def get(self, name: str) -> Task:
+        """The task called ``name`` or having it as an alias.
+
+        Raises:
+            EvalkitError: unknown name, with the closest known names suggested.
+        """
+        if name in self.tasks:
+            return self.tasks[name]
+        for task in self.tasks.values():
+            if name in task.aliases:
+                return task
+        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise EvalkitError(f"unknown task '{name}'{hint} (`evalkit tasks` lists them)")
+
+    def expand(self, names: Iterable[str]) -> list[Task]:
+        """Tasks selected by names, aliases and groups, without repeats, in the order given.
+
+        Raises:
+            EvalkitError: an unknown name, or nothing selected.
+        """
+        chosen: dict[str, Task] = {}
+        for raw in names:
+            name = raw.strip()
+            if not name:
+                continue
+            members = self.groups[name].tasks if name in self.groups else (name,)
+            for member in members:
+                task = self.get(member)
+                chosen.setdefault(task.name, task)
+        if not chosen:
+            raise EvalkitError("no task selected (--tasks is empty)")
+        return list(chosen.values())
+
+
+def _load_module(path: Path) -> Any:
+    module_name = f"evalkit_task_{abs(hash(str(path)))}_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise EvalkitError(f"cannot load task file {path}")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a plugin may fail in any way; name the file
+        raise EvalkitError(f"task file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+@lru_cache(maxsize=16)
+def _scan(folders: tuple[str, ...]) -> TaskRegistry:
+    tasks: dict[str, Task] = {}
+    groups: dict[str, TaskGroup] = {}
+    files: dict[str, Path] = {}
+    for folder in folders:
+        directory = Path(folder)
+        if not directory.is_dir():
+            raise EvalkitError(f"task folder not found: {directory}")
+        for path in sorted(directory.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            module = _load_module(path)
+            for obj in (getattr(module, "TASK", None), getattr(module, "GROUP", None)):
+                if obj is None:
+                    continue
+                if not isinstance(obj, (Task, TaskGroup)):
+                    raise EvalkitError(f"task file {path}: TASK/GROUP must be a Task or TaskGroup")
+                if obj.name in files:
+                    raise EvalkitError(f"task name '{obj.name}' defined twice: {files[obj.name]} and {path}")
+                files[obj.name] = path
+                (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
+    for group in groups.values():
+        for member in group.tasks:
+            if member not in tasks and not any(member in t.aliases for t in tasks.values()):
+                raise EvalkitError(f"group '{group.name}' ({files[group.name]}) names unknown task '{member}'")
+    return TaskRegistry(tasks, groups, files)
+
+
+def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
+    """Registry of the built-in tasks plus those in ``include_paths`` (later folders may add, not override)."""
+    folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
+    return _scan(folders)
+
+
+@lru_cache(maxsize=1)
+def model_presets() -> dict[str, dict[str, Any]]:
+    """Alias -> ``{"hub_id": str, "config": dict}`` from ``model_presets.json`` (shipped in the package)."""
+    with open(_PACKAGE_DIR / "model_presets.json", encoding="utf-8") as handle:
+        presets = json.load(handle)
+    presets.pop("_comment", None)
+    return presets
+
+
+def resolve_model(spec: str) -> dict[str, Any]:
+    """Interpret a ``--model`` value.
+
+    Returns:
+        ``{"kind": "random", "alias", "config"}`` for ``random:<alias>``; ``{"kind": "pretrained",
+        "path": hub id or folder}`` otherwise (aliases like ``neox-20b`` map to their hub id).
+
+    Raises:
+        EvalkitError: ``random:`` with an unknown alias, or an empty spec.
+    """
+    if not spec:
+        raise EvalkitError("--model is empty")
+    presets = model_presets()
+    if spec.startswith("random:"):
+        alias = spec.split(":", 1)[1]
+        if alias not in presets:
+            close = difflib.get_close_matches(alias, list(presets), n=3, cutoff=0.4)
+            hint = f"; did you mean {', '.join('random:' + c for c in close)}?" if close else ""
+            raise EvalkitError(f"unknown model alias '{alias}' in '{spec}'{hint}; known: {', '.join(presets)}")
+        return {"kind": "random", "alias": alias, "config": dict(presets[alias]["config"])}
+    if spec in presets:
+        return {"kind": "pretrained", "path": presets[spec]["hub_id"], "alias": spec}
+    return {"kind": "pretrained", "path": spec, "alias": None}

@@ -1,0 +1,52 @@
+"""ARC-Challenge test split: grade-school science multiple choice (3 to 5 choices).
+
+Prompt: lm-evaluation-harness v0.2.0 ``arc_challenge`` (unchanged in 0.4): ``f"Question: {question}\\nAnswer:"``,
+choices ``choices.text``, gold ``choices.label.index(answerKey)`` (Clark et al. 2018).
+"""
+
+from evalkit.types import DatasetSpec, Doc, Task
+
+
+def context(doc: Doc) -> str:
+    """Question/answer frame around the question."""
+    return f"Question: {doc['question']}\nAnswer:"
+
+
+def continuations(doc: Doc) -> list[str]:
+    """Every choice text, each after one space."""
+    return [" " + text for text in doc["choices"]["text"]]
+
+
+def gold(doc: Doc) -> int:
+    """Index of the answer key among the choice labels."""
+    return doc["choices"]["label"].index(doc["answerKey"])
+
+
+def validate(doc: Doc) -> None:
+    """Labels and texts align, there are choices, and the answer key is one of the labels."""
+    choices = doc["choices"]
+    if not choices["text"]:
+        raise ValueError("field 'choices.text': no choices")
+    if len(choices["text"]) != len(choices["label"]):
+        raise ValueError("field 'choices.label': not as many labels as choices.text")
+    if doc["answerKey"] not in choices["label"]:
+        raise ValueError(f"field 'answerKey': {doc['answerKey']!r} is not among choices.label {choices['label']}")
+
+
+TASK = Task(
+    name="arc_challenge",
+    version="1.0",
+    dataset=DatasetSpec(
+        "allenai/ai2_arc", "ARC-Challenge", "test", 1172,
+        {"question": str, "choices": dict, "choices.text": list, "choices.label": list, "answerKey": str},
+    ),
+    context=context,
+    continuations=continuations,
+    gold=gold,
+    scoring="multiple_choice",
+    metrics=("acc", "acc_norm"),
+    aliases=("arc",),
+    validate=validate,
+    description="question, 3-5 choices; acc (card), acc_norm by characters",
+    source="Clark et al. 2018; lm-eval v0.2.0 `arc_challenge`",
+)

@@ -1,0 +1,37 @@
+"""SciQ test split: four-way science multiple choice with a support paragraph.
+
+Prompt: lm-evaluation-harness v0.2.0 ``sciq``: ``f"{support}\\nQuestion: {question}\\nAnswer:".strip()``
+(the strip removes the leading newline when the support is empty, 116 of 1000 test documents).
+Choices ``[distractor1, distractor2, distractor3, correct_answer]``, gold index 3 (Welbl et al. 2017).
+"""
+
+from evalkit.types import DatasetSpec, Doc, Task
+
+FIELDS = ("distractor1", "distractor2", "distractor3", "correct_answer")
+
+
+def context(doc: Doc) -> str:
+    """Support paragraph, question and answer cue; stripped as a whole."""
+    return f"{doc['support']}\nQuestion: {doc['question']}\nAnswer:".strip()
+
+
+def continuations(doc: Doc) -> list[str]:
+    """The three distractors then the correct answer, each after one space."""
+    return [" " + doc[name] for name in FIELDS]
+
+
+TASK = Task(
+    name="sciq",
+    version="1.0",
+    dataset=DatasetSpec(
+        "allenai/sciq", None, "test", 1000,
+        {"support": str, "question": str, **{name: str for name in FIELDS}},
+    ),
+    context=context,
+    continuations=continuations,
+    gold=lambda doc: 3,
+    scoring="multiple_choice",
+    metrics=("acc", "acc_norm"),
+    description="support + question, 4 choices; acc (card), acc_norm by characters",
+    source="Welbl et al. 2017; lm-eval v0.2.0 `sciq`",
+)
