@@ -1,0 +1,216 @@
+"""Log-likelihood scoring with a Hugging Face causal LM.
+
+For each batch of packed groups (see :mod:`evalkit.batching`) one forward pass runs the model body; the output
+layer and the log-softmax are applied only at the positions that predict a continuation token. A group with
+several continuations uses a 4-D additive attention mask in which each continuation segment sees the shared
+context and itself only, with position ids restarting after the context, so each continuation is scored
+exactly as if it followed the context alone.
+
+The result per request is the summed natural-log probability of its continuation tokens and whether every
+one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from evalkit.batching import PackedGroup, make_batches, pack_groups
+from evalkit.types import LoglikelihoodResponse, TokenizedRequest
+
+log = logging.getLogger(__name__)
+
+HEAD_CHUNK = 2048
+"""Scored positions per output-layer call: bounds the (positions x vocab) float32 logits in memory."""
+
+
+class HFBackend:
+    """Scores tokenized requests with a causal LM.
+
+    Args:
+        model: a transformers causal LM in eval mode.
+        max_length: window in tokens; requests must already fit (see :mod:`evalkit.tokenization`).
+        batch_size: packed sequences per forward pass.
+        max_batch_tokens: padded tokens per forward pass (None: no limit).
+        pad_id: token id placed in padding (masked out; any valid id).
+        share_context: score all continuations of a context in one packed sequence.
+        progress: show a tqdm bar over requests.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        max_length: int,
+        batch_size: int = 16,
+        max_batch_tokens: int | None = 32768,
+        pad_id: int = 0,
+        share_context: bool = True,
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.pad_id = pad_id
+        self.share_context = share_context
+        self.progress = progress
+        self.input_device = model.get_input_embeddings().weight.device
+        self.dtype = model.get_input_embeddings().weight.dtype
+        self.head = model.get_output_embeddings()
+        self.body = self._split_body()
+        self.forward_calls = 0
+
+    def _split_body(self) -> torch.nn.Module | None:
+        """The model without its output layer, when body + head reproduce the full model's logits.
+
+        Models that post-process logits (soft-capping, scaling) fail the check and keep the full forward.
+        """
+        body = getattr(self.model, "base_model", None)
+        if body is None or body is self.model or self.head is None:
+            return None
+        ids = torch.tensor([[self.pad_id, 1, 2, 3]], device=self.input_device)
+        with torch.inference_mode():
+            full = self.model(input_ids=ids).logits.float()
+            split = self.head(body(input_ids=ids)[0].to(self.head.weight.device)).float()
+        if full.shape != split.shape or not torch.allclose(full.cpu(), split.cpu(), atol=1e-3, rtol=1e-3):
+            log.warning("output layer cannot be split from the model body; computing logits at all positions")
+            return None
+        return body
+
+    def loglikelihood(self, requests: Sequence[TokenizedRequest]) -> list[LoglikelihoodResponse]:
+        """Score requests; returns one response per request, in order.
+
+        Raises:
+            ValueError: a request longer than the window (tokenize with evalkit.tokenization first).
+        """
+        for request in requests:
+            if len(request.context_ids) + len(request.continuation_ids) - 1 > self.max_length:
+                raise ValueError("request longer than the model window; truncate it first")
+        groups = pack_groups(requests, self.max_length, self.share_context)
+        batches = make_batches(groups, self.batch_size, self.max_batch_tokens)
+        results: list[LoglikelihoodResponse | None] = [None] * len(requests)
+        bar = _progress(len(requests), self.progress)
+        for batch in batches:
+            members = [groups[i] for i in batch]
+            scored = self.score_groups(members)
+            for group, per_cont in zip(members, scored):
+                for indices, (ll, greedy) in zip(group.request_indices, per_cont):
+                    for index in indices:
+                        req = requests[index]
+                        results[index] = LoglikelihoodResponse(
+                            ll, greedy, len(req.continuation_ids), req.truncated_tokens
+                        )
+            bar.update(sum(g.n_requests for g in members))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def score_groups(self, groups: Sequence[PackedGroup]) -> list[list[tuple[float, bool]]]:
+        """One forward pass over packed groups.
+
+        Returns:
+            per group, per continuation: (summed log-likelihood in nats, greedy flag).
+        """
+        layout = _layout(groups, self.pad_id)
+        input_ids = torch.from_numpy(layout["input_ids"]).to(self.input_device)
+        position_ids = torch.from_numpy(layout["position_ids"]).to(self.input_device)
+        segments = torch.from_numpy(layout["segments"]).to(self.input_device)
+        if max(len(g.continuations) for g in groups) > 1:
+            mask = _packed_mask(segments, self.dtype)
+        else:
+            mask = (segments >= 0).long()
+        with torch.inference_mode():
+            self.forward_calls += 1
+            rows = torch.from_numpy(layout["pred_rows"])
+            cols = torch.from_numpy(layout["pred_cols"])
+            if self.body is not None:
+                hidden = self.body(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)[0]
+                picked = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(self.head.weight.device)
+                token_ll, token_greedy = _score_positions(self.head, picked, layout["targets"])
+            else:
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
+                picked = logits[rows.to(logits.device), cols.to(logits.device)]
+                token_ll, token_greedy = _score_positions(None, picked, layout["targets"])
+        n_conts = len(layout["cont_offsets"]) - 1
+        owner = np.repeat(np.arange(n_conts), np.diff(layout["cont_offsets"]))
+        sums = np.bincount(owner, weights=token_ll, minlength=n_conts)
+        misses = np.bincount(owner, weights=~token_greedy, minlength=n_conts)
+        out, k = [], 0
+        for group in groups:
+            out.append([(float(sums[k + j]), bool(misses[k + j] == 0)) for j in range(len(group.continuations))])
+            k += len(group.continuations)
+        return out
+
+
+def _score_positions(
+    head: torch.nn.Module | None, picked: torch.Tensor, targets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probability (float64, nats) and argmax-hit (bool) of each target token, in chunks of positions."""
+    target = torch.from_numpy(targets).to(picked.device)
+    lls, hits = [], []
+    for start in range(0, picked.shape[0], HEAD_CHUNK):
+        part = picked[start : start + HEAD_CHUNK]
+        logits = (head(part) if head is not None else part).float()
+        tgt = target[start : start + HEAD_CHUNK]
+        logprobs = torch.log_softmax(logits, dim=-1)
+        lls.append(logprobs.gather(1, tgt[:, None])[:, 0].double().cpu())
+        hits.append((logits.argmax(dim=-1) == tgt).cpu())
+    return torch.cat(lls).numpy(), torch.cat(hits).numpy()
+
+
+def _layout(groups: Sequence[PackedGroup], pad_id: int) -> dict[str, np.ndarray]:
+    """Arrays for a batch: inputs, positions, segment ids (0 context, i+1 continuation i, -1 padding),
+    the (row, column) that predicts each continuation token, the target ids, and per-continuation offsets."""
+    width = max(g.length for g in groups)
+    input_ids = np.full((len(groups), width), pad_id, dtype=np.int64)
+    position_ids = np.zeros((len(groups), width), dtype=np.int64)
+    segments = np.full((len(groups), width), -1, dtype=np.int64)
+    pred_rows: list[int] = []
+    pred_cols: list[int] = []
+    targets: list[int] = []
+    offsets = [0]
+    for row, group in enumerate(groups):
+        n_ctx = len(group.context_ids)
+        input_ids[row, :n_ctx] = group.context_ids
+        position_ids[row, :n_ctx] = np.arange(n_ctx)
+        segments[row, :n_ctx] = 0
+        start = n_ctx
+        for index, cont in enumerate(group.continuations):
+            n_in = len(cont) - 1
+            input_ids[row, start : start + n_in] = cont[:-1]
+            position_ids[row, start : start + n_in] = np.arange(n_ctx, n_ctx + n_in)
+            segments[row, start : start + n_in] = index + 1
+            pred_cols.append(n_ctx - 1)
+            pred_cols.extend(range(start, start + n_in))
+            pred_rows.extend([row] * len(cont))
+            targets.extend(cont)
+            offsets.append(offsets[-1] + len(cont))
+            start += n_in
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "segments": segments,
+        "pred_rows": np.asarray(pred_rows, dtype=np.int64),
+        "pred_cols": np.asarray(pred_cols, dtype=np.int64),
+        "targets": np.asarray(targets, dtype=np.int64),
+        "cont_offsets": np.asarray(offsets, dtype=np.int64),
+    }
+
+
+def _packed_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (batch, 1, L, L): a token sees earlier tokens of the context and of its own segment."""
+    width = segments.shape[1]
+    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
+    keys = segments[:, None, :]
+    allowed = causal[None] & ((keys == 0) | (keys == segments[:, :, None]))
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1)

@@ -1,0 +1,183 @@
+"""Load a Hugging Face causal LM and its tokenizer, and describe their identity.
+
+Together with :mod:`evalkit.hf_backend`, the only module that imports torch and transformers; the CLI
+imports it lazily so ``evalkit tasks`` and ``evalkit report`` start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.types import EvalkitError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedTokenizer:
+    """A tokenizer reduced to what scoring needs.
+
+    Attributes:
+        encode_batch: ``list[str] -> list[list[int]]``, no special tokens added.
+        eot_id: end-of-text token id (int).
+        vocab_size: ids the tokenizer can emit, added tokens included (int).
+        identity: name and sha256 of the tokenizer's serialized form.
+    """
+
+    encode_batch: Any
+    eot_id: int
+    vocab_size: int
+    identity: dict[str, str]
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def load_tokenizer(spec: str | None, model_path: str | None) -> LoadedTokenizer:
+    """Load ``spec`` (a ``tokenizer.json`` file, a folder or a hub id), else the model's own tokenizer.
+
+    Raises:
+        EvalkitError: nothing to load from, a missing file, or a tokenizer without an end-of-text token.
+    """
+    source = spec or model_path
+    if source is None:
+        raise EvalkitError("a random model needs --tokenizer (e.g. shared/data/tokenizers/20B_tokenizer.json)")
+    if source.endswith(".json"):
+        from tokenizers import Tokenizer
+
+        path = Path(source)
+        if not path.is_file():
+            raise EvalkitError(f"tokenizer file not found: {path}")
+        tok = Tokenizer.from_file(str(path))
+        eot = tok.token_to_id("<|endoftext|>")
+        if eot is None:
+            raise EvalkitError(f"tokenizer {path} has no <|endoftext|> token")
+
+        def encode_batch(texts: list[str]) -> list[list[int]]:
+            return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+
+        identity = {"name": str(path), "sha256": _sha256_text(tok.to_str())}
+        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity)
+    from transformers import AutoTokenizer
+
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # noqa: BLE001 - hub and file errors come in many types
+        raise EvalkitError(f"could not load tokenizer '{source}': {exc}") from None
+    eot = hf_tok.eos_token_id
+    if eot is None:
+        raise EvalkitError(f"tokenizer '{source}' has no end-of-text (eos) token")
+
+    def hf_encode_batch(texts: list[str]) -> list[list[int]]:
+        return hf_tok(texts, add_special_tokens=False)["input_ids"] if texts else []
+
+    serial = hf_tok.backend_tokenizer.to_str() if getattr(hf_tok, "is_fast", False) else json.dumps(hf_tok.get_vocab())
+    identity = {"name": source, "sha256": _sha256_text(serial)}
+    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity)
+
+
+def pick_device(device: str | None) -> torch.device:
+    """``device`` if given, else cuda when available, else cpu."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device, config: Any) -> torch.dtype:
+    """Resolve ``--dtype``: ``auto`` is float32 on CPU and the checkpoint's dtype (else bfloat16) on GPUs.
+
+    Raises:
+        EvalkitError: an unknown dtype name.
+    """
+    if dtype == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        saved = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        if isinstance(saved, str):
+            saved = DTYPES.get(saved)
+        return saved if saved in DTYPES.values() else torch.bfloat16
+    if dtype not in DTYPES:
+        raise EvalkitError(f"unknown --dtype '{dtype}'; expected auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(
+    resolved: dict[str, Any],
+    dtype: str = "auto",
+    device: str | None = None,
+    seed: int = 1234,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build or download the model described by :func:`evalkit.registry.resolve_model`.
+
+    ``random`` models get seeded random weights from the shipped config (no download). ``device_map``
+    (e.g. ``"auto"``) spreads a large model over the visible devices with accelerate.
+
+    Returns:
+        (model in eval mode, identity dict with name, kind, dtype, device, parameters and a config sha256).
+
+    Raises:
+        EvalkitError: the model cannot be found or loaded.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    target = pick_device(device)
+    if resolved["kind"] == "random":
+        cfg = dict(resolved["config"])
+        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        torch_dtype = pick_dtype(dtype, target, config)
+        torch.manual_seed(seed)
+        with torch.device(target):
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        name = f"random:{resolved['alias']}"
+        revision = f"seed={seed}"
+    else:
+        path = resolved["path"]
+        try:
+            config = AutoConfig.from_pretrained(path)
+            torch_dtype = pick_dtype(dtype, target, config)
+            kwargs: dict[str, Any] = {"dtype": torch_dtype}
+            if device_map is not None:
+                kwargs.update(device_map=device_map, max_memory=max_memory)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise EvalkitError(f"could not load model '{path}': {exc}") from None
+        if device_map is None:
+            model.to(target)
+        name = path
+        revision = getattr(config, "_commit_hash", None) or "local"
+    model.eval()
+    config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    identity = {
+        "name": name,
+        "kind": resolved["kind"],
+        "revision": revision,
+        "dtype": str(torch_dtype).replace("torch.", ""),
+        "device": str(target) if device_map is None else f"device_map={device_map}",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config_sha256": _sha256_text(config_json),
+    }
+    return model, identity
+
+
+def model_window(model: torch.nn.Module, override: int | None) -> int:
+    """The model's context window in tokens: ``override`` or the config's maximum positions (else 2048)."""
+    if override:
+        return int(override)
+    config = model.config
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048

@@ -1,0 +1,119 @@
+"""(context, continuation) text -> token ids, with the rules of SPEC.md.
+
+Two encodings are supported:
+
+* ``separate`` (default; lm-evaluation-harness v0.2.0, the harness behind the GPT-NeoX-20B card): the context
+  and the continuation are encoded on their own and the id lists concatenated.
+* ``joint`` (lm-evaluation-harness 0.4): trailing whitespace of the context moves onto the continuation, then
+  ``context + continuation`` is encoded once and split at the context's own token length. When a token spans
+  the join the continuation can come out empty; then the continuation is encoded alone (never a crash).
+
+Both: an empty context becomes the end-of-text token; no BOS is added; inputs longer than the window
+``max_length`` are truncated on the left, keeping the whole continuation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from evalkit.types import EvalkitError, LoglikelihoodRequest, TokenizedRequest
+
+EncodeBatch = Callable[[list[str]], list[list[int]]]
+"""Encodes texts to token ids without special tokens: ``list[str] -> list[list[int]]``."""
+
+MODES = ("separate", "joint")
+
+
+def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """Move the context's trailing whitespace to the front of the continuation (lm-eval 0.4 rule)."""
+    stripped = context.rstrip()
+    return stripped, context[len(stripped):] + continuation
+
+
+def _encode_unique(texts: Sequence[str], encode_batch: EncodeBatch) -> dict[str, list[int]]:
+    unique = sorted(set(texts))
+    return dict(zip(unique, encode_batch(unique))) if unique else {}
+
+
+def encode_pairs(
+    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate"
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids for each (context, continuation) pair, before truncation.
+
+    Args:
+        pairs: (context, continuation) strings.
+        encode_batch: tokenizer call, no special tokens added.
+        eot_id: end-of-text token id, used as the context when the context is empty.
+        mode: ``"separate"`` or ``"joint"`` (see module docstring).
+
+    Returns:
+        one (context_ids, continuation_ids) per pair; continuation_ids is non-empty for a non-empty continuation.
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown tokenization mode {mode!r}; expected one of {MODES}")
+    if mode == "joint":
+        pairs = [split_trailing_whitespace(c, x) if c else (c, x) for c, x in pairs]
+    contexts = _encode_unique([c for c, _ in pairs if c], encode_batch)
+    conts = _encode_unique([x for _, x in pairs], encode_batch)
+    wholes = _encode_unique([c + x for c, x in pairs if c], encode_batch) if mode == "joint" else {}
+    out = []
+    for context, continuation in pairs:
+        if not context:
+            out.append(([eot_id], list(conts[continuation])))
+            continue
+        ctx_ids = list(contexts[context])
+        if mode == "separate":
+            out.append((ctx_ids, list(conts[continuation])))
+            continue
+        whole = wholes[context + continuation]
+        cont_ids = whole[len(ctx_ids):]
+        if not cont_ids:  # a token spans the join: fall back to the continuation alone
+            cont_ids = conts[continuation]
+        out.append((whole[: len(ctx_ids)], list(cont_ids)))
+    return out
+
+
+def truncate_left(context_ids: list[int], continuation_ids: list[int], max_length: int) -> TokenizedRequest:
+    """Fit context + continuation into a window of ``max_length`` input tokens.
+
+    The model reads ``(context + continuation)[:-1]``, so up to ``max_length + 1`` tokens fit. Extra tokens
+    are dropped from the left of the context (lm-eval v0.2.0 rule), keeping at least one context token.
+
+    Raises:
+        EvalkitError: the continuation alone does not fit (it has more than ``max_length`` tokens).
+    """
+    if len(continuation_ids) > max_length:
+        raise EvalkitError(
+            f"continuation of {len(continuation_ids)} tokens does not fit the model window of {max_length}"
+        )
+    excess = len(context_ids) + len(continuation_ids) - (max_length + 1)
+    dropped = max(0, excess)
+    return TokenizedRequest(tuple(context_ids[dropped:]), tuple(continuation_ids), dropped)
+
+
+def tokenize_requests(
+    requests: Sequence[LoglikelihoodRequest],
+    encode_batch: EncodeBatch,
+    eot_id: int,
+    max_length: int,
+    mode: str = "separate",
+) -> list[TokenizedRequest]:
+    """Tokenize and left-truncate requests, in order.
+
+    Raises:
+        EvalkitError: a continuation that tokenizes to nothing or cannot fit the window (names task and doc).
+    """
+    encoded = encode_pairs([(r.context, r.continuation) for r in requests], encode_batch, eot_id, mode)
+    out = []
+    for request, (ctx_ids, cont_ids) in zip(requests, encoded):
+        where = f"task {request.task} doc {request.doc_id} choice {request.choice_index}"
+        if not cont_ids:
+            raise EvalkitError(f"{where}: continuation {request.continuation!r} encodes to no tokens")
+        try:
+            out.append(truncate_left(ctx_ids, cont_ids, max_length))
+        except EvalkitError as exc:
+            raise EvalkitError(f"{where}: {exc}") from None
+    return out
