@@ -1,0 +1,134 @@
+"""Command line: ``evalkit run``, ``evalkit report``, ``evalkit tasks``.
+
+Each subcommand parses its flags, builds its inputs and calls one function; errors that are the user's
+(:class:`~evalkit.types.EvalkitError`) are printed as one line without a traceback, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from evalkit.types import EvalkitError, RunConfig
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``evalkit`` command."""
+    parser = argparse.ArgumentParser(prog="evalkit", description="Evaluate causal LMs by log-likelihood.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="evaluate a model on tasks; writes results/ and reports/")
+    run.add_argument("--model", required=True,
+                     help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
+    run.add_argument("--tasks", required=True, type=_csv, help="comma-separated task, alias or group names")
+    run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
+    run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
+    run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
+    run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
+    run.add_argument("--batch-size", type=int, default=16, help="packed sequences per forward pass")
+    run.add_argument("--max-batch-tokens", type=int, default=32768, help="padded tokens per forward pass")
+    run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    run.add_argument("--parallelize", action="store_true", help="spread layers over visible GPUs (device_map=auto)")
+    run.add_argument("--bootstrap-iters", type=int, default=10000, help="bootstrap resamples (0 disables)")
+    run.add_argument("--tokenization", default="separate", choices=["separate", "joint"],
+                     help="separate: lm-eval v0.2 (the card); joint: lm-eval 0.4")
+    run.add_argument("--no-shared-context", action="store_true",
+                     help="score each request as its own sequence (slower; for models without custom masks)")
+    run.add_argument("--output-dir", default=".", help="results go to DIR/results, reports to DIR/reports")
+    run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    report = sub.add_parser("report", help="re-render a Markdown report from saved results")
+    report.add_argument("results", nargs="+", help="results JSON files")
+    report.add_argument("--output", help="report path (default: reports/<first results stem>.md)")
+
+    tasks = sub.add_parser("tasks", help="list tasks, aliases and groups")
+    tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig described by ``evalkit run`` flags."""
+    extra = {
+        "max_batch_tokens": args.max_batch_tokens,
+        "tokenization": args.tokenization,
+        "share_context": not args.no_shared_context,
+    }
+    if args.parallelize:
+        extra["load_kwargs"] = {"device_map": "auto"}
+    return RunConfig(
+        model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
+        include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+        max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
+        output_dir=args.output_dir, log_samples=args.log_samples, extra=extra,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``evalkit run``: prints the results and report paths."""
+    from evalkit.runner import run
+
+    output = run(config_from_args(args), progress=not args.no_progress)
+    for name, task in output.results["tasks"].items():
+        parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
+        print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts))
+    print(f"results: {output.results_path}")
+    if output.samples_path:
+        print(f"samples: {output.samples_path}")
+    print(f"report: {output.report_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``evalkit report``: re-renders a report from results files."""
+    from evalkit.report import render_report
+    from evalkit.results_io import atomic_write_text, load_results
+
+    runs = [load_results(p) for p in args.results]
+    first = Path(args.results[0])
+    default = first.parent.parent.parent / "reports" / f"{first.stem}.md"
+    path = Path(args.output) if args.output else default
+    atomic_write_text(path, render_report(runs, args.results))
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    """``evalkit tasks``: one line per task and group."""
+    from evalkit.registry import load_registry
+
+    registry = load_registry(args.include_path)
+    for name, task in sorted(registry.tasks.items()):
+        aliases = f" (aliases: {', '.join(task.aliases)})" if task.aliases else ""
+        ds = task.dataset
+        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}")
+    for name, group in sorted(registry.groups.items()):
+        print(f"{name} (group): {', '.join(group.tasks)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``evalkit`` console script; returns the exit status."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks}
+    try:
+        return commands[args.command](args)
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Per-document metrics, and how each metric aggregates over documents.
+
+Definitions follow lm-evaluation-harness v0.2.0 (the GPT-NeoX-20B card) and SPEC.md:
+
+* ``acc`` (multiple choice): the argmax of the summed log-likelihoods is the gold index; ties go to the
+  lowest index (``numpy.argmax``).
+* ``acc_norm``: the argmax of log-likelihood divided by the choice's length in characters, not counting the
+  one-space target delimiter.
+* ``acc`` (target, LAMBADA): every token of the target is the greedy argmax.
+* ``acc`` (any greedy, TriviaQA): any continuation is greedy. It is computed from the greedy *booleans*,
+  never from log-likelihood floats (lm-eval issue 456 made every answer count that way).
+* ``perplexity``: exp(-mean over documents of the target's log-likelihood); per document the value kept is
+  ``loglikelihood`` (nats).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+SCORINGS = ("multiple_choice", "target", "any_greedy")
+
+HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False}
+
+PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood"}
+"""Aggregate metric -> the per-document value it is computed from."""
+
+
+def choice_length(continuation: str) -> int:
+    """Characters of a continuation without its leading one-space delimiter (at least 1)."""
+    text = continuation[1:] if continuation.startswith(" ") else continuation
+    return max(len(text), 1)
+
+
+def multiple_choice(loglikelihoods: Sequence[float], continuations: Sequence[str], gold: int) -> dict[str, float]:
+    """``acc`` and ``acc_norm`` for one document (each 0.0 or 1.0)."""
+    lls = np.asarray(loglikelihoods, dtype=np.float64)
+    lengths = np.asarray([choice_length(c) for c in continuations], dtype=np.float64)
+    return {
+        "acc": float(int(np.argmax(lls)) == gold),
+        "acc_norm": float(int(np.argmax(lls / lengths)) == gold),
+    }
+
+
+def target(loglikelihood: float, greedy: bool) -> dict[str, float]:
+    """``acc`` (greedy match, 0.0/1.0) and ``loglikelihood`` (nats) of a single target."""
+    return {"acc": float(bool(greedy)), "loglikelihood": float(loglikelihood)}
+
+
+def any_greedy(greedy: Sequence[bool]) -> dict[str, float]:
+    """``acc`` = 1.0 when any continuation is greedy.
+
+    Raises:
+        TypeError: a flag that is not a bool (a float log-likelihood passed by mistake).
+    """
+    for flag in greedy:
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"greedy flags must be booleans, got {type(flag).__name__}")
+    return {"acc": float(any(greedy))}
+
+
+def doc_metrics(
+    scoring: str, loglikelihoods: Sequence[float], greedy: Sequence[bool], continuations: Sequence[str], gold: int
+) -> dict[str, float]:
+    """Per-document metric values for a task's scoring rule (see module docstring).
+
+    Raises:
+        ValueError: an unknown scoring rule.
+    """
+    if scoring == "multiple_choice":
+        return multiple_choice(loglikelihoods, continuations, gold)
+    if scoring == "target":
+        return target(loglikelihoods[0], greedy[0])
+    if scoring == "any_greedy":
+        return any_greedy(greedy)
+    raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
+
+
+def perplexity(loglikelihoods: np.ndarray) -> np.ndarray:
+    """exp(-mean(ll)) along the last axis; ``loglikelihoods`` in nats, shape (..., n_docs)."""
+    return np.exp(-np.mean(loglikelihoods, axis=-1))
+
+
+def mean(values: np.ndarray) -> np.ndarray:
+    """Mean along the last axis."""
+    return np.mean(values, axis=-1)
+
+
+def aggregator(metric: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The statistic of a metric over per-document values, vectorised over leading axes.
+
+    Raises:
+        ValueError: an unknown metric.
+    """
+    if metric in ("acc", "acc_norm"):
+        return mean
+    if metric == "perplexity":
+        return perplexity
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def has_closed_form_stderr(metric: str) -> bool:
+    """True for means of per-document values; perplexity has no closed form (bootstrap only)."""
+    return aggregator(metric) is mean
+
+
+def finite_or_none(value: float) -> float | None:
+    """None for NaN or infinite values (JSON has no NaN)."""
+    return value if value is not None and math.isfinite(value) else None

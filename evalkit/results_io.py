@@ -1,0 +1,65 @@
+"""Where results live and how they are written: atomically, so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evalkit.types import EvalkitError
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def model_dir_name(model_name: str) -> str:
+    """A folder name for a model: ``EleutherAI/gpt-neox-20b`` -> ``EleutherAI__gpt-neox-20b``."""
+    name = model_name.replace("/", "__").replace(":", "_")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip("._") or "model"
+
+
+def results_path(output_dir: Path, model_name: str) -> Path:
+    """``output_dir/results/<model>/<UTC timestamp>.json``, never an existing file."""
+    folder = output_dir / "results" / model_dir_name(model_name)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = folder / f"{stamp}.json"
+    n = 1
+    while path.exists():
+        path = folder / f"{stamp}-{n}.json"
+        n += 1
+    return path
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a results JSON written by ``evalkit run``.
+
+    Raises:
+        EvalkitError: missing file, invalid JSON, or a file that is not evalkit results.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EvalkitError(f"results file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{p}: not a valid results JSON ({exc})") from None
+    if not isinstance(data, dict) or "tasks" not in data or "model" not in data:
+        raise EvalkitError(f"{p}: not an evalkit results file (no 'tasks' or 'model')")
+    return data

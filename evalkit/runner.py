@@ -1,0 +1,244 @@
+"""One run end to end: documents -> requests -> backend -> per-document metrics -> aggregates -> files.
+
+Every input is read and validated before the model is loaded, so a bad file costs seconds, not GPU hours.
+Results are written atomically (temporary file + rename); a report is rendered from the saved results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evalkit import __version__
+from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
+from evalkit.metrics import has_closed_form_stderr
+from evalkit.registry import load_registry, resolve_model
+from evalkit.report import write_report
+from evalkit.results_io import atomic_write_text, results_path
+from evalkit.stats import bootstrap_stderr, mean_stderr
+from evalkit.tokenization import tokenize_requests
+from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedTask:
+    """A task's selected documents and their requests, ready for scoring."""
+
+    task: Task
+    n_split: int
+    doc_ids: list[int]
+    docs: list[Any]
+    requests: list[LoglikelihoodRequest]
+    warnings: list[str]
+
+
+@dataclass
+class RunOutput:
+    """Paths written by a run and the in-memory results dict."""
+
+    results_path: Path
+    report_path: Path
+    samples_path: Path | None
+    results: dict[str, Any]
+
+
+def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int) -> PreparedTask:
+    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order)."""
+    docs = load_docs(task, data_dir)
+    warnings = [w for w in [size_warning(task, len(docs))] if w]
+    ids = subset_ids(len(docs), limit, seed, task.name)
+    chosen = [docs[i] for i in ids]
+    requests = [
+        LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
+        for doc_id, doc in zip(ids, chosen)
+        for k, cont in enumerate(task.continuations(doc))
+    ]
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+
+
+def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
+    """sha256 over every request's (doc_id, choice_index, context, continuation): changes with any prompt edit."""
+    digest = hashlib.sha256()
+    for r in requests:
+        digest.update(json.dumps([r.doc_id, r.choice_index, r.context, r.continuation]).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def score_documents(prepared: PreparedTask, lls: Sequence[float], greedy: Sequence[bool]) -> list[DocResult]:
+    """Per-document results from the task's responses (given in request order)."""
+    out, k = [], 0
+    task = prepared.task
+    for doc_id, doc in zip(prepared.doc_ids, prepared.docs):
+        conts = task.continuations(doc)
+        doc_lls = tuple(float(x) for x in lls[k : k + len(conts)])
+        doc_greedy = tuple(bool(x) for x in greedy[k : k + len(conts)])
+        k += len(conts)
+        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc))
+        out.append(DocResult(task.name, doc_id, metrics, doc_lls, doc_greedy))
+    return out
+
+
+def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents."""
+    out = {}
+    for offset, metric in enumerate(task.metrics):
+        values = np.array([r.metrics[PER_DOC_KEY[metric]] for r in results], dtype=np.float64)
+        stat = aggregator(metric)
+        closed = mean_stderr(values) if has_closed_form_stderr(metric) else None
+        boot = bootstrap_stderr(values, stat, iters, seed + offset) if iters else None
+        out[metric] = {
+            "value": float(stat(values)),
+            "stderr": finite_or_none(closed) if closed is not None else None,
+            "stderr_bootstrap": finite_or_none(boot) if boot is not None else None,
+            "n": len(values),
+            "higher_is_better": HIGHER_IS_BETTER[metric],
+        }
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape the numbers."""
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "evalkit": __version__}
+    for name in ("torch", "transformers", "tokenizers", "numpy", "datasets"):
+        try:
+            versions[name] = md.version(name)
+        except md.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def run(config: RunConfig, progress: bool = True) -> RunOutput:
+    """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report.
+
+    Raises:
+        EvalkitError: bad input of any kind, before the model is loaded.
+    """
+    started = time.perf_counter()
+    registry = load_registry(config.include_paths)
+    tasks = registry.expand(config.tasks)
+    resolved = resolve_model(config.model)
+    data_dir = resolve_data_dir(config.data_dir)
+    prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
+    for p in prepared:
+        for warning in p.warnings:
+            log.warning(warning)
+
+    from evalkit import hf_backend, hf_loading  # torch loads only when there is work for it
+
+    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
+    model, identity = hf_loading.load_model(resolved, config.dtype, config.device, config.seed,
+                                            **config.extra.get("load_kwargs", {}))
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.vocab_size > rows:
+        raise EvalkitError(
+            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"has {rows} rows: wrong tokenizer for this model?"
+        )
+    window = hf_loading.model_window(model, config.max_length)
+    all_requests = [r for p in prepared for r in p.requests]
+    t0 = time.perf_counter()
+    tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
+                                  config.extra.get("tokenization", "separate"))
+    t_tok = time.perf_counter() - t0
+    backend = hf_backend.HFBackend(
+        model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
+        pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
+    )
+    t0 = time.perf_counter()
+    responses = backend.loglikelihood(tokenized)
+    t_score = time.perf_counter() - t0
+
+    task_results: dict[str, Any] = {}
+    doc_results: dict[str, list[DocResult]] = {}
+    k = 0
+    for p in prepared:
+        n = len(p.requests)
+        resp, toks = responses[k : k + n], tokenized[k : k + n]
+        k += n
+        docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
+        doc_results[p.task.name] = docs
+        task_results[p.task.name] = {
+            "version": p.task.version,
+            "description": p.task.description,
+            "source": p.task.source,
+            "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
+            "n": len(docs),
+            "n_split": p.n_split,
+            "expected_n": p.task.dataset.n,
+            "subset": config.limit is not None and len(docs) < p.n_split,
+            "primary_metric": p.task.primary_metric,
+            "requests": n,
+            "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
+            "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
+            "prompt_sha256": prompt_hash(p.requests),
+            "warnings": p.warnings,
+            "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
+            "documents": _per_doc_arrays(p.task, docs),
+        }
+    results = {
+        "evalkit_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(config),
+        "model": identity,
+        "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size},
+        "window": window,
+        "versions": library_versions(),
+        "timing": {
+            "wall_time_s": round(time.perf_counter() - started, 3),
+            "tokenize_s": round(t_tok, 3),
+            "score_s": round(t_score, 3),
+            "requests": len(all_requests),
+            "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
+            "forward_calls": backend.forward_calls,
+        },
+        "tasks": task_results,
+    }
+    return write_outputs(results, doc_results, prepared, config)
+
+
+def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
+    keys = sorted({PER_DOC_KEY[m] for m in task.metrics})
+    arrays: dict[str, list] = {"doc_id": [d.doc_id for d in docs]}
+    for key in keys:
+        arrays[key] = [d.metrics[key] for d in docs]
+    return arrays
+
+
+def write_outputs(
+    results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask],
+    config: RunConfig,
+) -> RunOutput:
+    """Write samples (optional), results JSON and the Markdown report; returns their paths."""
+    out_dir = Path(config.output_dir)
+    path = results_path(out_dir, results["model"]["name"])
+    samples_path = None
+    if config.log_samples:
+        samples_path = path.with_suffix(".samples.jsonl")
+        lines = []
+        for p in prepared:
+            for doc, result in zip(p.docs, doc_results[p.task.name]):
+                lines.append(json.dumps({
+                    "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
+                    "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
+                    "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
+                    "metrics": dict(result.metrics),
+                }))
+        atomic_write_text(samples_path, "\n".join(lines) + "\n")
+        results["samples_file"] = samples_path.name
+    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
+    return RunOutput(path, report_path, samples_path, results)
