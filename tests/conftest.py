@@ -1,0 +1,48 @@
+"""Shared fixtures: the real data in ../shared/data, the real 20B tokenizer, and tiny seeded GPT-NeoX models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("EVALKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+TOKENIZER_JSON = DATA_DIR / "tokenizers" / "20B_tokenizer.json"
+
+TINY_NEOX = {
+    "model_type": "gpt_neox", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "intermediate_size": 128, "vocab_size": 50304, "max_position_embeddings": 2048, "rotary_pct": 0.25,
+    "use_parallel_residual": True, "tie_word_embeddings": False,
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data folder; its absence is an error, not a skip."""
+    assert (DATA_DIR / "piqa" / "validation.jsonl").is_file(), f"test data missing under {DATA_DIR}"
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The GPT-NeoX-20B tokenizer from the shared data (LoadedTokenizer)."""
+    from evalkit.hf_loading import load_tokenizer
+
+    return load_tokenizer(str(TOKENIZER_JSON), None)
+
+
+def make_tiny_model(seed: int = 0, **overrides):
+    """A seeded random GPT-NeoX (2 layers, width 64) in fp32 on CPU, eval mode."""
+    from evalkit.hf_loading import load_model
+
+    config = dict(TINY_NEOX, **overrides)
+    model, _ = load_model({"kind": "random", "alias": "tiny", "config": config}, "float32", "cpu", seed)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """make_tiny_model(seed=0), shared by the session (never mutate it)."""
+    return make_tiny_model(0)
