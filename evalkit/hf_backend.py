@@ -38,6 +38,9 @@ class HFBackend:
         pad_id: token id placed in padding (masked out; any valid id).
         share_context: score all continuations of a context in one packed sequence.
         progress: show a tqdm bar over requests.
+
+    Counters (for benchmarks): ``forward_calls``; ``forward_tokens`` (real input tokens),
+    ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer).
     """
 
     def __init__(
@@ -62,6 +65,9 @@ class HFBackend:
         self.head = model.get_output_embeddings()
         self.body = self._split_body()
         self.forward_calls = 0
+        self.forward_tokens = 0
+        self.padded_tokens = 0
+        self.scored_positions = 0
 
     def _split_body(self) -> torch.nn.Module | None:
         """The model without its output layer, when body + head reproduce the full model's logits.
@@ -121,8 +127,11 @@ class HFBackend:
             mask = _packed_mask(segments, self.dtype)
         else:
             mask = (segments >= 0).long()
+        self.forward_calls += 1
+        self.forward_tokens += int((layout["segments"] >= 0).sum())
+        self.padded_tokens += int(layout["segments"].size)
+        self.scored_positions += int(layout["targets"].size)
         with torch.inference_mode():
-            self.forward_calls += 1
             rows = torch.from_numpy(layout["pred_rows"])
             cols = torch.from_numpy(layout["pred_cols"])
             if self.body is not None:

@@ -204,6 +204,9 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput:
             "requests": len(all_requests),
             "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
             "forward_calls": backend.forward_calls,
+            "forward_tokens": backend.forward_tokens,
+            "padded_tokens": backend.padded_tokens,
+            "scored_positions": backend.scored_positions,
         },
         "tasks": task_results,
     }

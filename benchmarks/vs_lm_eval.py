@@ -1,0 +1,347 @@
+"""evalkit vs lm-evaluation-harness 0.4.13 on the same model, dtype, data and documents.
+
+Usage (after ``pip install -e '.[bench]'``)::
+
+    python benchmarks/vs_lm_eval.py                       # random:pythia-70m, fp32, CPU, 100 docs per task, 2 rounds
+    python benchmarks/vs_lm_eval.py --model random:pythia-160m --docs 200 --rounds 3
+
+Each side runs in its own fresh process (so peak memory is its own), in ABAB order so machine drift cancels.
+Both sides build the same seeded random weights and read the same seeded subset of documents, written to a
+temporary data folder. lm-eval reads it through task YAMLs (``dataset_path: json``) that reproduce SPEC.md's
+prompts; its own TriviaQA is a different (generative) task, so the card's TriviaQA requests go through its
+``HFLM.loglikelihood`` directly and acc = any greedy alias, as in the card.
+
+Printed: per side wall time, requests/s, tokens/s, peak RSS; the ratio of median wall times; parity (max
+|delta log-likelihood| over matched requests, greedy flags, per-task metrics); batch-size invariance of evalkit
+(1, 8, 64); and the fraction of the machine's measured dense-matmul throughput that evalkit's useful FLOPs reach.
+Nothing is asserted: these are figures to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+TASKS = ("lambada_openai", "sciq", "piqa", "arc_challenge", "triviaqa")
+LM_EVAL_TASKS = ("lambada_openai", "sciq", "piqa", "arc_challenge")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="random:pythia-70m")
+    p.add_argument("--tokenizer", default=str(REPO.parent / "shared/data/tokenizers/20B_tokenizer.json"))
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared/data"))
+    p.add_argument("--docs", type=int, default=100, help="seeded subset size per task")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--rounds", type=int, default=2, help="ABAB rounds (each runs both sides once)")
+    p.add_argument("--batch-size", type=int, default=16, help="batch size for both harnesses")
+    p.add_argument("--bootstrap-iters", type=int, default=1000, help="both sides (lm-eval uses it for perplexity)")
+    p.add_argument("--side", choices=["evalkit", "lm_eval"], help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- shared inputs
+
+def write_subset(args, workdir: Path) -> None:
+    """The seeded subset of every task, as ``workdir/data/<task>/<split>.jsonl`` (doc ids become 0..n-1)."""
+    from evalkit.data import load_docs, subset_ids
+    from evalkit.registry import load_registry
+
+    registry = load_registry()
+    for name in TASKS:
+        task = registry.get(name)
+        docs = load_docs(task, Path(args.data_dir))
+        ids = subset_ids(len(docs), args.docs, args.seed, name)
+        folder = workdir / "data" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(docs[i]) for i in ids]
+        (folder / f"{task.dataset.split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_lm_eval_tasks(workdir: Path) -> None:
+    """lm-eval 0.4 task YAMLs reading the subset files, with SPEC.md's prompts."""
+    import yaml
+
+    data = workdir / "data"
+    folder = workdir / "lm_eval_tasks"
+    folder.mkdir(exist_ok=True)
+    (folder / "ek_utils.py").write_text(
+        "def sciq_text(doc):\n"
+        "    return f\"{doc['support']}\\nQuestion: {doc['question']}\\nAnswer:\".strip()\n",
+        encoding="utf-8",
+    )
+    mc = {"output_type": "multiple_choice", "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
+    specs = {
+        "lambada_openai": {
+            "split": "test", "output_type": "loglikelihood",
+            "doc_to_text": "{{text.split(' ')[:-1]|join(' ')}}", "doc_to_target": "{{' '+text.split(' ')[-1]}}",
+            "target_delimiter": "",
+            "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
+                            {"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        },
+        "sciq": {"split": "test", **mc, "doc_to_text": "!function ek_utils.sciq_text", "doc_to_target": 3,
+                 "doc_to_choice": "{{[distractor1, distractor2, distractor3, correct_answer]}}"},
+        "piqa": {"split": "validation", **mc, "doc_to_text": "Question: {{goal}}\nAnswer:",
+                 "doc_to_target": "label", "doc_to_choice": "{{[sol1, sol2]}}"},
+        "arc_challenge": {"split": "test", **mc, "doc_to_text": "Question: {{question}}\nAnswer:",
+                          "doc_to_target": "{{choices.label.index(answerKey)}}", "doc_to_choice": "{{choices.text}}"},
+    }
+    for name, spec in specs.items():
+        split = spec.pop("split")
+        body = {"task": f"ek_{name}", "dataset_path": "json",
+                "dataset_kwargs": {"data_files": {split: str(data / name / f"{split}.jsonl")}},
+                f"{'test' if split == 'test' else 'validation'}_split": split, **spec}
+        text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+        text = text.replace("'!function ek_utils.sciq_text'", "!function ek_utils.sciq_text")
+        (folder / f"ek_{name}.yaml").write_text(text, encoding="utf-8")
+
+
+def build_model(args):
+    """The seeded random model (the same weights in every process)."""
+    from evalkit.hf_loading import load_model
+    from evalkit.registry import resolve_model
+
+    return load_model(resolve_model(args.model), "float32", "cpu", args.seed)[0]
+
+
+# ---------------------------------------------------------------- the two sides
+
+def run_evalkit(args, workdir: Path) -> dict:
+    """evalkit end to end through its runner; per-request answers read back from its samples file."""
+    from evalkit.runner import run
+    from evalkit.types import RunConfig
+
+    config = RunConfig(model=args.model, tasks=TASKS, tokenizer=args.tokenizer, data_dir=str(workdir / "data"),
+                       seed=args.seed, batch_size=args.batch_size, dtype="float32", device="cpu",
+                       bootstrap_iters=args.bootstrap_iters, output_dir=str(workdir / "ek_out"), log_samples=True)
+    output = run(config, progress=False)
+    per_task: dict = {name: {"lls": {}, "greedy": {}} for name in TASKS}
+    for line in output.samples_path.read_text().splitlines():
+        row = json.loads(line)
+        per_task[row["task"]]["lls"][row["doc_id"]] = row["loglikelihoods"]
+        per_task[row["task"]]["greedy"][row["doc_id"]] = row["greedy"]
+    for name, task in output.results["tasks"].items():
+        per_task[name]["metrics"] = {m: v["value"] for m, v in task["metrics"].items()}
+    return {"per_task": per_task, "timing": output.results["timing"],
+            "tokens": sum(t["tokens"] for t in output.results["tasks"].values()),
+            "requests": output.results["timing"]["requests"], "model_config": output.results["model"]}
+
+
+def run_lm_eval(args, workdir: Path) -> dict:
+    """lm-eval 0.4.13: four tasks through simple_evaluate, the card's TriviaQA through HFLM.loglikelihood."""
+    from lm_eval import simple_evaluate
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import PreTrainedTokenizerFast
+
+    from evalkit.data import load_docs
+    from evalkit.registry import load_registry
+
+    model = build_model(args)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=args.tokenizer, eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, max_length=2048, device="cpu")
+    manager = TaskManager(include_path=str(workdir / "lm_eval_tasks"))
+    out = simple_evaluate(model=lm, tasks=[f"ek_{t}" for t in LM_EVAL_TASKS], task_manager=manager,
+                          num_fewshot=0, bootstrap_iters=args.bootstrap_iters, log_samples=True)
+    per_task: dict = {}
+    for name in LM_EVAL_TASKS:
+        key = f"ek_{name}"
+        samples = sorted(out["samples"][key], key=lambda s: s["doc_id"])
+        per_task[name] = {
+            "lls": {s["doc_id"]: [float(r[0]) for r in s["filtered_resps"]] for s in samples},
+            "greedy": {s["doc_id"]: [bool(r[1]) for r in s["filtered_resps"]] for s in samples},
+            "metrics": {m.split(",")[0]: v for m, v in out["results"][key].items()
+                        if m.endswith(",none") and "stderr" not in m},
+        }
+    trivia = load_registry().get("triviaqa")
+    docs = load_docs(trivia, workdir / "data")
+    instances, owners = [], []
+    for doc_id, doc in enumerate(docs):
+        for cont in trivia.continuations(doc):
+            instances.append(Instance("loglikelihood", doc, (trivia.context(doc), cont), len(instances)))
+            owners.append(doc_id)
+    answers = lm.loglikelihood(instances, disable_tqdm=True)
+    lls: dict = {}
+    greedy: dict = {}
+    for doc_id, (ll, is_greedy) in zip(owners, answers):
+        lls.setdefault(doc_id, []).append(float(ll))
+        greedy.setdefault(doc_id, []).append(bool(is_greedy))
+    acc = sum(any(g) for g in greedy.values()) / len(greedy)
+    per_task["triviaqa"] = {"lls": lls, "greedy": greedy, "metrics": {"acc": acc}}
+    return {"per_task": per_task}
+
+
+def side_main(args) -> None:
+    """Run one side in this process and write its figures as JSON to ``args.out``."""
+    workdir = Path(args.workdir)
+    start = time.perf_counter()
+    result = run_evalkit(args, workdir) if args.side == "evalkit" else run_lm_eval(args, workdir)
+    result["wall_s"] = time.perf_counter() - start
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.out).write_text(json.dumps(result), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- analysis
+
+def parity(ek: dict, lm: dict) -> dict:
+    """Max |delta log-likelihood| over matched requests, greedy flags and per-task metrics equal or not."""
+    max_delta, max_rel, worst, greedy_diff, requests, metrics_equal = 0.0, 0.0, None, 0, 0, {}
+    for name in TASKS:
+        a, b = ek["per_task"][name], lm["per_task"][name]
+        for doc_id, lls in a["lls"].items():
+            other = b["lls"][int(doc_id)] if int(doc_id) in b["lls"] else b["lls"][str(doc_id)]
+            other_g = b["greedy"][int(doc_id)] if int(doc_id) in b["greedy"] else b["greedy"][str(doc_id)]
+            assert len(other) == len(lls), f"{name} doc {doc_id}: different number of requests"
+            requests += len(lls)
+            for k, (x, y) in enumerate(zip(lls, other)):
+                max_rel = max(max_rel, abs(x - y) / max(abs(x), 1e-12))
+                if abs(x - y) > max_delta:
+                    max_delta, worst = abs(x - y), (name, doc_id, k, x)
+            greedy_diff += sum(x != y for x, y in zip(a["greedy"][doc_id], other_g))
+        metrics_equal[name] = {m: (v, b["metrics"].get(m)) for m, v in a["metrics"].items()}
+    return {"requests": requests, "max_abs_delta_ll": max_delta, "max_rel_delta_ll": max_rel, "worst": worst,
+            "greedy_flags_differing": greedy_diff, "metrics": metrics_equal}
+
+
+def batch_size_invariance(args, workdir: Path) -> dict:
+    """evalkit's scores at batch sizes 1, 8 and 64 on the subset: max |delta ll| and differing greedy flags."""
+    from evalkit.hf_backend import HFBackend
+    from evalkit.hf_loading import load_tokenizer
+    from evalkit.runner import prepare_task
+    from evalkit.registry import load_registry
+    from evalkit.tokenization import tokenize_requests
+
+    registry = load_registry()
+    tok = load_tokenizer(args.tokenizer, None)
+    requests = [r for n in TASKS for r in prepare_task(registry.get(n), workdir / "data", None, args.seed).requests]
+    tokenized = tokenize_requests(requests, tok.encode_batch, tok.eot_id, 2048)
+    model = build_model(args)
+    runs = {bs: HFBackend(model, 2048, batch_size=bs, progress=False).loglikelihood(tokenized) for bs in (1, 8, 64)}
+    base = runs[1]
+    return {bs: {"max_abs_delta_ll": max(abs(a.loglikelihood - b.loglikelihood) for a, b in zip(base, r)),
+                 "greedy_flags_differing": sum(a.greedy != b.greedy for a, b in zip(base, r))}
+            for bs, r in runs.items() if bs != 1}
+
+
+def matmul_flops(size: int = 2048, reps: int = 20) -> float:
+    """Measured dense fp32 matmul throughput of this machine (FLOP/s), best of ``reps`` (torch's threads)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
+def useful_flops(ek: dict) -> float:
+    """2 x non-embedding parameters x forwarded tokens + the output layer at scored positions only."""
+    from transformers import AutoConfig
+
+    from evalkit.registry import model_presets
+
+    alias = ek["model_config"]["name"].split(":", 1)[1]
+    cfg = dict(model_presets()[alias]["config"])
+    config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    embedding = config.vocab_size * config.hidden_size
+    non_embedding = ek["model_config"]["parameters"] - 2 * embedding
+    timing = ek["timing"]
+    return 2 * non_embedding * timing["forward_tokens"] + 2 * embedding * timing["scored_positions"]
+
+
+def run_side(side: str, args, workdir: Path) -> dict:
+    """One side in a fresh process; returns its JSON figures."""
+    out = workdir / f"{side}.json"
+    cmd = [sys.executable, __file__, "--side", side, "--workdir", str(workdir), "--out", str(out),
+           "--model", args.model, "--tokenizer", args.tokenizer, "--data-dir", args.data_dir,
+           "--docs", str(args.docs), "--seed", str(args.seed), "--batch-size", str(args.batch_size),
+           "--bootstrap-iters", str(args.bootstrap_iters)]
+    env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def main(argv=None) -> None:
+    """Run both sides in ABAB order and print the figures."""
+    args = parse_args(argv)
+    if args.side:
+        side_main(args)
+        return
+    with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
+        workdir = Path(tmp)
+        write_subset(args, workdir)
+        write_lm_eval_tasks(workdir)
+        walls: dict = {"evalkit": [], "lm_eval": []}
+        last: dict = {}
+        for round_ in range(args.rounds):
+            order = ("lm_eval", "evalkit") if round_ % 2 == 0 else ("evalkit", "lm_eval")
+            for side in order:
+                last[side] = run_side(side, args, workdir)
+                walls[side].append(last[side]["wall_s"])
+                print(f"round {round_ + 1} {side:8s} {last[side]['wall_s']:8.2f} s", flush=True)
+        invariance = batch_size_invariance(args, workdir)
+        peak = matmul_flops()
+    ek, lm = last["evalkit"], last["lm_eval"]
+    report(args, walls, ek, lm, parity(ek, lm), invariance, peak)
+
+
+def report(args, walls, ek, lm, par, invariance, peak) -> None:
+    """Print the figures."""
+    med = {side: statistics.median(v) for side, v in walls.items()}
+    print(f"\nmodel {args.model}, fp32 CPU, {args.docs} docs per task, batch size {args.batch_size}, "
+          f"{torch_threads()} threads, {args.rounds} ABAB rounds")
+    print(f"work: {ek['requests']} requests, {ek['tokens']} tokens if each request is scored alone")
+    print(f"{'side':8s} {'median wall s':>14s} {'requests/s':>11s} {'tokens/s':>10s} {'peak RSS MB':>12s}")
+    for side, data in (("lm_eval", lm), ("evalkit", ek)):
+        print(f"{side:8s} {med[side]:14.2f} {ek['requests'] / med[side]:11.1f} {ek['tokens'] / med[side]:10.0f} "
+              f"{data['peak_rss_mb']:12.0f}")
+    print(f"speed ratio (lm_eval / evalkit, medians): {med['lm_eval'] / med['evalkit']:.2f}x")
+    print(f"peak memory ratio (evalkit / lm_eval): {ek['peak_rss_mb'] / lm['peak_rss_mb']:.2f}")
+    print(f"parity over {par['requests']} requests: max |delta ll| = {par['max_abs_delta_ll']:.2e}, "
+          f"greedy flags differing = {par['greedy_flags_differing']}")
+    task, doc, k, ll = par["worst"]
+    print(f"  largest at {task} doc {doc} choice {k} (ll {ll:.2f} nats); max relative delta "
+          f"{par['max_rel_delta_ll']:.1e}. lm-eval sums token log-probs in float32 (ulp at 1000 nats = 6e-5),"
+          " evalkit in float64")
+    for name, metrics in par["metrics"].items():
+        cells = ", ".join(f"{m} {a:.4f} vs {b if b is None else format(b, '.4f')}"
+                          f"{'' if b is not None and abs(a - b) < 1e-9 else ' DIFFERENT'}"
+                          for m, (a, b) in metrics.items())
+        print(f"  {name:15s} evalkit vs lm_eval: {cells}")
+    for bs, figures in invariance.items():
+        print(f"batch size {bs} vs 1: max |delta ll| = {figures['max_abs_delta_ll']:.2e}, "
+              f"greedy flags differing = {figures['greedy_flags_differing']}")
+    flops = useful_flops(ek)
+    score_s = ek["timing"]["score_s"]
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; evalkit useful work {flops / 1e9:.1f} GFLOP; "
+          f"utilisation {flops / score_s / peak:.0%} of peak while scoring ({score_s:.2f} s), "
+          f"{flops / med['evalkit'] / peak:.0%} over the whole run")
+
+
+def torch_threads() -> int:
+    """Threads torch uses for CPU work here."""
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()
