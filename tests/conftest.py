@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Tests never touch the network: without this, transformers' save/load helpers wait on hub time-outs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVALKIT_TEST_DATA", REPO.parent / "shared" / "data"))
 TOKENIZER_JSON = DATA_DIR / "tokenizers" / "20B_tokenizer.json"
