@@ -8,6 +8,7 @@ per document instead of once per continuation (SPEC.md, "Work sizes").
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -104,3 +105,50 @@ def make_batches(groups: Sequence[PackedGroup], batch_size: int, max_batch_token
 def group_cost(group: PackedGroup) -> float:
     """Estimated cost of a group in token-units: its input tokens (attention ignored)."""
     return float(group.length)
+
+
+def split_by_cost(costs: Sequence[float], n_parts: int) -> list[list[int]]:
+    """Assign items to ``n_parts`` parts so that the parts' total costs are close: longest processing time first.
+
+    Items are taken in decreasing cost (ties: lower index first) and each goes to the part with the smallest
+    total so far (ties: lower part). Graham (1969), "Bounds on multiprocessing timing anomalies": the largest
+    total is at most 4/3 - 1/(3 n_parts) times the optimum. Each part's total before its last item was the
+    smallest at that moment, so any two parts' totals differ by at most the largest item cost (and each lies
+    within that cost of the mean): with many small items the parts are nearly equal.
+
+    Args:
+        costs: one non-negative cost per item (e.g. :func:`group_cost`, in tokens).
+        n_parts: number of parts (ranks), >= 1.
+
+    Returns:
+        for each part, its item indices in increasing order; every index appears in exactly one part.
+
+    Raises:
+        ValueError: n_parts < 1.
+    """
+    if n_parts < 1:
+        raise ValueError(f"number of parts must be >= 1, got {n_parts}")
+    loads = [(0.0, part) for part in range(n_parts)]
+    parts: list[list[int]] = [[] for _ in range(n_parts)]
+    for index in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, part = heapq.heappop(loads)
+        parts[part].append(index)
+        heapq.heappush(loads, (load + float(costs[index]), part))
+    return [sorted(part) for part in parts]
+
+
+def split_requests(
+    requests: Sequence[TokenizedRequest], max_length: int, share_context: bool, n_parts: int
+) -> list[list[int]]:
+    """Split requests over ``n_parts`` ranks by estimated cost, keeping every packed group on one rank.
+
+    The requests are packed as the backend packs them (:func:`pack_groups`), so the continuations that
+    share a context stay together; groups are then assigned with :func:`split_by_cost` on :func:`group_cost`.
+    The result depends only on the requests, so every rank computes the same split without talking.
+
+    Returns:
+        for each rank, the indices into ``requests`` it scores, in increasing order.
+    """
+    groups = pack_groups(requests, max_length, share_context)
+    parts = split_by_cost([group_cost(g) for g in groups], n_parts)
+    return [sorted(i for g in part for indices in groups[g].request_indices for i in indices) for part in parts]
