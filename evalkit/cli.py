@@ -19,6 +19,15 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _max_memory(value: str) -> dict:
+    from evalkit.placement import parse_max_memory
+
+    try:
+        return parse_max_memory(value)
+    except EvalkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``evalkit`` command."""
     parser = argparse.ArgumentParser(prog="evalkit", description="Evaluate causal LMs by log-likelihood.")
@@ -38,7 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    run.add_argument("--parallelize", action="store_true", help="spread layers over visible GPUs (device_map=auto)")
+    run.add_argument("--parallelize", action="store_true",
+                     help="spread layers over the visible GPUs (device_map=auto); under torchrun, over the rank's share")
+    run.add_argument("--max-memory", type=_max_memory, metavar="DEV=SIZE,...",
+                     help="with --parallelize: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
+    run.add_argument("--dist-timeout", type=float, default=3600, metavar="SECONDS",
+                     help="under torchrun: longest wait for the other ranks (joining, gathering)")
     run.add_argument("--bootstrap-iters", type=int, default=10000, help="bootstrap resamples (0 disables)")
     run.add_argument("--tokenization", default="separate", choices=["separate", "joint"],
                      help="separate: lm-eval v0.2 (the card); joint: lm-eval 0.4")
@@ -64,8 +78,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "tokenization": args.tokenization,
         "share_context": not args.no_shared_context,
     }
+    if args.max_memory and not args.parallelize:
+        raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:
-        extra["load_kwargs"] = {"device_map": "auto"}
+        extra["load_kwargs"] = {"device_map": "auto", "max_memory": args.max_memory}
+    extra["dist_timeout_s"] = args.dist_timeout
     return RunConfig(
         model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
@@ -79,6 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from evalkit.runner import run
 
     output = run(config_from_args(args), progress=not args.no_progress)
+    if output is None:  # a data-parallel rank other than 0
+        return 0
     for name, task in output.results["tasks"].items():
         parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
         print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts))
@@ -123,11 +142,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks}
+    where = _rank_label()
     try:
         return commands[args.command](args)
     except EvalkitError as exc:
-        print(f"evalkit: error: {exc}", file=sys.stderr)
+        print(f"evalkit: error{where}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if where:  # name the rank before the traceback; torchrun then stops the other ranks
+            print(f"evalkit: error{where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise
+
+
+def _rank_label() -> str:
+    """`` (rank R of N)`` when this process is one rank of a torchrun job, else empty."""
+    from evalkit.placement import RankInfo
+
+    try:
+        info = RankInfo.from_env()
+    except EvalkitError:
+        return ""
+    return f" ({info.label})" if info.is_distributed else ""
 
 
 if __name__ == "__main__":
