@@ -60,7 +60,7 @@ class HFBackend:
         self.pad_id = pad_id
         self.share_context = share_context
         self.progress = progress
-        self.input_device = model.get_input_embeddings().weight.device
+        self.input_device = execution_device(model.get_input_embeddings())
         self.dtype = model.get_input_embeddings().weight.dtype
         self.head = model.get_output_embeddings()
         self.body = self._split_body()
@@ -80,7 +80,7 @@ class HFBackend:
         ids = torch.tensor([[self.pad_id, 1, 2, 3]], device=self.input_device)
         with torch.inference_mode():
             full = self.model(input_ids=ids).logits.float()
-            split = self.head(body(input_ids=ids)[0].to(self.head.weight.device)).float()
+            split = self.head(body(input_ids=ids)[0].to(execution_device(self.head))).float()
         if full.shape != split.shape or not torch.allclose(full.cpu(), split.cpu(), atol=1e-3, rtol=1e-3):
             log.warning("output layer cannot be split from the model body; computing logits at all positions")
             return None
@@ -136,7 +136,7 @@ class HFBackend:
             cols = torch.from_numpy(layout["pred_cols"])
             if self.body is not None:
                 hidden = self.body(input_ids=input_ids, attention_mask=mask, position_ids=position_ids)[0]
-                picked = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(self.head.weight.device)
+                picked = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(execution_device(self.head))
                 token_ll, token_greedy = _score_positions(self.head, picked, layout["targets"])
             else:
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits
@@ -151,6 +151,16 @@ class HFBackend:
             out.append([(float(sums[k + j]), bool(misses[k + j] == 0)) for j in range(len(group.continuations))])
             k += len(group.continuations)
         return out
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """The device a module computes on: its weight's, or, for a layer offloaded by accelerate (weights on
+    the meta device until its forward), the execution device of its dispatch hook."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return module.weight.device
 
 
 def _score_positions(

@@ -122,7 +122,10 @@ def load_model(
     """Build or download the model described by :func:`evalkit.registry.resolve_model`.
 
     ``random`` models get seeded random weights from the shipped config (no download). ``device_map``
-    (e.g. ``"auto"``) spreads a large model over the visible devices with accelerate.
+    (``"auto"``, ``"balanced"``, ``"sequential"`` or an explicit ``{module name: device}`` dict) spreads a
+    large model over the devices allowed by ``max_memory`` (``{GPU index or "cpu"/"disk": bytes or "20GiB"}``)
+    with accelerate; layers placed on ``"disk"`` are offloaded to a temporary folder. A sharded random model is
+    built on the CPU first, so its weights equal the unsharded CPU model's for the same seed.
 
     Returns:
         (model in eval mode, identity dict with name, kind, dtype, device, parameters and a config sha256).
@@ -138,8 +141,10 @@ def load_model(
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
         torch_dtype = pick_dtype(dtype, target, config)
         torch.manual_seed(seed)
-        with torch.device(target):
+        with torch.device(target if device_map is None else "cpu"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        if device_map is not None:
+            model = dispatch(model, device_map, max_memory, torch_dtype)
         name = f"random:{resolved['alias']}"
         revision = f"seed={seed}"
     else:
@@ -149,7 +154,8 @@ def load_model(
             torch_dtype = pick_dtype(dtype, target, config)
             kwargs: dict[str, Any] = {"dtype": torch_dtype}
             if device_map is not None:
-                kwargs.update(device_map=device_map, max_memory=max_memory)
+                kwargs.update(device_map=device_map, max_memory=dict(max_memory) if max_memory else None,
+                              offload_folder=_offload_dir())
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         except (OSError, ValueError) as exc:
             raise EvalkitError(f"could not load model '{path}': {exc}") from None
@@ -164,11 +170,60 @@ def load_model(
         "kind": resolved["kind"],
         "revision": revision,
         "dtype": str(torch_dtype).replace("torch.", ""),
-        "device": str(target) if device_map is None else f"device_map={device_map}",
+        "device": str(target) if device_map is None else describe_device_map(model, device_map),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config_sha256": _sha256_text(config_json),
     }
     return model, identity
+
+
+def dispatch(
+    model: torch.nn.Module, device_map: str | dict, max_memory: dict | None, dtype: torch.dtype
+) -> torch.nn.Module:
+    """Place a model's modules as ``device_map`` says (a strategy name is resolved with ``max_memory``).
+
+    Uses accelerate: ``infer_auto_device_map`` (after ``get_balanced_memory`` for ``auto``/``balanced``) never
+    splits a transformer layer (the model's ``_no_split_modules``); ``dispatch_model`` moves each module and
+    adds the hooks that carry activations between devices and load ``"disk"`` layers at their forward.
+
+    Raises:
+        EvalkitError: an unknown strategy name.
+    """
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    max_memory = dict(max_memory) if max_memory is not None else None  # accelerate converts sizes in place
+    if isinstance(device_map, str):
+        strategies = ("auto", "balanced", "balanced_low_0", "sequential")
+        if device_map not in strategies:
+            raise EvalkitError(f"unknown device map '{device_map}'; expected one of {', '.join(strategies)} or a dict")
+        no_split = list(getattr(model, "_no_split_modules", None) or [])
+        if device_map != "sequential":
+            max_memory = get_balanced_memory(model, max_memory, no_split_module_classes=no_split, dtype=dtype,
+                                             low_zero=device_map == "balanced_low_0")
+        device_map = dict(infer_auto_device_map(model, max_memory=max_memory, no_split_module_classes=no_split,
+                                                dtype=dtype))
+    offload = _offload_dir() if "disk" in device_map.values() else None
+    return dispatch_model(model, device_map=device_map, offload_dir=offload)
+
+
+def describe_device_map(model: torch.nn.Module, device_map: str | dict) -> str:
+    """``"device_map=auto: cuda:0, cuda:1"``: the strategy and the devices the model's modules landed on."""
+    placed = getattr(model, "hf_device_map", None) or (device_map if isinstance(device_map, dict) else {})
+    names = sorted({(f"cuda:{d}" if isinstance(d, int) else str(d)) for d in placed.values()})
+    strategy = device_map if isinstance(device_map, str) else "explicit"
+    return f"device_map={strategy}: {', '.join(names)}" if names else f"device_map={strategy}"
+
+
+def _offload_dir() -> str:
+    """A temporary folder for layers offloaded to disk, removed when the process exits."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="evalkit-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def model_window(model: torch.nn.Module, override: int | None) -> int:
