@@ -121,8 +121,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def run(config: RunConfig, progress: bool = True) -> RunOutput:
+def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report.
+
+    Under ``torchrun`` every rank scores a share of the requests and rank 0 alone writes the files
+    (:mod:`evalkit.distributed`); the other ranks return None.
 
     Raises:
         EvalkitError: bad input of any kind, before the model is loaded.
@@ -137,11 +140,11 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput:
         for warning in p.warnings:
             log.warning(warning)
 
-    from evalkit import hf_backend, hf_loading  # torch loads only when there is work for it
+    from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
+    ranks = distributed.start(config)  # a single rank unless launched by torchrun
     tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
-    model, identity = hf_loading.load_model(resolved, config.dtype, config.device, config.seed,
-                                            **config.extra.get("load_kwargs", {}))
+    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs)
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:
         raise EvalkitError(
@@ -159,8 +162,10 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput:
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
     t0 = time.perf_counter()
-    responses = backend.loglikelihood(tokenized)
+    responses = ranks.loglikelihood(backend, tokenized)
     t_score = time.perf_counter() - t0
+    if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
+        return None
 
     task_results: dict[str, Any] = {}
     doc_results: dict[str, list[DocResult]] = {}
@@ -210,6 +215,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput:
         },
         "tasks": task_results,
     }
+    ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
 
 
