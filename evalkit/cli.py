@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="spread layers over the visible GPUs (device_map=auto); under torchrun, over the rank's share")
     run.add_argument("--max-memory", type=_max_memory, metavar="DEV=SIZE,...",
                      help="with --parallelize: memory per device, e.g. 0=20GiB,1=20GiB,cpu=64GiB")
-    run.add_argument("--dist-timeout", type=float, default=3600, metavar="SECONDS",
-                     help="under torchrun: longest wait for the other ranks (joining, gathering)")
+    run.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                     help="under torchrun: longest wait for the other ranks (joining, gathering; default 3600)")
     run.add_argument("--bootstrap-iters", type=int, default=10000, help="bootstrap resamples (0 disables)")
     run.add_argument("--tokenization", default="separate", choices=["separate", "joint"],
                      help="separate: lm-eval v0.2 (the card); joint: lm-eval 0.4")
@@ -81,8 +81,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.max_memory and not args.parallelize:
         raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:
-        extra["load_kwargs"] = {"device_map": "auto", "max_memory": args.max_memory}
-    extra["dist_timeout_s"] = args.dist_timeout
+        extra["load_kwargs"] = {"device_map": "auto"} | ({"max_memory": args.max_memory} if args.max_memory else {})
+    if args.dist_timeout is not None:
+        extra["dist_timeout_s"] = args.dist_timeout
     return RunConfig(
         model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,

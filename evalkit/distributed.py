@@ -60,8 +60,10 @@ class Ranks:
     ) -> list[LoglikelihoodResponse] | None:
         """Score ``requests`` over all ranks; the full list of responses, in order, on rank 0.
 
-        ``backend`` is an :class:`~evalkit.hf_backend.HFBackend` (its ``max_length`` and ``share_context``
-        decide the packing the split follows). With a single rank this is ``backend.loglikelihood(requests)``.
+        ``backend`` is an :class:`~evalkit.hf_backend.HFBackend` or anything with its ``loglikelihood``,
+        ``max_length`` and ``share_context`` (these two decide the packing the split follows); its
+        ``progress`` bar is kept on rank 0 only and its ``forward_calls`` are reported when it has them.
+        With a single rank this is ``backend.loglikelihood(requests)``.
 
         Returns:
             responses in request order on rank 0; None on every other rank.
@@ -74,7 +76,8 @@ class Ranks:
             return backend.loglikelihood(requests)
         rank, world = self.info.rank, self.info.world_size
         mine = split_requests(requests, backend.max_length, backend.share_context, world)[rank]
-        backend.progress = backend.progress and self.info.is_main
+        if hasattr(backend, "progress"):
+            backend.progress = backend.progress and self.info.is_main
         share = [requests[i] for i in mine]
         started = time.perf_counter()
         answered = backend.loglikelihood(share)
@@ -89,7 +92,7 @@ class Ranks:
                 "requests": len(share),
                 "tokens": sum(g.length for g in pack_groups(share, backend.max_length, backend.share_context)),
                 "score_s": round(time.perf_counter() - started, 3),
-                "forward_calls": backend.forward_calls,
+                "forward_calls": getattr(backend, "forward_calls", 0),
             },
         }
         log.info("%s scored %d requests in %.1f s; waiting for the other ranks", self.info.label, len(share),

@@ -90,6 +90,12 @@ def test_cli_max_memory_goes_to_the_device_map():
     assert config.extra["dist_timeout_s"] == 60
 
 
+def test_cli_parallelize_alone_uses_all_free_memory():
+    config = config_from_args(_run_args("--parallelize"))
+    assert config.extra["load_kwargs"] == {"device_map": "auto"}
+    assert "dist_timeout_s" not in config.extra  # the default (distributed.DEFAULT_TIMEOUT_S) applies
+
+
 def test_cli_max_memory_needs_parallelize():
     with pytest.raises(EvalkitError) as err:
         config_from_args(_run_args("--max-memory", "0=20GiB"))
