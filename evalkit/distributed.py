@@ -33,6 +33,9 @@ from evalkit.types import EvalkitError, LoglikelihoodResponse, RunConfig, Tokeni
 
 log = logging.getLogger(__name__)
 
+COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions")
+"""Backend counters that are summed over the ranks into the results' timing section."""
+
 DEFAULT_TIMEOUT_S = 3600
 """Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""
 
@@ -62,7 +65,7 @@ class Ranks:
 
         ``backend`` is an :class:`~evalkit.hf_backend.HFBackend` or anything with its ``loglikelihood``,
         ``max_length`` and ``share_context`` (these two decide the packing the split follows); its
-        ``progress`` bar is kept on rank 0 only and its ``forward_calls`` are reported when it has them.
+        ``progress`` bar is kept on rank 0 only and its :data:`COUNTERS` are reported when it has them.
         With a single rank this is ``backend.loglikelihood(requests)``.
 
         Returns:
@@ -92,8 +95,7 @@ class Ranks:
                 "requests": len(share),
                 "tokens": sum(g.length for g in pack_groups(share, backend.max_length, backend.share_context)),
                 "score_s": round(time.perf_counter() - started, 3),
-                "forward_calls": getattr(backend, "forward_calls", 0),
-            },
+            } | {name: getattr(backend, name) for name in COUNTERS if hasattr(backend, name)},
         }
         log.info("%s scored %d requests in %.1f s; waiting for the other ranks", self.info.label, len(share),
                  payload["stats"]["score_s"])
@@ -128,12 +130,14 @@ class Ranks:
 
     def annotate(self, results: dict[str, Any]) -> None:
         """Add the ranks' figures to a results dict (rank 0, distributed runs only): a ``distributed``
-        section and the total forward calls."""
+        section, and the backend counters of ``results["timing"]`` summed over the ranks."""
         if not self.info.is_distributed or not self.per_rank:
             return
         results["distributed"] = {"world_size": self.info.world_size, "backend": self.backend,
                                   "ranks": self.per_rank}
-        results["timing"]["forward_calls"] = sum(r["forward_calls"] for r in self.per_rank)
+        for name in COUNTERS:
+            if name in results["timing"] and all(name in r for r in self.per_rank):
+                results["timing"][name] = sum(r[name] for r in self.per_rank)
 
     def close(self) -> None:
         """Leave the process group (idempotent)."""
