@@ -64,7 +64,8 @@ def wilson_interval(proportion: float, n: int, confidence: float = 0.95) -> tupl
     z2n = z * z / n
     centre = (proportion + z2n / 2.0) / (1.0 + z2n)
     half = z / (1.0 + z2n) * math.sqrt(proportion * (1.0 - proportion) / n + z2n / (4.0 * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds the proportion; the clamp only removes rounding at p = 0 and p = 1
+    return min(max(0.0, centre - half), proportion), max(min(1.0, centre + half), proportion)
 
 
 def percentile_interval(distribution: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
