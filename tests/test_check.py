@@ -143,3 +143,29 @@ def test_shipped_baseline_is_portable_and_matches_the_current_prompts(data_dir):
         assert prompt_hash(prepared.requests) == frozen["prompt_sha256"], (
             f"{task.name}: the prompt changed since {SHIPPED.name} was made; regenerate it with its equivalent_run "
             f"(evalkit baseline ...) if the change is intended")
+
+
+def test_statistical_check_passes_unchanged_and_fails_on_a_significant_change(checked, tmp_path, capsys):
+    common = ["--data-dir", str(checked / "data"), "--output-dir", str(checked / "out"), "--statistical",
+              "--bootstrap-iters", "200"]
+    assert main(["check", "--baseline", str(checked / "baseline.json"), *common]) == 0
+    out = capsys.readouterr().out
+    assert "ok piqa_copy acc: " in out and "McNemar exact p = 1, Holm p = 1" in out
+    assert "check passed: no significant change (Holm, alpha 0.05)" in out
+
+    # A baseline claiming every document right: the new run's wrong documents are all discordant one way.
+    baseline = json.loads((checked / "baseline.json").read_text(encoding="utf-8"))
+    task = baseline["tasks"]["piqa_copy"]
+    wrong = task["documents"]["acc"].count(0.0)
+    assert wrong >= 3, "the random model should miss at least 3 of the 6 PIQA documents (Holm p < 0.99)"
+    task["documents"]["acc"] = [1.0] * 6
+    tampered = tmp_path / "all-right.json"
+    tampered.write_text(json.dumps(baseline), encoding="utf-8")
+    status = main(["check", "--baseline", str(tampered), *common, "--alpha", "0.99"])
+    out = capsys.readouterr().out
+    p = 2 / 2**wrong                      # McNemar: `wrong` discordant documents, all right in the baseline only
+    holm = min(1.0, 2 * p)                # two tests (acc, acc_norm); acc_norm is unchanged (p = 1)
+    assert status == 1
+    assert f"FAIL piqa_copy acc: 1 -> {1 - wrong / 6:.6g} (Δ {-wrong / 6:+.4g}" in out
+    assert f"McNemar exact p = {p:.3g}, Holm p = {holm:.3g}" in out
+    assert "check failed: significant change (Holm, alpha 0.99)" in out
