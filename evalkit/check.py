@@ -174,11 +174,13 @@ def run_check(
                            done.results_path)
     samples = read_samples(done.samples_path)
     failures: list[str] = []
+    failed_tasks = 0
     for name, old in baseline["tasks"].items():
-        failures += _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance)
+        lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance)
+        failures += lines
+        failed_tasks += bool(lines)
     n_requests = sum(len(t["requests"]["doc_id"]) for t in baseline["tasks"].values())
     if failures:
-        failed_tasks = len({line.split()[1].rstrip(":") for line in failures if line.startswith("FAIL")})
         summary = f"check failed: {failed_tasks} of {len(baseline['tasks'])} tasks differ from {path}"
         return CheckResult(False, tuple(failures + notes + [summary]), done.results_path)
     summary = (f"check passed: {len(baseline['tasks'])} tasks, {n_requests} requests match {path} "
