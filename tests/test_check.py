@@ -13,7 +13,7 @@ from evalkit.cli import main
 from evalkit.registry import load_registry
 from evalkit.runner import prepare_task, prompt_hash
 from evalkit.types import EvalkitError
-from tests.conftest import REPO
+from .conftest import REPO
 
 SHIPPED = REPO / "baselines" / "random-pythia-70m.json"
 ORIGINAL = "return f\"Question: {doc['goal']}\\nAnswer:\""

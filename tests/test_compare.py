@@ -17,7 +17,7 @@ from evalkit.results_io import load_results
 from evalkit.runner import run
 from evalkit.significance import wilson_interval
 from evalkit.types import EvalkitError, RunConfig
-from tests.conftest import TOKENIZER_JSON
+from .conftest import TOKENIZER_JSON
 
 TASKS = {"piqa": "validation", "arc_challenge": "test", "lambada_openai": "test"}
 N_DOCS = 12
