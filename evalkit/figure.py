@@ -45,6 +45,14 @@ class Panel:
     points: tuple[IntervalPoint, ...]
 
 
+MAX_LABEL = 40
+"""Characters of a y-axis label; longer ones (local model paths) keep their end."""
+
+
+def _label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else "…" + text[-(MAX_LABEL - 1):]
+
+
 def _x_range(points: Sequence[IntervalPoint]) -> tuple[float, float]:
     low = min(p.low for p in points)
     high = max(p.high for p in points)
@@ -74,7 +82,7 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     tallest = max(len(p.points) for p in panels)
-    fig = Figure(figsize=(5.2 * ncols, (0.32 * tallest + 1.3) * nrows), layout="constrained")
+    fig = Figure(figsize=(5.2 * ncols, max(2.4, 0.32 * tallest + 1.3) * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         for y, point in enumerate(panel.points):
@@ -84,7 +92,7 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
                 fmt="D" if point.measured else "o", color=colour, markersize=6 if point.measured else 4,
                 capsize=3, linewidth=1.6 if point.measured else 1.0,
             )
-        ax.set_yticks(range(len(panel.points)), labels=[p.label for p in panel.points])
+        ax.set_yticks(range(len(panel.points)), labels=[_label(p.label) for p in panel.points])
         for label, point in zip(ax.get_yticklabels(), panel.points):
             if point.measured:
                 label.set_color(MEASURED_COLOUR)

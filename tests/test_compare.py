@@ -164,3 +164,15 @@ def test_figure_panels_hold_runs_and_published_rows(two_runs):
     assert [p.value for p in piqa.points] == sorted(p.value for p in piqa.points)
     neox = next(p for p in piqa.points if p.label == "GPT-NeoX-20B")
     assert (neox.low, neox.high) == wilson_interval(0.779, 1838)
+
+
+def test_figure_of_one_point_with_a_long_label_lays_out(tmp_path):
+    import warnings
+
+    from evalkit.figure import IntervalPoint, Panel, draw_intervals
+
+    point = IntervalPoint("/a/long/local/model/folder/" * 4 + "model (float32)", 0.5, 0.3, 0.7, measured=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns when the axes collapse to nothing
+        path = draw_intervals([Panel("PIQA (acc)", "acc", (point,))], tmp_path / "one.png", "title")
+    assert_valid_png(path)
