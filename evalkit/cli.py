@@ -1,4 +1,4 @@
-"""Command line: ``evalkit run``, ``evalkit report``, ``evalkit tasks``.
+"""Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``baseline`` and ``check``.
 
 Each subcommand parses its flags, builds its inputs and calls one function; errors that are the user's
 (:class:`~evalkit.types.EvalkitError`) are printed as one line without a traceback, exit status 2.
@@ -34,6 +34,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="evaluate a model on tasks; writes results/ and reports/")
+    add_run_flags(run)
+    run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    report = sub.add_parser("report", help="re-render a Markdown report (and its figure) from saved results")
+    report.add_argument("results", nargs="+", help="results JSON files")
+    report.add_argument("--output", help="report path ending in .md (default: reports/<first results stem>.md)")
+
+    tasks = sub.add_parser("tasks", help="list tasks, aliases and groups")
+    tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+
+    compare = sub.add_parser("compare", help="paired comparison of runs over the same documents, and against "
+                                             "published rows; writes a Markdown report and a figure")
+    compare.add_argument("results", nargs="+", help="two or more results JSON files; each is compared with the first")
+    compare.add_argument("--output", help="report path (default: reports/<A stem>_vs_<B stem>.md); figure beside it")
+    compare.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples")
+    compare.add_argument("--seed", type=int, default=1234, help="bootstrap seed")
+    compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")
+    compare.add_argument("--no-references", action="store_true", help="leave out the published tables")
+
+    baseline = sub.add_parser("baseline", help="run a configuration and freeze it as a baseline for `evalkit check`")
+    add_run_flags(baseline)
+    baseline.add_argument("--output", required=True, help="baseline JSON to write")
+    baseline.add_argument("--atol", type=float, default=1e-4, help="log-likelihood tolerance, nats (absolute)")
+    baseline.add_argument("--rtol", type=float, default=1e-5, help="log-likelihood tolerance (relative)")
+
+    check = sub.add_parser("check", help="re-run a baseline exactly; exit 1 on any difference")
+    check.add_argument("--baseline", required=True, help="baseline JSON written by `evalkit baseline`")
+    check.add_argument("--data-dir", help="data folder; resolves the baseline's {data_dir} paths ($EVALKIT_DATA_DIR)")
+    check.add_argument("--output-dir", default=".", help="the new run's results/ and reports/ go here")
+    check.add_argument("--statistical", action="store_true",
+                       help="fail only when a paired test finds a significant change (for real model updates)")
+    check.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (--statistical)")
+    check.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples (--statistical)")
+    check.add_argument("--model", help="test another model spec against the baseline (with --statistical)")
+    return parser
+
+
+def add_run_flags(run: argparse.ArgumentParser) -> None:
+    """The flags that define a run (shared by ``evalkit run`` and ``evalkit baseline``)."""
     run.add_argument("--model", required=True,
                      help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
     run.add_argument("--tasks", required=True, type=_csv, help="comma-separated task, alias or group names")
@@ -59,16 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-shared-context", action="store_true",
                      help="score each request as its own sequence (slower; for models without custom masks)")
     run.add_argument("--output-dir", default=".", help="results go to DIR/results, reports to DIR/reports")
-    run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-    report = sub.add_parser("report", help="re-render a Markdown report from saved results")
-    report.add_argument("results", nargs="+", help="results JSON files")
-    report.add_argument("--output", help="report path (default: reports/<first results stem>.md)")
-
-    tasks = sub.add_parser("tasks", help="list tasks, aliases and groups")
-    tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
-    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -88,7 +118,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
-        output_dir=args.output_dir, log_samples=args.log_samples, extra=extra,
+        output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), extra=extra,
     )
 
 
@@ -110,17 +140,58 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """``evalkit report``: re-renders a report from results files."""
-    from evalkit.report import render_report
-    from evalkit.results_io import atomic_write_text, load_results
+    """``evalkit report``: re-renders a report (and its figure) from results files."""
+    from evalkit.report import write_report
+    from evalkit.results_io import load_results
 
     runs = [load_results(p) for p in args.results]
     first = Path(args.results[0])
     default = first.parent.parent.parent / "reports" / f"{first.stem}.md"
     path = Path(args.output) if args.output else default
-    atomic_write_text(path, render_report(runs, args.results))
-    print(f"report: {path}")
+    written = write_report(runs, path.parent, path.stem, source_paths=args.results)
+    print(f"report: {written}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``evalkit compare``: prints one line per paired difference and the report's path."""
+    from evalkit.compare import compare
+
+    output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha, not args.no_references)
+    for table in output.paired:
+        print(f"{table.label_b} vs {table.label_a}:")
+        for r in table.rows:
+            verdict = "significant" if r.significant else "not significant"
+            print(f"  {r.task:16s} {r.metric:10s} Δ {r.delta:+.4f} [{r.low:+.4f}, {r.high:+.4f}] "
+                  f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
+    print(f"report: {output.report_path}")
+    if output.figure_path:
+        print(f"figure: {output.figure_path}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    """``evalkit baseline``: runs the configuration with samples and writes the baseline file."""
+    from evalkit.baseline import Tolerance, create_baseline
+
+    done = create_baseline(config_from_args(args), Path(args.output), Tolerance(args.atol, args.rtol))
+    print(f"baseline: {done.path} ({done.requests} requests)")
+    print(f"results: {done.results_path}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``evalkit check``: prints every difference; exit status 0 when the check passes, 1 when it fails."""
+    from evalkit.check import run_check
+    from evalkit.data import resolve_data_dir
+
+    data_dir = resolve_data_dir(args.data_dir)
+    result = run_check(args.baseline, str(data_dir) if data_dir else None, args.output_dir, args.statistical,
+                       args.alpha, args.bootstrap_iters, args.model)
+    for line in result.lines:
+        print(line)
+    print(f"results: {result.results_path}")
+    return 0 if result.passed else 1
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
@@ -142,7 +213,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks}
+    commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
+                "baseline": cmd_baseline, "check": cmd_check}
     where = _rank_label()
     try:
         return commands[args.command](args)

@@ -1,7 +1,8 @@
-"""Saved results + published reference rows -> a Markdown report (rendered by one jinja2 template).
+"""Saved results + published reference rows -> a Markdown report (rendered by one jinja2 template) and its figure.
 
 Reports render only from saved results files, so ``evalkit report`` can rebuild any report later.
-Measured cells show value ± bootstrap stderr; reference cells show what the source published.
+Measured cells show value ± bootstrap stderr; reference cells show what the source published. The figure
+(``<report stem>.png`` beside the report) shows each task's primary accuracy with a Wilson 95% interval.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from typing import Any, Sequence
 
 import jinja2
 
+from evalkit.figure import IntervalPoint, Panel, draw_intervals
+from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr
 from evalkit.results_io import atomic_write_text
+from evalkit.significance import wilson_interval
 
 _HERE = Path(__file__).resolve().parent
 
@@ -120,27 +124,95 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
     }
 
 
-def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] = ()) -> str:
-    """Markdown for one or more saved runs beside every reference table they share a task with."""
-    env = jinja2.Environment(
+def environment() -> jinja2.Environment:
+    """The jinja2 environment over ``evalkit/templates`` (strict: an undefined name is an error)."""
+    return jinja2.Environment(
         loader=jinja2.FileSystemLoader(_HERE / "templates"), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
     )
+
+
+def _run_point(results: dict[str, Any], task: str, metric: str, label: str, confidence: float) -> IntervalPoint | None:
+    entry = results["tasks"].get(task)
+    if entry is None or metric not in entry["metrics"]:
+        return None
+    values = entry.get("documents", {}).get(PER_DOC_KEY[metric])
+    if values:
+        value, n = sum(values) / len(values), len(values)
+    else:
+        value, n = entry["metrics"][metric]["value"], entry["metrics"][metric]["n"]
+    return IntervalPoint(label, value, *wilson_interval(value, n, confidence), measured=True)
+
+
+def figure_panels(
+    runs: Sequence[dict[str, Any]], labels: Sequence[str] | None = None, confidence: float = 0.95
+) -> list[Panel]:
+    """Per task (in run order), the primary accuracy of every run and every published row, with Wilson intervals.
+
+    Published intervals come from the published value and the column's n (rounded values make them
+    approximate). Tasks whose primary metric is not a proportion are left out.
+
+    Args:
+        runs: results dicts written by ``evalkit run``.
+        labels: y-axis label per run (default :func:`run_label`).
+        confidence: coverage of the intervals.
+    """
+    labels = list(labels) if labels is not None else [run_label(r) for r in runs]
+    order: dict[str, str] = {}
+    for results in runs:
+        for name, task in results["tasks"].items():
+            order.setdefault(name, task["primary_metric"])
+    panels = []
+    for task, metric in order.items():
+        if not has_closed_form_stderr(metric):
+            continue
+        points = [p for p in (_run_point(r, task, metric, lab, confidence) for r, lab in zip(runs, labels)) if p]
+        title = task
+        for table in reference_tables():
+            column = table["columns"].get(task)
+            if column is None or column["metric"] != metric:
+                continue
+            title = column["label"]
+            for row in table["rows"]:
+                value = row["values"].get(task, [None])[0]
+                if value is not None:
+                    points.append(IntervalPoint(row["model"], value, *wilson_interval(value, column["n"], confidence),
+                                                measured=False))
+        points.sort(key=lambda p: (p.value, p.measured))
+        panels.append(Panel(f"{title} ({metric})", metric, tuple(points)))
+    return panels
+
+
+def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] = (), figure: str | None = None) -> str:
+    """Markdown for one or more saved runs beside every reference table they share a task with.
+
+    ``figure`` is the PNG's path relative to the report (linked when given).
+    """
     sources = list(sources) + [None] * (len(runs) - len(sources))
     tables = [t for t in (table_context(ref, runs) for ref in reference_tables()) if t is not None]
     context = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tables": tables,
         "runs": [run_context(r, s) for r, s in zip(runs, sources)],
+        "figure": figure,
     }
-    return env.get_template("report.md.j2").render(**context)
+    return environment().get_template("report.md.j2").render(**context)
 
 
 def write_report(
     runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = ()
 ) -> Path:
-    """Render and atomically write ``reports_dir/<stem>.md``; returns its path."""
+    """Draw ``reports_dir/<stem>.png`` (when a task has an accuracy), then write ``reports_dir/<stem>.md``.
+
+    Returns:
+        the report's path.
+    """
     path = Path(reports_dir) / f"{stem}.md"
-    text = render_report(runs, [str(p) for p in source_paths])
+    panels = figure_panels(runs)
+    figure = None
+    if panels:
+        figure_path = draw_intervals(panels, path.with_suffix(".png"), "Accuracy with 95% intervals (Wilson)")
+        figure = figure_path.name
+    text = render_report(runs, [str(p) for p in source_paths], figure)
     atomic_write_text(path, text)
     return path

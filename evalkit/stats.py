@@ -51,7 +51,12 @@ def bootstrap_stderr(
 def bootstrap_distribution(
     values: np.ndarray, statistic: Callable[[np.ndarray], np.ndarray], iters: int, seed: int
 ) -> np.ndarray:
-    """The statistic on ``iters`` resamples of documents with replacement, shape (iters,), float64."""
+    """The statistic on ``iters`` resamples of documents with replacement, shape (iters,), float64.
+
+    ``values`` has documents along axis 0, shape (n,) or (n, k): a row is resampled whole, so k aligned
+    values per document (two runs, for a paired bootstrap) stay together. ``statistic`` maps
+    (size, n[, k]) -> (size,).
+    """
     x = np.asarray(values, dtype=np.float64)
     n = x.shape[0]
     rng = np.random.default_rng(seed)

@@ -92,7 +92,9 @@ def test_report_command_rerenders_from_saved_results(card_run, capsys, tmp_path)
     code, stdout, _ = run_cli(["report", str(results), "--output", str(out)], capsys)
     assert code == 0 and f"report: {out}" in stdout
     [original] = (card_run / "reports").glob("*.md")
-    strip = lambda text: [line for line in text.splitlines() if not line.startswith("Generated")]
+    assert f"![Accuracy per task with 95% intervals]({out.stem}.png)" in out.read_text()
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    strip = lambda text: [line for line in text.splitlines() if not line.startswith(("Generated", "![Accuracy"))]
     assert strip(out.read_text()) == strip(original.read_text())
 
 

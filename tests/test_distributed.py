@@ -21,7 +21,7 @@ import pytest
 from tests.conftest import REPO, TOKENIZER_JSON
 
 TASKS = "lambada_openai,sciq,piqa,arc_challenge,triviaqa"
-VOLATILE = ("Generated ", "- Created: ", "- Wall time: ", "- Results file: ")
+VOLATILE = ("Generated ", "- Created: ", "- Wall time: ", "- Results file: ", "![Accuracy")
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -20,7 +20,7 @@ def test_wheel_carries_tasks_and_runs_from_outside_the_checkout(tmp_path):
     for task in ("lambada_openai", "sciq", "piqa", "arc_challenge", "triviaqa", "neox20b_card"):
         assert f"evalkit/tasks/{task}.py" in names
     assert {"evalkit/model_presets.json", "evalkit/references/neox20b_card.json",
-            "evalkit/templates/report.md.j2"} <= names
+            "evalkit/templates/report.md.j2", "evalkit/templates/compare.md.j2"} <= names
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
