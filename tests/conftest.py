@@ -22,6 +22,15 @@ TINY_NEOX = {
 }
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own empty request cache ($EVALKIT_CACHE_DIR): no test is answered from another's work
+    (a batch-size comparison served from the cache could not fail), and ~/.cache is never touched."""
+    folder = tmp_path_factory.mktemp("request_cache")
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared data folder; its absence is an error, not a skip."""
