@@ -101,7 +101,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def resume_command(argv: Sequence[str]) -> str:
     """The command line that repeats this one: ``python -m evalkit ...`` when started as a module, else
     ``evalkit ...``."""
-    prog = "python -m evalkit" if Path(sys.argv[0]).name == "__main__.py" else "evalkit"
+    as_module = Path(sys.argv[0]).resolve() == Path(__file__).with_name("__main__.py").resolve()
+    prog = "python -m evalkit" if as_module else "evalkit"
     return f"{prog} {shlex.join(argv)}"
 
 

@@ -120,3 +120,47 @@ def test_ctrl_c_stops_cleanly_keeps_the_cache_and_prints_the_command_that_resume
     [path] = results_files(out)
     timing = json.loads(path.read_text(encoding="utf-8"))["timing"]
     assert (timing["requests_cached"], timing["requests_scored"]) == (kept, N_DOCS - kept)
+
+
+def test_sigterm_from_a_scheduler_is_a_clean_stop_too(data_dir, tmp_path, capsys, monkeypatch):
+    from evalkit import hf_backend
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = [*command(data_dir, out, cache)]
+    argv[argv.index("--limit") + 1] = "6"
+    score = hf_backend.HFBackend.score_groups
+    calls = []
+
+    def preempted_at_third_batch(self, groups):
+        calls.append(len(groups))
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return score(self, groups)
+
+    monkeypatch.setattr(hf_backend.HFBackend, "score_groups", preempted_at_third_batch)
+    assert main(argv) == 143
+    err = capsys.readouterr().err.splitlines()
+    assert f"evalkit: resume with: evalkit {shlex.join(argv)}" in err
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handler is removed after the run
+    assert cached_rows(cache) == 2 and results_files(out) == []
+    monkeypatch.setattr(hf_backend.HFBackend, "score_groups", score)
+    assert main(argv) == 0
+    [path] = results_files(out)
+    timing = json.loads(path.read_text(encoding="utf-8"))["timing"]
+    assert (timing["requests_cached"], timing["requests_scored"]) == (2, 4)
+
+
+def test_an_interrupt_while_writing_results_leaves_no_partial_file(tmp_path, monkeypatch):
+    from evalkit import results_io
+
+    path = tmp_path / "results" / "model" / "run.json"
+    results_io.atomic_write_text(path, '{"complete": true}\n')
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results_io.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        results_io.atomic_write_text(path, '{"half": ')
+    assert path.read_text(encoding="utf-8") == '{"complete": true}\n'
+    assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
