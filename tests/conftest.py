@@ -31,6 +31,18 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Score with one CPU thread for a module's tests: runs compared bit for bit use the same float summation
+    order, and on a busy machine spinning worker threads do not stall (use with ``pytest.mark.usefixtures``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared data folder; its absence is an error, not a skip."""

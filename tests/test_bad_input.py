@@ -11,6 +11,8 @@ import pytest
 from evalkit.cli import main
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SPLITS = {"piqa": "validation", "arc_challenge": "test", "triviaqa": "validation", "sciq": "test",
           "lambada_openai": "test"}
 

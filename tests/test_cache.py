@@ -14,6 +14,8 @@ from evalkit.cache import CachingBackend, RequestCache, model_key, request_key, 
 from evalkit.types import EvalkitError, LoglikelihoodResponse, TokenizedRequest
 from tests.conftest import TOKENIZER_JSON
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 IDENTITY = {"name": "random:pythia-14m", "kind": "random", "revision": "seed=1", "dtype": "float32",
             "device": "cpu", "parameters": 14067712, "config_sha256": "ab" * 32}
 VERSIONS = {"evalkit": "0.1.0", "torch": "2.13.0", "transformers": "5.24.0", "numpy": "2.4"}
@@ -63,7 +65,7 @@ def test_cache_dir_resolution(monkeypatch, tmp_path):
     assert resolve_cache_dir(None) == tmp_path / "xdg" / "evalkit"
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.lists(st.floats(allow_nan=True), min_size=1, max_size=20), st.lists(st.booleans(), min_size=20))
 def test_cached_floats_are_bit_identical(tmp_path_factory, values, flags):
     with RequestCache(tmp_path_factory.mktemp("c")) as cache:
@@ -170,16 +172,24 @@ def test_on_batch_reports_hits_then_each_scored_batch(tiny_model, tokenizer, tmp
         assert [out[i] for i in ids] == responses
 
 
+@pytest.fixture(scope="module")
+def uncached(tiny_model, tokenizer):
+    """The requests of TEXTS and their answers scored one request per forward pass (no shared contexts, no
+    padding), so that a miss scored later is computed exactly as here and must match bit for bit."""
+    from evalkit.hf_backend import HFBackend
+
+    requests = _tokenized(tokenizer, TEXTS)
+    return requests, HFBackend(tiny_model, 2048, batch_size=1, share_context=False, progress=False).loglikelihood(
+        requests)
+
+
 @settings(max_examples=12, deadline=None)
 @given(st.lists(st.booleans(), min_size=len(TEXTS), max_size=len(TEXTS)))
-def test_any_mix_of_hits_and_misses_gives_the_uncached_answers_bit_for_bit(tiny_model, tokenizer,
+def test_any_mix_of_hits_and_misses_gives_the_uncached_answers_bit_for_bit(tiny_model, uncached,
                                                                           tmp_path_factory, cached):
     from evalkit.hf_backend import HFBackend
 
-    # One request per forward pass (no shared contexts, no padding), so a miss is computed exactly as in the
-    # uncached run and the whole answer must match bit for bit.
-    requests = _tokenized(tokenizer, TEXTS)
-    expected = HFBackend(tiny_model, 2048, batch_size=1, share_context=False, progress=False).loglikelihood(requests)
+    requests, expected = uncached
     with RequestCache(tmp_path_factory.mktemp("c")) as cache:
         cache.put_many("m", [(request_key(r), e.loglikelihood, e.greedy)
                              for r, e, c in zip(requests, expected, cached) if c])

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from evalkit.runner import run
 from evalkit.types import RunConfig
 from tests.conftest import TOKENIZER_JSON
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def comparable_text(path: Path, drop: tuple[str, ...] = ("created", "timing")) -> str:

@@ -10,6 +10,8 @@ from evalkit.tokenization import tokenize_requests
 from evalkit.types import EvalkitError, LoglikelihoodRequest
 from tests.conftest import TOKENIZER_JSON, make_tiny_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CONTEXTS = ["Question: What melts ice?\nAnswer:", "The capital of France is", "Two plus two equals",
             "Question: Which planet is red?\nAnswer:", "She opened the door and", "Rain falls from",
             "The opposite of hot is", "A baby dog is called a"]

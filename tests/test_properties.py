@@ -15,6 +15,8 @@ from evalkit.tokenization import encode_pairs, tokenize_requests, truncate_left
 from evalkit.types import LoglikelihoodRequest
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _texts() -> list[str]:
     """Real passages of varied shape: LAMBADA passages, PIQA goals and solutions, SciQ supports, ARC questions."""

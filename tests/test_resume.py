@@ -20,16 +20,8 @@ from tests.conftest import REPO, TOKENIZER_JSON
 N_DOCS = 80  # LAMBADA, one request a document: 80 forward passes at --batch-size 1, ~1 s on an idle CPU core
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Score with one CPU thread here and in the child: the runs compare bit for bit (the thread count may change
-    float summation order), and a busy machine does not stall spinning worker threads."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# One thread here and in the child (OMP_NUM_THREADS=1): the interrupted, resumed and fresh runs compare bit for bit.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def command(data_dir: Path, out: Path, cache: Path) -> list[str]:
