@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,9 @@ import pytest
 # Tests never touch the network: without this, transformers' save/load helpers wait on hub time-outs.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Never read or fill the user's request cache; the isolated_cache fixture gives each test its own on top.
+os.environ["EVALKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="evalkit-test-cache-")
+atexit.register(shutil.rmtree, os.environ["EVALKIT_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVALKIT_TEST_DATA", REPO.parent / "shared" / "data"))

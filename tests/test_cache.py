@@ -224,3 +224,46 @@ def test_two_seeded_models_sharing_a_cache_folder_get_their_own_answers(data_dir
         identities = dict(cache.conn.execute("SELECT model_key, identity FROM models").fetchall())
     assert set(identities) == {first["cache"]["model_key"], second["cache"]["model_key"]}
     assert '"revision": "seed=2"' in identities[second["cache"]["model_key"]]
+
+
+def test_ranks_of_a_torchrun_job_share_one_cache(data_dir, tmp_path):
+    """One process scores PIQA into the cache; then two ranks run PIQA and SciQ with that cache: PIQA comes back
+    from disk on both ranks, SciQ is scored by both ranks writing the one SQLite file at once."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from evalkit.cli import main
+    from tests.conftest import REPO
+
+    def argv(tasks: str, out: str) -> list[str]:
+        return ["run", "--model", "random:pythia-14m", "--tokenizer", str(TOKENIZER_JSON), "--tasks", tasks,
+                "--data-dir", str(data_dir), "--limit", "6", "--batch-size", "1", "--bootstrap-iters", "0",
+                "--output-dir", str(tmp_path / out), "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+
+    assert main(argv("piqa", "single")) == 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+         "--master-port", str(port), "-m", "evalkit", *argv("piqa,sciq", "ranks")],
+        env=env | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (single_path,) = (tmp_path / "single" / "results").glob("*/*.json")
+    (ranks_path,) = (tmp_path / "ranks" / "results").glob("*/*.json")
+    single, ranks = (json.loads(p.read_text(encoding="utf-8")) for p in (single_path, ranks_path))
+    piqa, sciq = ranks["tasks"]["piqa"]["requests"], ranks["tasks"]["sciq"]["requests"]
+    assert (piqa, sciq) == (12, 24)
+    per_rank = ranks["distributed"]["ranks"]
+    assert [r["requests_cached"] + r["requests_scored"] for r in per_rank] == [r["requests"] for r in per_rank]
+    assert all(r["requests_scored"] > 0 for r in per_rank)  # both ranks wrote
+    assert (ranks["timing"]["requests_cached"], ranks["timing"]["requests_scored"]) == (piqa, sciq)
+    assert ranks["tasks"]["piqa"]["documents"] == single["tasks"]["piqa"]["documents"]
+    assert ranks["tasks"]["piqa"]["metrics"] == single["tasks"]["piqa"]["metrics"]
+    with RequestCache(tmp_path / "cache") as cache:
+        assert cache.count() == piqa + sciq
