@@ -9,8 +9,13 @@ Storage is one SQLite database in WAL mode (``<cache dir>/loglikelihood.sqlite3`
   prompt edit, a different tokenization mode or a different truncation is a different request.
 
 Log-likelihoods are stored as the 8 bytes of their IEEE-754 binary64 value (not as SQLite REAL, which turns -0.0
-into 0 and NaN into NULL), so a cached float is bit-identical to the one the model produced. :class:`CachingBackend` answers what it can from the cache, sends only the misses to the model
-and commits each batch as soon as the model has scored it: ``kill -9`` loses at most the batch in flight.
+into 0 and NaN into NULL), so a cached float is bit-identical to the one the model produced.
+:class:`CachingBackend` answers what it can from the cache, sends only the misses to the model and commits each
+batch as soon as the model has scored it: ``kill -9`` loses at most the batch in flight.
+
+Several processes may share one cache on a local disk (WAL allows one writer at a time; the others wait); the
+ranks of a multi-machine job should each use a cache on their own machine's disk, as SQLite's locking is not
+safe on network file systems.
 
 With ``synchronous=NORMAL`` in WAL mode a committed batch survives the process being killed; a power cut may
 lose the last few commits but never corrupts the database (https://www.sqlite.org/wal.html).
@@ -54,7 +59,8 @@ CREATE TABLE IF NOT EXISTS responses (
 
 
 def resolve_cache_dir(cache_dir: str | None) -> Path:
-    """``--cache-dir`` if given, else ``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit`` (``~/.cache/evalkit``)."""
+    """``--cache-dir`` if given, else ``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``
+    (``~/.cache/evalkit``)."""
     chosen = cache_dir or os.environ.get(CACHE_DIR_ENV)
     if chosen:
         return Path(chosen).expanduser()
@@ -67,8 +73,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
     """The cache key of a (model, tokenizer, backend, software) combination.
 
     Args:
-        identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used (the device is not:
-            a run resumed on another device of the same kind reuses its answers).
+        identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used. The device is not:
+            a run resumed on another device reuses its answers (devices differ only by float rounding).
         tokenizer_sha256: sha256 of the tokenizer's serialized form.
         backend: backend name, e.g. ``"hf"``.
         versions: library versions; ``evalkit``, ``torch`` and ``transformers`` enter the key.
@@ -81,7 +87,9 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
     """
     missing = [f for f in MODEL_KEY_FIELDS if identity.get(f) in (None, "")]
     if missing:
-        raise EvalkitError(f"model identity lacks {', '.join(missing)}: cannot key the request cache (use --no-cache)")
+        raise EvalkitError(
+            f"model identity lacks {', '.join(missing)}: cannot key the request cache (use --no-cache)"
+        )
     fields: dict[str, Any] = {f: identity[f] for f in MODEL_KEY_FIELDS}
     fields.update(tokenizer_sha256=tokenizer_sha256, backend=backend,
                   **{f"{lib}_version": versions.get(lib, "") for lib in ("evalkit", "torch", "transformers")})
@@ -111,7 +119,9 @@ class RequestCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
-            raise EvalkitError(f"cannot open the request cache {self.path}: {exc} (use --cache-dir or --no-cache)") from None
+            raise EvalkitError(
+                f"cannot open the request cache {self.path}: {exc} (use --cache-dir or --no-cache)"
+            ) from None
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -123,7 +133,9 @@ class RequestCache:
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self.conn.close()
-            raise EvalkitError(f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache") from None
+            raise EvalkitError(
+                f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache"
+            ) from None
 
     def __enter__(self) -> "RequestCache":
         return self
@@ -137,7 +149,8 @@ class RequestCache:
 
     def register_model(self, key: str, fields: Mapping[str, Any]) -> None:
         """Record what a model key stands for (for people inspecting the file)."""
-        self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, json.dumps(dict(fields), sort_keys=True)))
+        identity = json.dumps(dict(fields), sort_keys=True)
+        self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, identity))
 
     def get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
         """Cached (log-likelihood in nats, greedy flag) for those of ``request_keys`` that are stored."""
@@ -215,7 +228,8 @@ class CachingBackend:
 
         def commit(batch_indices: Sequence[int], responses: Sequence[LoglikelihoodResponse]) -> None:
             originals = [misses[i] for i in batch_indices]
-            self.cache.put_many(self.key, [(keys[i], r.loglikelihood, r.greedy) for i, r in zip(originals, responses)])
+            self.cache.put_many(self.key, [(keys[i], r.loglikelihood, r.greedy)
+                                           for i, r in zip(originals, responses)])
             for i, response in zip(originals, responses):
                 results[i] = response
             if on_batch is not None:

@@ -173,4 +173,5 @@ def resolve_model(spec: str) -> dict[str, Any]:
         if close:
             raise EvalkitError(f"unknown model '{spec}'; did you mean {', '.join(close)}? "
                                f"(aliases: {', '.join(presets)}; or a hub id like EleutherAI/pythia-70m, or a folder)")
-    return {"kind": "pretrained", "path": str(Path(spec).expanduser()) if spec.startswith("~") else spec, "alias": None}
+    path = str(Path(spec).expanduser()) if spec.startswith("~") else spec
+    return {"kind": "pretrained", "path": path, "alias": None}

@@ -250,7 +250,8 @@ def _score(
     ranks: Any, backend: Any, tokenized: Sequence[TokenizedRequest], config: RunConfig, identity: dict[str, Any],
     tokenizer_sha256: str, versions: dict[str, str],
 ) -> tuple[list[Any] | None, dict[str, str] | None, tuple[int, int]]:
-    """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is False.
+    """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is
+    False.
 
     Each rank answers its share from the cache and commits what its model scores, batch by batch.
 

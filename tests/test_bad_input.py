@@ -105,7 +105,8 @@ def test_missing_data_file(capsys, tmp_path):
 def test_missing_data_folder(capsys, tmp_path):
     status, err = run_cli(capsys, tmp_path, data_dir=tmp_path / "nowhere")
     assert status == 2
-    assert f"evalkit: error: data folder not found: {tmp_path / 'nowhere'} (from --data-dir or $EVALKIT_DATA_DIR)" in err
+    message = f"data folder not found: {tmp_path / 'nowhere'} (from --data-dir or $EVALKIT_DATA_DIR)"
+    assert f"evalkit: error: {message}" in err
 
 
 @pytest.mark.parametrize("tasks, message", [

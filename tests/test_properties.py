@@ -27,7 +27,8 @@ def _texts() -> list[str]:
     texts = [d["text"] for d in rows("lambada_openai/test.jsonl", 8)]
     texts += [d[k] for d in rows("piqa/validation.jsonl", 4) for k in ("goal", "sol1")]
     texts += [d["support"] for d in rows("sciq/test.jsonl", 4) if d["support"]]
-    texts += [f"Question: {d['question']}\nAnswer: {d['choices']['text'][0]}" for d in rows("arc_challenge/test.jsonl", 4)]
+    texts += [f"Question: {d['question']}\nAnswer: {d['choices']['text'][0]}"
+              for d in rows("arc_challenge/test.jsonl", 4)]
     return texts
 
 
