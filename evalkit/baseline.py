@@ -160,12 +160,12 @@ class BaselineOutput:
 
 
 def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tolerance()) -> BaselineOutput:
-    """Run ``config`` (with samples) and freeze it as a baseline at ``output``.
+    """Run ``config`` (with samples, every request scored afresh, no cache) and freeze it as a baseline.
 
     Raises:
         EvalkitError: any error of the run.
     """
-    done = run(replace(config, log_samples=True), progress=False)
+    done = run(replace(config, log_samples=True, use_cache=False), progress=False)
     results, samples = done.results, read_samples(done.samples_path)
     resolved = resolve_data_dir(config.data_dir)
     data_dir = str(resolved) if resolved else None
@@ -238,7 +238,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | None, output_dir: str,
                          model: str | None = None) -> RunConfig:
-    """The RunConfig that re-runs a baseline (``model`` overrides the model spec, for ``--statistical``)."""
+    """The RunConfig that re-runs a baseline (``model`` overrides the model spec, for ``--statistical``).
+
+    The request cache is off: a check must score every request with today's code, not replay old answers.
+    """
     cfg = baseline["config"]
     if cfg["data_dir"] and data_dir is None:
         raise EvalkitError(f"{path}: the baseline read local data; pass --data-dir (or set $EVALKIT_DATA_DIR)")
@@ -248,5 +251,5 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         include_paths=tuple(resolve_path(p, data_dir, path) for p in cfg["include_paths"]),
         limit=cfg["limit"], seed=cfg["seed"], batch_size=cfg["batch_size"], max_length=cfg["max_length"],
         dtype=cfg["dtype"], device=cfg["device"], bootstrap_iters=cfg["bootstrap_iters"], output_dir=output_dir,
-        log_samples=True, extra=dict(cfg["extra"]),
+        log_samples=True, use_cache=False, extra=dict(cfg["extra"]),
     )

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -99,6 +102,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-shared-context", action="store_true",
                      help="score each request as its own sequence (slower; for models without custom masks)")
     run.add_argument("--output-dir", default=".", help="results go to DIR/results, reports to DIR/reports")
+    run.add_argument("--cache-dir", help="request cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)")
+    run.add_argument("--no-cache", action="store_true", help="score every request, read and store nothing")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -118,15 +123,51 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
-        output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), extra=extra,
+        output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,
+        use_cache=not args.no_cache, extra=extra,
     )
 
 
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that repeats this one: ``python -m evalkit ...`` when started as a module, else
+    ``evalkit ...``."""
+    as_module = Path(sys.argv[0]).resolve() == Path(__file__).with_name("__main__.py").resolve()
+    prog = "python -m evalkit" if as_module else "evalkit"
+    return f"{prog} {shlex.join(argv)}"
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    """``evalkit run``: prints the results and report paths."""
+    """``evalkit run``: prints the results and report paths.
+
+    Ctrl-C (SIGINT) or SIGTERM stops the run; results are only ever written whole (temporary file + rename),
+    every scored batch stays in the request cache, and the command that resumes the run is printed. Exit
+    status 130 (SIGINT) or 143 (SIGTERM).
+    """
+    from evalkit.cache import resolve_cache_dir
     from evalkit.runner import run
 
-    output = run(config_from_args(args), progress=not args.no_progress)
+    config = config_from_args(args)
+    catch_term = threading.current_thread() is threading.main_thread()  # signal handlers: main thread only
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if catch_term else None
+    try:
+        output = run(config, progress=not args.no_progress)
+    except KeyboardInterrupt as exc:
+        by_term = str(exc) == "SIGTERM"
+        command = resume_command(args.argv)
+        if config.use_cache:
+            print(f"evalkit: interrupted; every scored batch is kept in the request cache "
+                  f"{resolve_cache_dir(config.cache_dir)}\nevalkit: resume with: {command}", file=sys.stderr)
+        else:
+            print(f"evalkit: interrupted; nothing was cached (--no-cache)\n"
+                  f"evalkit: run again with: {command}", file=sys.stderr)
+        return 143 if by_term else 130
+    finally:
+        if catch_term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if output is None:  # a data-parallel rank other than 0
         return 0
     for name, task in output.results["tasks"].items():
@@ -213,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
                 "baseline": cmd_baseline, "check": cmd_check}
     where = _rank_label()

@@ -70,8 +70,11 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
         if task.validate is not None:
             task.validate(doc)
         conts = task.continuations(doc)
-        if not conts or not all(isinstance(c, str) and c for c in conts):
-            raise ValueError("no non-empty continuation")
+        if not conts:
+            raise ValueError("no continuation to score")
+        for index, cont in enumerate(conts):
+            if not isinstance(cont, str) or not cont.strip():
+                raise ValueError(f"continuation {index} ({cont!r:.40}) is blank: nothing to score")
         gold = task.gold(doc)
         if not 0 <= gold < len(conts):
             raise ValueError(f"gold index {gold} is out of range for {len(conts)} continuations")
@@ -126,9 +129,11 @@ def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
     A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy).
 
     Raises:
-        EvalkitError: missing file, malformed or invalid row (file, line and field named), empty split.
+        EvalkitError: missing folder or file, malformed or invalid row (file, line and field named), empty split.
     """
     if data_dir is not None:
+        if not data_dir.is_dir():
+            raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
         path = local_path(task, data_dir)
         rows = read_jsonl(path)
         line_of = _line_numbers(path)

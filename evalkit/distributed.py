@@ -33,8 +33,10 @@ from evalkit.types import EvalkitError, LoglikelihoodResponse, RunConfig, Tokeni
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions")
-"""Backend counters that are summed over the ranks into the results' timing section."""
+COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "requests_scored",
+            "requests_cached")
+"""Backend counters that are summed over the ranks into the results' timing section (the last two: a
+:class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
 
 DEFAULT_TIMEOUT_S = 3600
 """Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""

@@ -13,18 +13,28 @@ one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections import deque
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from evalkit.batching import PackedGroup, make_batches, pack_groups
-from evalkit.types import LoglikelihoodResponse, TokenizedRequest
+from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodResponse, TokenizedRequest
 
 log = logging.getLogger(__name__)
 
 HEAD_CHUNK = 2048
 """Scored positions per output-layer call: bounds the (positions x vocab) float32 logits in memory."""
+
+def is_cuda_oom(exc: BaseException) -> bool:
+    """True for ``torch.cuda.OutOfMemoryError`` (the default out-of-memory test of :class:`HFBackend`)."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def _free_accelerator_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 class HFBackend:
@@ -38,6 +48,12 @@ class HFBackend:
         pad_id: token id placed in padding (masked out; any valid id).
         share_context: score all continuations of a context in one packed sequence.
         progress: show a tqdm bar over requests.
+        is_oom: ``exception -> bool``, which errors mean "out of memory, retry with a smaller batch"
+            (default :func:`is_cuda_oom`; tests inject their own).
+
+    Attributes:
+        batch_size: sequences per forward pass; after an out-of-memory, the halved size that is in use.
+        oom_retries: batches retried after an out-of-memory (int).
 
     Counters (for benchmarks): ``forward_calls``; ``forward_tokens`` (real input tokens),
     ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer).
@@ -52,6 +68,7 @@ class HFBackend:
         pad_id: int = 0,
         share_context: bool = True,
         progress: bool = True,
+        is_oom: Callable[[BaseException], bool] = is_cuda_oom,
     ) -> None:
         self.model = model
         self.max_length = max_length
@@ -68,6 +85,8 @@ class HFBackend:
         self.forward_tokens = 0
         self.padded_tokens = 0
         self.scored_positions = 0
+        self.is_oom = is_oom
+        self.oom_retries = 0
 
     def _split_body(self) -> torch.nn.Module | None:
         """The model without its output layer, when body + head reproduce the full model's logits.
@@ -86,22 +105,49 @@ class HFBackend:
             return None
         return body
 
-    def loglikelihood(self, requests: Sequence[TokenizedRequest]) -> list[LoglikelihoodResponse]:
+    def loglikelihood(
+        self, requests: Sequence[TokenizedRequest], on_batch: BatchCallback | None = None
+    ) -> list[LoglikelihoodResponse]:
         """Score requests; returns one response per request, in order.
+
+        Args:
+            requests: tokenized requests that fit the window.
+            on_batch: called after each batch with (indices into ``requests``, their responses), so the caller
+                can store finished work batch by batch (see :class:`evalkit.cache.CachingBackend`).
+
+        When a batch runs out of memory (``is_oom``), the batch size is halved and the batch retried, down to
+        one packed sequence; :attr:`batch_size` keeps the size that worked and :attr:`oom_retries` counts retries.
 
         Raises:
             ValueError: a request longer than the window (tokenize with evalkit.tokenization first).
+            EvalkitError: out of memory with a single packed sequence.
         """
         for request in requests:
             if len(request.context_ids) + len(request.continuation_ids) - 1 > self.max_length:
                 raise ValueError("request longer than the model window; truncate it first")
         groups = pack_groups(requests, self.max_length, self.share_context)
-        batches = make_batches(groups, self.batch_size, self.max_batch_tokens)
+        queue = deque(make_batches(groups, self.batch_size, self.max_batch_tokens))
         results: list[LoglikelihoodResponse | None] = [None] * len(requests)
         bar = _progress(len(requests), self.progress)
-        for batch in batches:
+        while queue:
+            batch = queue.popleft()
             members = [groups[i] for i in batch]
-            scored = self.score_groups(members)
+            try:
+                scored = self.score_groups(members)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not self.is_oom(exc):
+                    raise
+                if len(batch) == 1:
+                    raise EvalkitError(
+                        f"out of memory scoring one packed sequence of {members[0].length} tokens; lower "
+                        f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
+                        f"with --parallelize"
+                    ) from exc
+                scored = None
+            if scored is None:  # outside the except block, so the failed batch's tensors can be freed
+                queue = self._rebatch(groups, [batch, *queue], max(1, len(batch) // 2))
+                continue
+            done_indices, done = [], []
             for group, per_cont in zip(members, scored):
                 for indices, (ll, greedy) in zip(group.request_indices, per_cont):
                     for index in indices:
@@ -109,9 +155,23 @@ class HFBackend:
                         results[index] = LoglikelihoodResponse(
                             ll, greedy, len(req.continuation_ids), req.truncated_tokens
                         )
-            bar.update(sum(g.n_requests for g in members))
+                        done_indices.append(index)
+                        done.append(results[index])
+            if on_batch is not None:
+                on_batch(done_indices, done)
+            bar.update(len(done))
         bar.close()
         return results  # type: ignore[return-value]
+
+    def _rebatch(self, groups: Sequence[PackedGroup], pending: list[list[int]], size: int) -> deque[list[int]]:
+        """Re-cut the pending batches (longest first, as before) at ``size`` sequences after an out-of-memory."""
+        self.oom_retries += 1
+        log.warning("out of memory with %d sequences per batch; retrying with %d", len(pending[0]), size)
+        self.batch_size = size
+        _free_accelerator_memory()
+        rest = [i for batch in pending for i in batch]
+        cut = make_batches([groups[i] for i in rest], size, self.max_batch_tokens)
+        return deque([rest[j] for j in b] for b in cut)
 
     def score_groups(self, groups: Sequence[PackedGroup]) -> list[list[tuple[float, bool]]]:
         """One forward pass over packed groups.

@@ -86,6 +86,21 @@ def load_tokenizer(spec: str | None, model_path: str | None) -> LoadedTokenizer:
     return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity)
 
 
+def folder_fingerprint(folder: Path) -> str:
+    """``local:<sha256>`` over the (relative path, size, modification time in ns) of every file in a model folder.
+
+    Cheap (no weights are read) and changes whenever a checkpoint is rewritten in place, so answers cached for
+    one checkpoint are never served for another saved at the same path. ``local`` when ``folder`` is not a folder.
+    """
+    if not folder.is_dir():
+        return "local"
+    digest = hashlib.sha256()
+    for item in sorted(f for f in folder.rglob("*") if f.is_file()):
+        stat = item.stat()
+        digest.update(f"{item.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"local:{digest.hexdigest()}"
+
+
 def pick_device(device: str | None) -> torch.device:
     """``device`` if given, else cuda when available, else cpu."""
     if device:
@@ -128,7 +143,8 @@ def load_model(
     built on the CPU first, so its weights equal the unsharded CPU model's for the same seed.
 
     Returns:
-        (model in eval mode, identity dict with name, kind, dtype, device, parameters and a config sha256).
+        (model in eval mode, identity dict with name, kind, revision (hub commit, ``seed=N`` for random
+        weights, or :func:`folder_fingerprint` for a local folder), dtype, device, parameters, config sha256).
 
     Raises:
         EvalkitError: the model cannot be found or loaded.
@@ -162,7 +178,7 @@ def load_model(
         if device_map is None:
             model.to(target)
         name = path
-        revision = getattr(config, "_commit_hash", None) or "local"
+        revision = getattr(config, "_commit_hash", None) or folder_fingerprint(Path(path))
     model.eval()
     config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
     identity = {

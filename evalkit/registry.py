@@ -150,7 +150,9 @@ def resolve_model(spec: str) -> dict[str, Any]:
         "path": hub id or folder}`` otherwise (aliases like ``neox-20b`` map to their hub id).
 
     Raises:
-        EvalkitError: ``random:`` with an unknown alias, or an empty spec.
+        EvalkitError: ``random:`` with an unknown alias, an empty spec, a folder path (``./``, ``/``, ``~``) that
+            does not exist, or a name without ``/`` that is neither a folder nor an alias but close to an alias
+            (a mistyped alias is not sent to the hub).
     """
     if not spec:
         raise EvalkitError("--model is empty")
@@ -164,4 +166,12 @@ def resolve_model(spec: str) -> dict[str, Any]:
         return {"kind": "random", "alias": alias, "config": dict(presets[alias]["config"])}
     if spec in presets:
         return {"kind": "pretrained", "path": presets[spec]["hub_id"], "alias": spec}
-    return {"kind": "pretrained", "path": spec, "alias": None}
+    if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():
+        raise EvalkitError(f"model folder not found: {spec}")
+    if "/" not in spec and not Path(spec).is_dir():
+        close = difflib.get_close_matches(spec, list(presets), n=3, cutoff=0.6)
+        if close:
+            raise EvalkitError(f"unknown model '{spec}'; did you mean {', '.join(close)}? "
+                               f"(aliases: {', '.join(presets)}; or a hub id like EleutherAI/pythia-70m, or a folder)")
+    path = str(Path(spec).expanduser()) if spec.startswith("~") else spec
+    return {"kind": "pretrained", "path": path, "alias": None}

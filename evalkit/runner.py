@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evalkit import __version__
+from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
@@ -27,7 +28,7 @@ from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
 from evalkit.tokenization import tokenize_requests
-from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task
+from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
+    if config.use_cache:  # a broken cache fails here, before the model is loaded
+        RequestCache(resolve_cache_dir(config.cache_dir)).close()
 
     from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
@@ -157,12 +160,15 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
                                   config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
+    _warn_truncated(prepared, tokenized, window)
     backend = hf_backend.HFBackend(
         model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
+    versions = library_versions()
     t0 = time.perf_counter()
-    responses = ranks.loglikelihood(backend, tokenized)
+    responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
+                                           tokenizer.identity["sha256"], versions)
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
@@ -201,7 +207,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "model": identity,
         "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size},
         "window": window,
-        "versions": library_versions(),
+        "versions": versions,
+        "cache": cache_info,
         "timing": {
             "wall_time_s": round(time.perf_counter() - started, 3),
             "tokenize_s": round(t_tok, 3),
@@ -212,11 +219,57 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
             "forward_tokens": backend.forward_tokens,
             "padded_tokens": backend.padded_tokens,
             "scored_positions": backend.scored_positions,
+            "requests_scored": counts[1],
+            "requests_cached": counts[0],
+            "batch_size": config.batch_size,
+            "batch_size_final": backend.batch_size,
+            "oom_retries": backend.oom_retries,
         },
         "tasks": task_results,
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
+
+
+def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest], window: int) -> None:
+    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report)."""
+    k = 0
+    for p in prepared:
+        toks = tokenized[k : k + len(p.requests)]
+        k += len(p.requests)
+        cut = [t.truncated_tokens for t in toks if t.truncated_tokens]
+        if cut:
+            warning = (f"{p.task.name}: {len(cut)} of {len(toks)} requests were longer than the window of {window} "
+                       f"tokens; their contexts were truncated on the left ({sum(cut)} tokens dropped, at most "
+                       f"{max(cut)} from one request)")
+            p.warnings.append(warning)
+            log.warning(warning)
+
+
+def _score(
+    ranks: Any, backend: Any, tokenized: Sequence[TokenizedRequest], config: RunConfig, identity: dict[str, Any],
+    tokenizer_sha256: str, versions: dict[str, str],
+) -> tuple[list[Any] | None, dict[str, str] | None, tuple[int, int]]:
+    """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is
+    False.
+
+    Each rank answers its share from the cache and commits what its model scores, batch by batch.
+
+    Returns:
+        (responses in request order, None on ranks other than 0; ``{"path", "model_key"}`` of the cache or None;
+        (requests answered from the cache, requests scored by the model) on this rank).
+    """
+    if not config.use_cache:
+        return ranks.loglikelihood(backend, tokenized), None, (0, len(tokenized))
+    key, fields = model_key(identity, tokenizer_sha256, "hf", versions)
+    with RequestCache(resolve_cache_dir(config.cache_dir)) as cache:
+        cache.register_model(key, fields)
+        caching = CachingBackend(backend, cache, key)
+        responses = ranks.loglikelihood(caching, tokenized)
+        log.info("%d requests answered from the cache %s, %d scored by the model",
+                 caching.requests_cached, cache.path, caching.requests_scored)
+        return responses, {"path": str(cache.path), "model_key": key}, (caching.requests_cached,
+                                                                         caching.requests_scored)
 
 
 def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:

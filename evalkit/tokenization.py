@@ -6,7 +6,8 @@ Two encodings are supported:
   and the continuation are encoded on their own and the id lists concatenated.
 * ``joint`` (lm-evaluation-harness 0.4): trailing whitespace of the context moves onto the continuation, then
   ``context + continuation`` is encoded once and split at the context's own token length. When a token spans
-  the join the continuation can come out empty; then the continuation is encoded alone (never a crash).
+  the join the continuation can come out empty; then the context and the continuation are each encoded alone
+  (never a crash, and never a context that already contains the continuation's text).
 
 Both: an empty context becomes the end-of-text token; no BOS is added; inputs longer than the window
 ``max_length`` are truncated on the left, keeping the whole continuation.
@@ -70,8 +71,11 @@ def encode_pairs(
             continue
         whole = wholes[context + continuation]
         cont_ids = whole[len(ctx_ids):]
-        if not cont_ids:  # a token spans the join: fall back to the continuation alone
-            cont_ids = conts[continuation]
+        if not cont_ids:
+            # A token spans the join ("Ans" + "wer" -> "Answer"), so whole[:len(ctx_ids)] already holds the
+            # continuation's text: score the context and the continuation each encoded alone instead.
+            out.append((ctx_ids, list(conts[continuation])))
+            continue
         out.append((whole[: len(ctx_ids)], list(cont_ids)))
     return out
 

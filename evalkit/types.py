@@ -201,6 +201,8 @@ class RunConfig:
         bootstrap_iters: bootstrap resamples per metric (0 disables).
         output_dir: results go to ``output_dir/results``, reports to ``output_dir/reports``.
         log_samples: also write one JSON line per document.
+        cache_dir: folder of the request cache; None uses ``$EVALKIT_CACHE_DIR`` or ``~/.cache/evalkit``.
+        use_cache: answer already-scored requests from the cache and store new answers batch by batch.
     """
 
     model: str
@@ -217,14 +219,28 @@ class RunConfig:
     bootstrap_iters: int = 10000
     output_dir: str = "."
     log_samples: bool = False
+    cache_dir: str | None = None
+    use_cache: bool = True
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+BatchCallback = Callable[[Sequence[int], Sequence[LoglikelihoodResponse]], None]
+"""``on_batch(request indices, responses)``: told after each scored batch which requests it answered."""
 
 
 class LoglikelihoodBackend(Protocol):
     """Scores requests. Returns responses of the same length and order as the input."""
 
-    def loglikelihood(self, requests: Sequence[TokenizedRequest]) -> list[LoglikelihoodResponse]:
-        """Score tokenized requests; see :class:`LoglikelihoodResponse` for units."""
+    def loglikelihood(
+        self,
+        requests: Sequence[TokenizedRequest],
+        on_batch: BatchCallback | None = None,
+    ) -> list[LoglikelihoodResponse]:
+        """Score tokenized requests; see :class:`LoglikelihoodResponse` for units.
+
+        ``on_batch``, when given, is called after each batch with the indices (into ``requests``) of the
+        requests that batch answered and their responses, so a caller can persist finished work as it goes.
+        """
         ...
 
 

@@ -23,10 +23,13 @@ def gold(doc: Doc) -> int:
 
 
 def validate(doc: Doc) -> None:
-    """Labels and texts align, there are choices, and the answer key is one of the labels."""
+    """Labels and texts align, there are choices with text, and the answer key is one of the labels."""
     choices = doc["choices"]
     if not choices["text"]:
         raise ValueError("field 'choices.text': no choices")
+    for index, text in enumerate(choices["text"]):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"field 'choices.text': choice {index} ({text!r:.40}) is not a non-blank string")
     if len(choices["text"]) != len(choices["label"]):
         raise ValueError("field 'choices.label': not as many labels as choices.text")
     if doc["answerKey"] not in choices["label"]:

@@ -18,7 +18,10 @@ def continuations(doc: Doc) -> list[str]:
 
 
 def validate(doc: Doc) -> None:
-    """The label must index one of the two solutions."""
+    """Both solutions have text, and the label indexes one of them."""
+    for name in ("sol1", "sol2"):
+        if not doc[name].strip():
+            raise ValueError(f"field '{name}': blank solution")
     if doc["label"] not in (0, 1):
         raise ValueError(f"field 'label': {doc['label']!r} is not 0 or 1")
 

@@ -20,6 +20,13 @@ def continuations(doc: Doc) -> list[str]:
     return [" " + doc[name] for name in FIELDS]
 
 
+def validate(doc: Doc) -> None:
+    """Every choice has text (a blank choice would be scored as a lone space)."""
+    for name in FIELDS:
+        if not doc[name].strip():
+            raise ValueError(f"field '{name}': blank choice")
+
+
 TASK = Task(
     name="sciq",
     version="1.0",
@@ -32,6 +39,7 @@ TASK = Task(
     gold=lambda doc: 3,
     scoring="multiple_choice",
     metrics=("acc", "acc_norm"),
+    validate=validate,
     description="support + question, 4 choices; acc (card), acc_norm by characters",
     source="Welbl et al. 2017; lm-eval v0.2.0 `sciq`",
 )

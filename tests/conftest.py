@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,9 @@ import pytest
 # Tests never touch the network: without this, transformers' save/load helpers wait on hub time-outs.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Never read or fill the user's request cache; the isolated_cache fixture gives each test its own on top.
+os.environ["EVALKIT_CACHE_DIR"] = tempfile.mkdtemp(prefix="evalkit-test-cache-")
+atexit.register(shutil.rmtree, os.environ["EVALKIT_CACHE_DIR"], ignore_errors=True)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EVALKIT_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -20,6 +26,27 @@ TINY_NEOX = {
     "intermediate_size": 128, "vocab_size": 50304, "max_position_embeddings": 2048, "rotary_pct": 0.25,
     "use_parallel_residual": True, "tie_word_embeddings": False,
 }
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own empty request cache ($EVALKIT_CACHE_DIR): no test is answered from another's work
+    (a batch-size comparison served from the cache could not fail), and ~/.cache is never touched."""
+    folder = tmp_path_factory.mktemp("request_cache")
+    monkeypatch.setenv("EVALKIT_CACHE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Score with one CPU thread for a module's tests: runs compared bit for bit use the same float summation
+    order, and on a busy machine spinning worker threads do not stall (use with ``pytest.mark.usefixtures``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -134,6 +134,7 @@ def test_shipped_baseline_is_portable_and_matches_the_current_prompts(data_dir):
     config = config_from_baseline(baseline, SHIPPED, str(data_dir), ".")
     assert baseline["config"]["tokenizer"].startswith("{data_dir}/")
     assert (config.model, config.limit, config.dtype, config.device) == ("random:pythia-70m", 20, "float32", "cpu")
+    assert config.use_cache is False  # a check scores with today's code; cached answers could hide a regression
     tasks = load_registry(config.include_paths).expand(config.tasks)
     assert [t.name for t in tasks] == list(baseline["tasks"])
     for task in tasks:

@@ -90,5 +90,5 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, data_dir, capsys):
     code = main(["run", "--model", str(tmp_path / "nope"), "--tokenizer", str(TOKENIZER_JSON), "--tasks", "piqa",
                  "--data-dir", str(data_dir), "--limit", "2", "--output-dir", str(tmp_path)])
     assert code == 2
-    assert f"could not load model '{tmp_path / 'nope'}'" in capsys.readouterr().err
+    assert f"evalkit: error: model folder not found: {tmp_path / 'nope'}" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
