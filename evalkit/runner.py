@@ -182,24 +182,23 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         k += n
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
         doc_results[p.task.name] = docs
-        task_results[p.task.name] = {
-            "version": p.task.version,
-            "description": p.task.description,
-            "source": p.task.source,
-            "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
-            "n": len(docs),
-            "n_split": p.n_split,
-            "expected_n": p.task.dataset.n,
-            "subset": config.limit is not None and len(docs) < p.n_split,
-            "primary_metric": p.task.primary_metric,
-            "requests": n,
-            "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
-            "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
-            "prompt_sha256": prompt_hash(p.requests),
-            "warnings": p.warnings,
-            "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
-            "documents": _per_doc_arrays(p.task, docs),
-        }
+        task_results[p.task.name] = task_summary(p, docs, toks, config)
+    timing = {
+        "wall_time_s": round(time.perf_counter() - started, 3),
+        "tokenize_s": round(t_tok, 3),
+        "score_s": round(t_score, 3),
+        "requests": len(all_requests),
+        "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
+        "forward_calls": backend.forward_calls,
+        "forward_tokens": backend.forward_tokens,
+        "padded_tokens": backend.padded_tokens,
+        "scored_positions": backend.scored_positions,
+        "requests_scored": counts[1],
+        "requests_cached": counts[0],
+        "batch_size": config.batch_size,
+        "batch_size_final": backend.batch_size,
+        "oom_retries": backend.oom_retries,
+    }
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -209,26 +208,35 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "window": window,
         "versions": versions,
         "cache": cache_info,
-        "timing": {
-            "wall_time_s": round(time.perf_counter() - started, 3),
-            "tokenize_s": round(t_tok, 3),
-            "score_s": round(t_score, 3),
-            "requests": len(all_requests),
-            "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
-            "forward_calls": backend.forward_calls,
-            "forward_tokens": backend.forward_tokens,
-            "padded_tokens": backend.padded_tokens,
-            "scored_positions": backend.scored_positions,
-            "requests_scored": counts[1],
-            "requests_cached": counts[0],
-            "batch_size": config.batch_size,
-            "batch_size_final": backend.batch_size,
-            "oom_retries": backend.oom_retries,
-        },
+        "timing": timing,
         "tasks": task_results,
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
+
+
+def task_summary(
+    p: PreparedTask, docs: Sequence[DocResult], toks: Sequence[TokenizedRequest], config: RunConfig
+) -> dict[str, Any]:
+    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values."""
+    return {
+        "version": p.task.version,
+        "description": p.task.description,
+        "source": p.task.source,
+        "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
+        "n": len(docs),
+        "n_split": p.n_split,
+        "expected_n": p.task.dataset.n,
+        "subset": config.limit is not None and len(docs) < p.n_split,
+        "primary_metric": p.task.primary_metric,
+        "requests": len(p.requests),
+        "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
+        "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
+        "prompt_sha256": prompt_hash(p.requests),
+        "warnings": p.warnings,
+        "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
+        "documents": _per_doc_arrays(p.task, docs),
+    }
 
 
 def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest], window: int) -> None:

@@ -193,8 +193,7 @@ class RunConfig:
         include_paths: extra folders of task files.
         limit: seeded random subset of this many documents per task; None for all.
         seed: seed for the subset, the random model weights and the bootstrap.
-        batch_size: maximum requests' worth of tokens per forward pass is derived from this
-            (documents per batch for the simple scorer).
+        batch_size: packed sequences per forward pass (each sequence: one context and its continuations).
         max_length: model window override in tokens; None reads the model config.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: torch device string, or None to pick cuda when available.
@@ -203,6 +202,9 @@ class RunConfig:
         log_samples: also write one JSON line per document.
         cache_dir: folder of the request cache; None uses ``$EVALKIT_CACHE_DIR`` or ``~/.cache/evalkit``.
         use_cache: answer already-scored requests from the cache and store new answers batch by batch.
+        extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
+            default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
+            True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float).
     """
 
     model: str

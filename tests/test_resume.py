@@ -156,3 +156,17 @@ def test_an_interrupt_while_writing_results_leaves_no_partial_file(tmp_path, mon
         results_io.atomic_write_text(path, '{"half": ')
     assert path.read_text(encoding="utf-8") == '{"complete": true}\n'
     assert sorted(p.name for p in path.parent.iterdir()) == ["run.json"]
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    import os
+
+    from evalkit import results_io
+
+    path = tmp_path / "report.md"
+    old = os.umask(0o022)
+    try:
+        results_io.atomic_write_text(path, "x\n")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: others may read results and reports
