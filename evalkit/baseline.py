@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.data import resolve_data_dir
-from evalkit.results_io import atomic_write_text
+from evalkit.results_io import atomic_write_text, read_json_object
 from evalkit.runner import run
 from evalkit.types import EvalkitError, RunConfig
 
@@ -211,7 +211,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         EvalkitError: a missing file, invalid JSON, another format, or a missing field (named).
     """
     p = Path(path)
-    data = _read_json(p)
+    data = read_json_object(p, "baseline")
     if data.get("format") != BASELINE_FORMAT:
         raise EvalkitError(f"{p}: not an evalkit baseline (format {data.get('format')!r}, expected {BASELINE_FORMAT})")
     for key in ("config", "tolerance", "tasks", "model", "versions"):
@@ -221,18 +221,6 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
         for key in ("version", "prompt_sha256", "metrics", "documents", "requests"):
             if key not in task:
                 raise EvalkitError(f"{p}: task '{name}' lacks field '{key}'")
-    return data
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise EvalkitError(f"baseline file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise EvalkitError(f"{path}: a baseline is a JSON object")
     return data
 
 

@@ -63,19 +63,31 @@ def results_path(output_dir: Path, model_name: str) -> Path:
     return path
 
 
+def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
+    """Parse a JSON file that must hold one object; ``what`` names the kind of file in messages.
+
+    Raises:
+        EvalkitError: missing file, invalid JSON or UTF-8, or a value that is not an object.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EvalkitError(f"{what} file not found: {p}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{p}: not a valid {what} JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise EvalkitError(f"{p}: a {what} file holds a JSON object")
+    return data
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a results JSON written by ``evalkit run``.
 
     Raises:
         EvalkitError: missing file, invalid JSON, or a file that is not evalkit results.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise EvalkitError(f"results file not found: {p}")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{p}: not a valid results JSON ({exc})") from None
-    if not isinstance(data, dict) or "tasks" not in data or "model" not in data:
-        raise EvalkitError(f"{p}: not an evalkit results file (no 'tasks' or 'model')")
+    data = read_json_object(path, "results")
+    if "tasks" not in data or "model" not in data:
+        raise EvalkitError(f"{path}: not an evalkit results file (no 'tasks' or 'model')")
     return data

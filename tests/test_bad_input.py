@@ -173,3 +173,24 @@ def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_
     report = out.report_path.read_text(encoding="utf-8")
     assert f"> **Warning (sciq):** {warning}" in report
     assert "| sciq v1.0 | acc | " in report and report.count(" | higher | 8 |") == 2
+
+
+def test_report_of_bad_results_files_names_the_file(tmp_path, capsys):
+    from evalkit.cli import main
+
+    missing = tmp_path / "missing.json"
+    assert main(["report", str(missing)]) == 2
+    assert f"results file not found: {missing}" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"tasks": ', encoding="utf-8")
+    assert main(["report", str(broken)]) == 2
+    assert f"{broken}: not a valid results JSON" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text('{"something": 1}', encoding="utf-8")
+    assert main(["report", str(other)]) == 2
+    assert f"{other}: not an evalkit results file (no 'tasks' or 'model')" in capsys.readouterr().err
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]", encoding="utf-8")
+    assert main(["report", str(listed)]) == 2
+    assert f"{listed}: a results file holds a JSON object" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
