@@ -126,7 +126,8 @@ def run_evalkit(args, workdir: Path) -> dict:
 
     config = RunConfig(model=args.model, tasks=TASKS, tokenizer=args.tokenizer, data_dir=str(workdir / "data"),
                        seed=args.seed, batch_size=args.batch_size, dtype="float32", device="cpu",
-                       bootstrap_iters=args.bootstrap_iters, output_dir=str(workdir / "ek_out"), log_samples=True)
+                       bootstrap_iters=args.bootstrap_iters, output_dir=str(workdir / "ek_out"), log_samples=True,
+                       use_cache=False)  # every round scores afresh
     output = run(config, progress=False)
     per_task: dict = {name: {"lls": {}, "greedy": {}} for name in TASKS}
     for line in output.samples_path.read_text().splitlines():
@@ -306,6 +307,7 @@ def main(argv=None) -> None:
 def report(args, walls, ek, lm, par, invariance, peak) -> None:
     """Print the figures."""
     med = {side: statistics.median(v) for side, v in walls.items()}
+    pairs = ", ".join(f"{a / b:.2f}x" for a, b in zip(walls["lm_eval"], walls["evalkit"]))
     print(f"\nmodel {args.model}, fp32 CPU, {args.docs} docs per task, batch size {args.batch_size}, "
           f"{torch_threads()} threads, {args.rounds} ABAB rounds")
     print(f"work: {ek['requests']} requests, {ek['tokens']} tokens if each request is scored alone")
@@ -313,7 +315,7 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
     for side, data in (("lm_eval", lm), ("evalkit", ek)):
         print(f"{side:8s} {med[side]:14.2f} {ek['requests'] / med[side]:11.1f} {ek['tokens'] / med[side]:10.0f} "
               f"{data['peak_rss_mb']:12.0f}")
-    print(f"speed ratio (lm_eval / evalkit, medians): {med['lm_eval'] / med['evalkit']:.2f}x")
+    print(f"speed ratio (lm_eval / evalkit, medians): {med['lm_eval'] / med['evalkit']:.2f}x (per round: {pairs})")
     print(f"peak memory ratio (evalkit / lm_eval): {ek['peak_rss_mb'] / lm['peak_rss_mb']:.2f}")
     print(f"parity over {par['requests']} requests: max |delta ll| = {par['max_abs_delta_ll']:.2e}, "
           f"greedy flags differing = {par['greedy_flags_differing']}")
@@ -322,8 +324,7 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
           f"{par['max_rel_delta_ll']:.1e}. lm-eval sums token log-probs in float32 (ulp at 1000 nats = 6e-5),"
           " evalkit in float64")
     for name, metrics in par["metrics"].items():
-        cells = ", ".join(f"{m} {a:.4f} vs {b if b is None else format(b, '.4f')}"
-                          f"{'' if b is not None and abs(a - b) < 1e-9 else ' DIFFERENT'}"
+        cells = ", ".join(f"{m} {a:.4f} vs {b if b is None else format(b, '.4f')}{_verdict(m, a, b)}"
                           for m, (a, b) in metrics.items())
         print(f"  {name:15s} evalkit vs lm_eval: {cells}")
     for bs, figures in invariance.items():
@@ -334,6 +335,15 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s; evalkit useful work {flops / 1e9:.1f} GFLOP; "
           f"utilisation {flops / score_s / peak:.0%} of peak while scoring ({score_s:.2f} s), "
           f"{flops / med['evalkit'] / peak:.0%} over the whole run")
+
+
+def _verdict(metric: str, a: float, b: float | None) -> str:
+    """Accuracies must be identical; perplexity, a function of summed floats, equal to 1e-6 relative."""
+    if b is None:
+        return " MISSING"
+    if metric == "perplexity":
+        return " (equal to 1e-6)" if abs(a - b) <= 1e-6 * abs(a) else " DIFFERENT"
+    return " (identical)" if a == b else " DIFFERENT"
 
 
 def torch_threads() -> int:
