@@ -202,6 +202,7 @@ def side_main(args) -> None:
 def parity(ek: dict, lm: dict) -> dict:
     """Max |delta log-likelihood| over matched requests, greedy flags and per-task metrics equal or not."""
     max_delta, max_rel, worst, greedy_diff, requests, metrics_equal = 0.0, 0.0, None, 0, 0, {}
+    deltas = []
     for name in TASKS:
         a, b = ek["per_task"][name], lm["per_task"][name]
         for doc_id, lls in a["lls"].items():
@@ -211,12 +212,42 @@ def parity(ek: dict, lm: dict) -> dict:
             requests += len(lls)
             for k, (x, y) in enumerate(zip(lls, other)):
                 max_rel = max(max_rel, abs(x - y) / max(abs(x), 1e-12))
+                deltas.append((abs(x - y), name, int(doc_id), k, x, y))
                 if abs(x - y) > max_delta:
                     max_delta, worst = abs(x - y), (name, doc_id, k, x)
             greedy_diff += sum(x != y for x, y in zip(a["greedy"][doc_id], other_g))
         metrics_equal[name] = {m: (v, b["metrics"].get(m)) for m, v in a["metrics"].items()}
     return {"requests": requests, "max_abs_delta_ll": max_delta, "max_rel_delta_ll": max_rel, "worst": worst,
-            "greedy_flags_differing": greedy_diff, "metrics": metrics_equal}
+            "greedy_flags_differing": greedy_diff, "metrics": metrics_equal,
+            "largest": sorted(deltas, reverse=True)[:5], "over_1e-4": sum(d[0] > 1e-4 for d in deltas)}
+
+
+def explain_largest(args, workdir: Path, largest: list) -> list:
+    """For the requests that differ most, the naive log-likelihood summed in float32 (lm-eval's way) and float64.
+
+    A float32 sum that lands on lm-eval's value, and a float64 sum that lands on evalkit's, show that the
+    difference is the summation precision, not the scoring.
+    """
+    import torch
+
+    from evalkit.hf_loading import load_tokenizer
+    from evalkit.registry import load_registry
+    from evalkit.runner import prepare_task
+    from evalkit.tokenization import tokenize_requests
+
+    registry, tok, model = load_registry(), load_tokenizer(args.tokenizer, None), build_model(args)
+    rows = []
+    for delta, name, doc_id, k, ek_ll, lm_ll in largest:
+        requests = prepare_task(registry.get(name), workdir / "data", None, args.seed).requests
+        [request] = [r for r in requests if r.doc_id == doc_id and r.choice_index == k]
+        [t] = tokenize_requests([request], tok.encode_batch, tok.eot_id, 2048)
+        ids = list(t.context_ids) + list(t.continuation_ids)
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids[:-1]])).logits[0], dim=-1)
+        n = len(t.continuation_ids)
+        token_lp = logprobs[-n:].gather(1, torch.tensor(t.continuation_ids)[:, None])[:, 0]
+        rows.append((name, doc_id, k, n, ek_ll, lm_ll, float(token_lp.sum()), float(token_lp.double().sum())))
+    return rows
 
 
 def batch_size_invariance(args, workdir: Path) -> dict:
@@ -301,7 +332,12 @@ def main(argv=None) -> None:
         invariance = batch_size_invariance(args, workdir)
         peak = matmul_flops()
     ek, lm = last["evalkit"], last["lm_eval"]
-    report(args, walls, ek, lm, parity(ek, lm), invariance, peak)
+    par = parity(ek, lm)
+    with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
+        workdir = Path(tmp)
+        write_subset(args, workdir)
+        par["explained"] = explain_largest(args, workdir, par["largest"])
+    report(args, walls, ek, lm, par, invariance, peak)
 
 
 def report(args, walls, ek, lm, par, invariance, peak) -> None:
@@ -323,6 +359,11 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
     print(f"  largest at {task} doc {doc} choice {k} (ll {ll:.2f} nats); max relative delta "
           f"{par['max_rel_delta_ll']:.1e}. lm-eval sums token log-probs in float32 (ulp at 1000 nats = 6e-5),"
           " evalkit in float64")
+    print(f"  requests differing by more than 1e-4 nats: {par['over_1e-4']}; the largest, re-scored naively:")
+    for name, doc, k, n, ek_ll, lm_ll, sum32, sum64 in par["explained"]:
+        print(f"    {name} doc {doc} choice {k} ({n} tokens): lm_eval {lm_ll:.5f}, naive float32 sum {sum32:.5f} "
+              f"(diff {abs(sum32 - lm_ll):.1e}); evalkit {ek_ll:.5f}, naive float64 sum {sum64:.5f} "
+              f"(diff {abs(sum64 - ek_ll):.1e})")
     for name, metrics in par["metrics"].items():
         cells = ", ".join(f"{m} {a:.4f} vs {b if b is None else format(b, '.4f')}{_verdict(m, a, b)}"
                           for m, (a, b) in metrics.items())
