@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="paired comparison of runs over the same documents, and against "
                                              "published rows; writes a Markdown report and a figure")
     compare.add_argument("results", nargs="+", help="two or more results JSON files; each is compared with the first")
-    compare.add_argument("--output", help="report path (default: reports/<A stem>_vs_<B stem>.md); figure beside it")
+    compare.add_argument("--output", help="report path (default: <A stem>_vs_<B stem>.md in the reports/ folder beside A's results/); figure beside it")
     compare.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples")
     compare.add_argument("--seed", type=int, default=1234, help="bootstrap seed")
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")

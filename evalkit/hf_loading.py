@@ -156,12 +156,14 @@ def load_model(
         cfg = dict(resolved["config"])
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
         torch_dtype = pick_dtype(dtype, target, config)
+        if resolved.get("seed") is not None:  # random:<alias>@<seed> fixes the weights apart from --seed
+            seed = resolved["seed"]
         torch.manual_seed(seed)
         with torch.device(target if device_map is None else "cpu"):
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
         if device_map is not None:
             model = dispatch(model, device_map, max_memory, torch_dtype)
-        name = f"random:{resolved['alias']}"
+        name = resolved.get("name", f"random:{resolved['alias']}")
         revision = f"seed={seed}"
     else:
         path = resolved["path"]

@@ -146,7 +146,9 @@ def resolve_model(spec: str) -> dict[str, Any]:
     """Interpret a ``--model`` value.
 
     Returns:
-        ``{"kind": "random", "alias", "config"}`` for ``random:<alias>``; ``{"kind": "pretrained",
+        ``{"kind": "random", "alias", "config", "seed", "name"}`` for ``random:<alias>`` or
+        ``random:<alias>@<seed>`` (``seed`` is None without ``@``: the weights then follow ``--seed``);
+        ``{"kind": "pretrained",
         "path": hub id or folder}`` otherwise (aliases like ``neox-20b`` map to their hub id).
 
     Raises:
@@ -158,12 +160,15 @@ def resolve_model(spec: str) -> dict[str, Any]:
         raise EvalkitError("--model is empty")
     presets = model_presets()
     if spec.startswith("random:"):
-        alias = spec.split(":", 1)[1]
+        alias, _, seed_text = spec.split(":", 1)[1].partition("@")
+        if seed_text and not seed_text.isdigit():
+            raise EvalkitError(f"'{spec}': the weight seed after '@' must be a non-negative integer")
         if alias not in presets:
             close = difflib.get_close_matches(alias, list(presets), n=3, cutoff=0.4)
             hint = f"; did you mean {', '.join('random:' + c for c in close)}?" if close else ""
             raise EvalkitError(f"unknown model alias '{alias}' in '{spec}'{hint}; known: {', '.join(presets)}")
-        return {"kind": "random", "alias": alias, "config": dict(presets[alias]["config"])}
+        return {"kind": "random", "alias": alias, "config": dict(presets[alias]["config"]),
+                "seed": int(seed_text) if seed_text else None, "name": spec}
     if spec in presets:
         return {"kind": "pretrained", "path": presets[spec]["hub_id"], "alias": spec}
     if spec.startswith((".", "/", "~")) and not Path(spec).expanduser().is_dir():

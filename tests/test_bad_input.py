@@ -171,7 +171,7 @@ def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_
     assert task["warnings"] == [warning]
     assert warning in caplog.messages
     report = out.report_path.read_text(encoding="utf-8")
-    assert f"> **Warning (sciq):** {warning}" in report
+    assert f"> **Warning:** {warning}" in report
     assert "| sciq v1.0 | acc | " in report and report.count(" | higher | 8 |") == 2
 
 

@@ -128,7 +128,7 @@ def test_trimmed_local_copy_runs_with_a_warning(capsys, data_dir, tmp_path, capl
     assert code == 0
     assert "piqa: split has 12 documents, expected 1838" in caplog.text
     [report] = (tmp_path / "reports").glob("*.md")
-    assert "**Warning (piqa):** piqa: split has 12 documents, expected 1838" in report.read_text()
+    assert "> **Warning:** piqa: split has 12 documents, expected 1838" in report.read_text()
 
 
 def test_include_path_adds_a_task_file(capsys, data_dir, tmp_path):

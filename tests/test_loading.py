@@ -92,3 +92,24 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, data_dir, capsys):
     assert code == 2
     assert f"evalkit: error: model folder not found: {tmp_path / 'nope'}" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_random_weight_seed_is_separate_from_the_subset_seed():
+    import torch
+
+    from evalkit.hf_loading import load_model
+
+    plain = resolve_model("random:pythia-14m")
+    assert plain["seed"] is None and plain["name"] == "random:pythia-14m"
+    seeded = resolve_model("random:pythia-14m@7")
+    assert (seeded["alias"], seeded["seed"], seeded["name"]) == ("pythia-14m", 7, "random:pythia-14m@7")
+    a, ident_a = load_model(seeded, "float32", "cpu", seed=1)
+    b, ident_b = load_model(seeded, "float32", "cpu", seed=2)
+    c, ident_c = load_model(plain, "float32", "cpu", seed=7)
+    d, _ = load_model(resolve_model("random:pythia-14m@8"), "float32", "cpu", seed=1)
+    wa, wb, wc, wd = (m.get_input_embeddings().weight for m in (a, b, c, d))
+    assert torch.equal(wa, wb) and torch.equal(wa, wc)  # @7 wins over --seed; same as --seed 7 alone
+    assert not torch.equal(wa, wd)
+    assert ident_a["name"] == "random:pythia-14m@7" and ident_a["revision"] == "seed=7" == ident_c["revision"]
+    with pytest.raises(EvalkitError, match="the weight seed after '@' must be a non-negative integer"):
+        resolve_model("random:pythia-14m@x")
