@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.baseline import Tolerance, config_from_baseline, load_baseline, read_samples, request_records
-from evalkit.compare import paired_table
+from evalkit.compare import check_test_options, paired_table
 from evalkit.runner import run
 from evalkit.types import EvalkitError
 
@@ -157,9 +157,12 @@ def run_check(
         model: another model spec to test against the baseline (``statistical`` use).
 
     Raises:
-        EvalkitError: an unreadable baseline, missing data, or any error of the run itself.
+        EvalkitError: an unreadable baseline, missing data, ``--alpha`` or ``--bootstrap-iters`` out of range
+            (``statistical``), or any error of the run itself.
     """
     path = Path(baseline_path)
+    if statistical:  # before the run; the bootstrap seed is the baseline's, which the run itself checks
+        check_test_options(bootstrap_iters, 0, alpha)
     baseline = load_baseline(path)
     tolerance = Tolerance(**baseline["tolerance"])
     config = config_from_baseline(baseline, path, data_dir, output_dir, model)

@@ -278,6 +278,21 @@ def default_output(paths: Sequence[str]) -> Path:
     return first.parent.parent.parent / "reports" / f"{'_vs_'.join(Path(p).stem for p in paths[:2])}.md"
 
 
+def check_test_options(iters: int, seed: int, alpha: float) -> None:
+    """Refuse bootstrap and test options that would crash or give meaningless verdicts.
+
+    Raises:
+        EvalkitError: ``iters`` < 2 (no paired bootstrap), a seed outside 0 .. 2**64 - 1 (numpy's generators take no
+            negative seed), or ``alpha`` outside (0, 1) (every row, or none, would be significant).
+    """
+    if iters < 2:
+        raise EvalkitError(f"--bootstrap-iters must be at least 2 for a paired bootstrap, got {iters}")
+    if not 0 <= seed < 2 ** 64:
+        raise EvalkitError(f"--seed must be between 0 and 2**64 - 1, got {seed}")
+    if not 0.0 < alpha < 1.0:
+        raise EvalkitError(f"--alpha must be between 0 and 1 (exclusive), got {alpha}")
+
+
 def compare(
     paths: Sequence[str], output: str | Path | None = None, iters: int = 10000, seed: int = 1234,
     alpha: float = 0.05, with_references: bool = True,
@@ -293,12 +308,12 @@ def compare(
         with_references: also compare each run with the published tables.
 
     Raises:
-        EvalkitError: fewer than two files, unreadable results, no common task, or different documents.
+        EvalkitError: fewer than two files, bad options (:func:`check_test_options`), unreadable results, no common
+            task, or different documents.
     """
     if len(paths) < 2:
         raise EvalkitError("compare needs at least two results files")
-    if iters < 2:
-        raise EvalkitError(f"--bootstrap-iters must be at least 2 for a paired bootstrap, got {iters}")
+    check_test_options(iters, seed, alpha)
     runs = [load_results(p) for p in paths]
     labels = [f"{chr(ord('A') + i) if i < 26 else i}: {run_label(r)}" for i, r in enumerate(runs)]
     paired = tuple(paired_table(runs[0], run, (labels[0], label), (str(paths[0]), str(path)), iters, seed, alpha)

@@ -102,9 +102,16 @@ def folder_fingerprint(folder: Path) -> str:
 
 
 def pick_device(device: str | None) -> torch.device:
-    """``device`` if given, else cuda when available, else cpu."""
+    """``device`` if given, else cuda when available, else cpu.
+
+    Raises:
+        EvalkitError: a device string torch does not know (``--device nonsense``).
+    """
     if device:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except RuntimeError as exc:
+            raise EvalkitError(f"unknown --device '{device}': {exc}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -245,8 +252,9 @@ def _offload_dir() -> str:
 
 
 def model_window(model: torch.nn.Module, override: int | None) -> int:
-    """The model's context window in tokens: ``override`` or the config's maximum positions (else 2048)."""
-    if override:
+    """The model's context window in tokens: ``override`` (when not None) or the config's maximum positions
+    (else 2048)."""
+    if override is not None:
         return int(override)
     config = model.config
     for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):

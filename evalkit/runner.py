@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -122,6 +123,37 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+SEED_LIMIT = 2 ** 64
+"""Seeds run from 0 to 2**64 - 1: ``torch.manual_seed`` takes at most that, numpy's generators no negative value."""
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
+
+    Checks ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
+    (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` (0 to 2**64 - 1) and that
+    ``--output-dir`` is, or can be created as, a writable folder. Nothing is created.
+
+    Raises:
+        EvalkitError: naming the flag and the value.
+    """
+    sizes = (("--batch-size", config.batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
+             ("--max-length", config.max_length))
+    for flag, value in sizes:
+        if value is not None and value < 1:
+            raise EvalkitError(f"{flag} must be at least 1, got {value}")
+    if config.bootstrap_iters < 0 or config.bootstrap_iters == 1:
+        raise EvalkitError(f"--bootstrap-iters must be 0 (no bootstrap) or at least 2, got {config.bootstrap_iters}")
+    if not 0 <= config.seed < SEED_LIMIT:
+        raise EvalkitError(f"--seed must be between 0 and 2**64 - 1, got {config.seed}")
+    out = Path(config.output_dir)
+    existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())  # "/" always exists
+    if not existing.is_dir():
+        raise EvalkitError(f"--output-dir {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalkitError(f"--output-dir {out}: {existing} is not writable")
+
+
 def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report.
 
@@ -132,6 +164,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         EvalkitError: bad input of any kind, before the model is loaded.
     """
     started = time.perf_counter()
+    check_config(config)
     registry = load_registry(config.include_paths)
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)

@@ -1,0 +1,100 @@
+"""Adversarial inputs: flags, data files, tokenizers and caches at their edges. Each case once made evalkit crash
+after the work was done, report a wrong place, or silently compute something else than asked."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from evalkit.types import EvalkitError, RunConfig, TokenizedRequest
+from tests.conftest import DATA_DIR, TOKENIZER_JSON
+
+
+def _config(tmp_path: Path, **changes) -> RunConfig:
+    base = dict(model="random:pythia-14m", tasks=("piqa",), tokenizer=str(TOKENIZER_JSON), data_dir=str(DATA_DIR),
+                limit=2, bootstrap_iters=0, output_dir=str(tmp_path / "out"), use_cache=False)
+    return RunConfig(**(base | changes))
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: a bad flag must stop the run before that (and before any scoring)."""
+    from evalkit import hf_loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded although a flag was bad")
+
+    monkeypatch.setattr(hf_loading, "load_model", refuse)
+
+
+BAD_FLAGS = [
+    ("batch_size_zero", {"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ("batch_size_negative", {"batch_size": -3}, "--batch-size must be at least 1, got -3"),
+    ("max_batch_tokens_zero", {"extra": {"max_batch_tokens": 0}}, "--max-batch-tokens must be at least 1, got 0"),
+    ("max_length_zero", {"max_length": 0}, "--max-length must be at least 1, got 0"),
+    ("max_length_negative", {"max_length": -5}, "--max-length must be at least 1, got -5"),
+    ("bootstrap_negative", {"bootstrap_iters": -4},
+     "--bootstrap-iters must be 0 (no bootstrap) or at least 2, got -4"),
+    ("bootstrap_one", {"bootstrap_iters": 1}, "--bootstrap-iters must be 0 (no bootstrap) or at least 2, got 1"),
+    ("seed_negative", {"seed": -1}, "--seed must be between 0 and 2**64 - 1, got -1"),
+    ("seed_too_large", {"seed": 2 ** 64}, f"--seed must be between 0 and 2**64 - 1, got {2 ** 64}"),
+]
+
+
+@pytest.mark.parametrize("changes, message", [c[1:] for c in BAD_FLAGS], ids=[c[0] for c in BAD_FLAGS])
+def test_bad_numeric_flags_stop_the_run_before_the_model_loads(tmp_path, no_model, changes, message):
+    """``--seed -1`` used to score every request and then crash in the bootstrap (results lost); ``--batch-size 0``
+    crashed with a traceback after the model loaded; ``--max-length 0`` silently meant "the model's window"."""
+    from evalkit.runner import run
+
+    with pytest.raises(EvalkitError) as caught:
+        run(_config(tmp_path, **changes), progress=False)
+    assert str(caught.value) == message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_output_dir_that_is_a_file_stops_the_run_before_scoring(tmp_path, no_model):
+    """It used to score everything and then fail to write the results (lost, with --no-cache)."""
+    from evalkit.runner import run
+
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder", encoding="utf-8")
+    with pytest.raises(EvalkitError) as caught:
+        run(_config(tmp_path, output_dir=str(blocker / "sub")), progress=False)
+    assert str(caught.value) == f"--output-dir {blocker / 'sub'}: {blocker} is not a folder"
+
+
+def test_bad_flags_through_the_command_line(tmp_path, capsys, no_model):
+    from evalkit.cli import main
+
+    out = tmp_path / "out"
+    status = main(["run", "--model", "random:pythia-14m", "--tokenizer", str(TOKENIZER_JSON), "--tasks", "piqa",
+                   "--data-dir", str(DATA_DIR), "--output-dir", str(out), "--limit", "2", "--batch-size", "0"])
+    assert status == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "evalkit: error: --batch-size must be at least 1, got 0"
+    assert not out.exists()
+
+
+def test_an_unknown_device_is_a_clear_error():
+    from evalkit.hf_loading import pick_device
+
+    with pytest.raises(EvalkitError) as caught:
+        pick_device("nonsense")
+    assert str(caught.value).startswith("unknown --device 'nonsense': ")
+    assert str(pick_device("cpu")) == "cpu"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seed": -1}, "--seed must be between 0 and 2**64 - 1, got -1"),
+    ({"alpha": 0.0}, "--alpha must be between 0 and 1 (exclusive), got 0.0"),
+    ({"alpha": 5.0}, "--alpha must be between 0 and 1 (exclusive), got 5.0"),
+], ids=["negative_seed", "alpha_zero", "alpha_above_one"])
+def test_compare_refuses_a_bad_seed_or_alpha_before_reading_the_runs(tmp_path, kwargs, message):
+    """A negative seed crashed the paired bootstrap with numpy's traceback; alpha 5 called every row significant."""
+    from evalkit.compare import compare
+
+    with pytest.raises(EvalkitError) as caught:
+        compare([str(tmp_path / "a.json"), str(tmp_path / "b.json")], tmp_path / "c.md", 100, **kwargs)
+    assert str(caught.value) == message
