@@ -86,7 +86,20 @@ def read_jsonl(path: Path) -> list[Any]:
     """Parse a JSON-lines file.
 
     Returns:
-        the parsed values, one per non-empty line, in file order.
+        the parsed values, one per non-blank line, in file order (see :func:`read_jsonl_numbered`).
+
+    Raises:
+        EvalkitError: missing file, bytes that are not UTF-8, or a line that is not JSON (names the line).
+    """
+    return [value for _, value in read_jsonl_numbered(path)]
+
+
+def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
+    """Parse a JSON-lines file into (1-based line number, value) pairs.
+
+    A line is blank, and skipped, when it holds only JSON whitespace (spaces, tabs, CR, LF; RFC 8259 section 2):
+    a line of other Unicode spaces is reported as malformed, so line numbers always match the file. A UTF-8 byte
+    order mark at the start of the file is ignored (RFC 8259 section 8.1 allows it).
 
     Raises:
         EvalkitError: missing file, bytes that are not UTF-8, or a line that is not JSON (names the line).
@@ -96,14 +109,16 @@ def read_jsonl(path: Path) -> list[Any]:
     rows = []
     with open(path, "rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip(b" \t\r\n"):
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise EvalkitError(f"{path} line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            if not line.strip():
-                continue
             try:
-                rows.append(json.loads(line))
+                rows.append((lineno, json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise EvalkitError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
     return rows
@@ -135,8 +150,9 @@ def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
         if not data_dir.is_dir():
             raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
         path = local_path(task, data_dir)
-        rows = read_jsonl(path)
-        line_of = _line_numbers(path)
+        numbered = read_jsonl_numbered(path)
+        rows = [value for _, value in numbered]
+        line_of = [lineno for lineno, _ in numbered]
         label = str(path)
     else:
         rows = _load_hub(task)
@@ -148,11 +164,6 @@ def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
         where = f"{label} line {line_of[index]}" if line_of else f"{label} row {index}"
         validate_doc(task, doc, where)
     return rows
-
-
-def _line_numbers(path: Path) -> list[int]:
-    with open(path, "rb") as handle:
-        return [n for n, raw in enumerate(handle, start=1) if raw.strip()]
 
 
 def size_warning(task: Task, n_docs: int) -> str | None:

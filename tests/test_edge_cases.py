@@ -98,3 +98,47 @@ def test_compare_refuses_a_bad_seed_or_alpha_before_reading_the_runs(tmp_path, k
     with pytest.raises(EvalkitError) as caught:
         compare([str(tmp_path / "a.json"), str(tmp_path / "b.json")], tmp_path / "c.md", 100, **kwargs)
     assert str(caught.value) == message
+
+
+def _piqa_lines(n: int) -> list[bytes]:
+    with open(DATA_DIR / "piqa" / "validation.jsonl", "rb") as handle:
+        return [next(handle).rstrip(b"\r\n") for _ in range(n)]
+
+
+def _write_piqa(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "data" / "piqa" / "validation.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
+def test_a_line_of_unicode_spaces_is_named_not_skipped_and_later_lines_keep_their_numbers(tmp_path):
+    """A line holding only a no-break space was skipped as blank by the parser but counted by the line numberer,
+    so the error for the bad row on line 4 named line 3."""
+    from evalkit.data import load_docs
+    from evalkit.registry import load_registry
+
+    rows = _piqa_lines(2)
+    path = _write_piqa(tmp_path, rows[0] + b"\n" + rows[1] + b"\n" + b'{"goal": "g"}\n')
+    piqa = load_registry().get("piqa")
+    with pytest.raises(EvalkitError) as caught:
+        load_docs(piqa, path.parent.parent)
+    assert str(caught.value) == f"{path} line 3: missing field 'sol1'"
+    path.write_bytes(rows[0] + b"\n\xc2\xa0\n" + rows[1] + b"\n" + b'{"goal": "g"}\n')
+    with pytest.raises(EvalkitError) as caught:
+        load_docs(piqa, path.parent.parent)
+    assert str(caught.value) == f"{path} line 2: malformed JSON (Expecting value at column 1)"
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_read_the_same_documents(tmp_path):
+    """A UTF-8 byte order mark (RFC 8259 lets a parser ignore it) made the first line malformed JSON."""
+    import json
+
+    from evalkit.data import load_docs
+    from evalkit.registry import load_registry
+
+    rows = _piqa_lines(3)
+    path = _write_piqa(tmp_path, b"\xef\xbb\xbf" + b"\r\n".join(rows) + b"\r\n\r\n")
+    docs = load_docs(load_registry().get("piqa"), path.parent.parent)
+    assert docs == [json.loads(r) for r in rows]
+    assert docs[0]["goal"] == json.loads(rows[0])["goal"] and len(docs) == 3
