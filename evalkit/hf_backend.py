@@ -119,10 +119,13 @@ class HFBackend:
         one packed sequence; :attr:`batch_size` keeps the size that worked and :attr:`oom_retries` counts retries.
 
         Raises:
-            ValueError: a request longer than the window (tokenize with evalkit.tokenization first).
+            ValueError: a request longer than the window or without a context token (tokenize with
+                evalkit.tokenization first).
             EvalkitError: out of memory with a single packed sequence.
         """
-        for request in requests:
+        for index, request in enumerate(requests):
+            if not request.context_ids:  # its first token would be read from a position that predicts nothing
+                raise ValueError(f"request {index} has no context token; an empty context is the end-of-text token")
             if len(request.context_ids) + len(request.continuation_ids) - 1 > self.max_length:
                 raise ValueError("request longer than the model window; truncate it first")
         groups = pack_groups(requests, self.max_length, self.share_context)

@@ -9,7 +9,7 @@ Two encodings are supported:
   the join the continuation can come out empty; then the context and the continuation are each encoded alone
   (never a crash, and never a context that already contains the continuation's text).
 
-Both: an empty context becomes the end-of-text token; no BOS is added; inputs longer than the window
+Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; no BOS is added; inputs longer than the window
 ``max_length`` are truncated on the left, keeping the whole continuation.
 """
 
@@ -44,11 +44,12 @@ def encode_pairs(
     Args:
         pairs: (context, continuation) strings.
         encode_batch: tokenizer call, no special tokens added.
-        eot_id: end-of-text token id, used as the context when the context is empty.
+        eot_id: end-of-text token id, used as the context when the context is empty or encodes to no tokens.
         mode: ``"separate"`` or ``"joint"`` (see module docstring).
 
     Returns:
-        one (context_ids, continuation_ids) per pair; continuation_ids is non-empty for a non-empty continuation.
+        one (context_ids, continuation_ids) per pair; context_ids is never empty, continuation_ids is non-empty for
+        a non-empty continuation.
 
     Raises:
         ValueError: unknown mode.
@@ -77,7 +78,9 @@ def encode_pairs(
             out.append((ctx_ids, list(conts[continuation])))
             continue
         out.append((whole[: len(ctx_ids)], list(cont_ids)))
-    return out
+    # A context that encodes to no tokens (spaces or zero-width characters for some tokenizers) is scored like
+    # an empty one: the first continuation token needs a position that predicts it.
+    return [(ctx_ids or [eot_id], cont_ids) for ctx_ids, cont_ids in out]
 
 
 def truncate_left(context_ids: list[int], continuation_ids: list[int], max_length: int) -> TokenizedRequest:

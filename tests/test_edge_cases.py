@@ -142,3 +142,34 @@ def test_a_byte_order_mark_and_crlf_line_ends_read_the_same_documents(tmp_path):
     docs = load_docs(load_registry().get("piqa"), path.parent.parent)
     assert docs == [json.loads(r) for r in rows]
     assert docs[0]["goal"] == json.loads(rows[0])["goal"] and len(docs) == 3
+
+
+def _drops_spaces(texts: list[str]) -> list[list[int]]:
+    """A tokenizer that, like some SentencePiece and normalizing ones, encodes spaces and zero-width spaces to no
+    tokens (other characters to their code points)."""
+    return [[ord(c) for c in t if c not in " \u200b"] for t in texts]
+
+
+@pytest.mark.parametrize("mode, context, continuation_ids", [
+    ("separate", "   ", (97, 98)),
+    ("separate", "\u200b", (97, 98)),
+    ("joint", "\u200b", (97, 98)),
+], ids=["separate_spaces", "separate_zero_width", "joint_zero_width"])
+def test_a_context_that_encodes_to_no_tokens_becomes_end_of_text(mode, context, continuation_ids):
+    """A non-empty context that encoded to [] was kept empty; the backend then read the first continuation token's
+    prediction from column -1 (the row's last position) and returned a wrong log-likelihood without a word."""
+    from evalkit.tokenization import tokenize_requests
+    from evalkit.types import LoglikelihoodRequest
+
+    requests = [LoglikelihoodRequest("t", 0, 0, context, "ab"), LoglikelihoodRequest("t", 1, 0, "", "ab")]
+    got = tokenize_requests(requests, _drops_spaces, 7, 16, mode)
+    assert got == [TokenizedRequest((7,), continuation_ids), TokenizedRequest((7,), (97, 98))]
+
+
+def test_the_backend_refuses_a_request_without_context_tokens(tiny_model):
+    from evalkit.hf_backend import HFBackend
+
+    backend = HFBackend(tiny_model, 16, progress=False)
+    with pytest.raises(ValueError) as caught:
+        backend.loglikelihood([TokenizedRequest((5, 6), (7,)), TokenizedRequest((), (8, 9))])
+    assert str(caught.value) == "request 1 has no context token; an empty context is the end-of-text token"
