@@ -101,6 +101,28 @@ def folder_fingerprint(folder: Path) -> str:
     return f"local:{digest.hexdigest()}"
 
 
+def random_revision(seed: int, generator: str) -> str:
+    """The revision of seeded random weights: ``seed=N`` when drawn by the CPU generator, else
+    ``seed=N,init=<generator>``.
+
+    torch's CPU and CUDA generators draw different numbers from one seed (and a CUDA kernel's draws may depend on
+    the GPU), so weights initialised on a GPU are another model than the CPU's: the revision, and with it the
+    request cache's model key, tells them apart.
+
+    Args:
+        seed: the ``torch.manual_seed`` value.
+        generator: ``"cpu"``, or the device the weights were drawn on, e.g. ``"cuda (NVIDIA H200)"``.
+    """
+    return f"seed={seed}" if generator == "cpu" else f"seed={seed},init={generator}"
+
+
+def _generator_label(device: torch.device) -> str:
+    """``"cpu"``, ``"cuda (<GPU name>)"``, or the device type: which random generator initialises weights there."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 def pick_device(device: str | None) -> torch.device:
     """``device`` if given, else cuda when available, else cpu.
 
@@ -150,7 +172,7 @@ def load_model(
     built on the CPU first, so its weights equal the unsharded CPU model's for the same seed.
 
     Returns:
-        (model in eval mode, identity dict with name, kind, revision (hub commit, ``seed=N`` for random
+        (model in eval mode, identity dict with name, kind, revision (hub commit, :func:`random_revision` for random
         weights, or :func:`folder_fingerprint` for a local folder), dtype, device, parameters, config sha256).
 
     Raises:
@@ -165,13 +187,14 @@ def load_model(
         torch_dtype = pick_dtype(dtype, target, config)
         if resolved.get("seed") is not None:  # random:<alias>@<seed> fixes the weights apart from --seed
             seed = resolved["seed"]
+        init = target if device_map is None else torch.device("cpu")
         torch.manual_seed(seed)
-        with torch.device(target if device_map is None else "cpu"):
+        with init:
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
         if device_map is not None:
             model = dispatch(model, device_map, max_memory, torch_dtype)
         name = resolved.get("name", f"random:{resolved['alias']}")
-        revision = f"seed={seed}"
+        revision = random_revision(seed, _generator_label(init))
     else:
         path = resolved["path"]
         try:

@@ -173,3 +173,23 @@ def test_the_backend_refuses_a_request_without_context_tokens(tiny_model):
     with pytest.raises(ValueError) as caught:
         backend.loglikelihood([TokenizedRequest((5, 6), (7,)), TokenizedRequest((), (8, 9))])
     assert str(caught.value) == "request 1 has no context token; an empty context is the end-of-text token"
+
+
+def test_random_weights_made_on_a_gpu_are_another_model_for_the_cache():
+    """torch's CPU and CUDA generators draw different numbers from one seed, so random:<alias> built on a GPU has
+    other weights than the same seed on the CPU; both were "seed=N" and shared cached answers."""
+    from evalkit.cache import model_key
+    from evalkit.hf_loading import random_revision
+
+    assert random_revision(3, "cpu") == "seed=3"
+    assert random_revision(3, "cuda (NVIDIA H200)") == "seed=3,init=cuda (NVIDIA H200)"
+    identity = {"name": "random:pythia-14m", "kind": "random", "revision": random_revision(3, "cpu"),
+                "dtype": "float32", "config_sha256": "c" * 64}
+    versions = {"evalkit": "0", "torch": "0", "transformers": "0"}
+    on_gpu = identity | {"revision": random_revision(3, "cuda (NVIDIA H200)")}
+    assert model_key(identity, "t" * 64, "hf", versions)[0] != model_key(on_gpu, "t" * 64, "hf", versions)[0]
+    from evalkit.hf_loading import load_model
+    from tests.conftest import TINY_NEOX
+
+    _, loaded = load_model({"kind": "random", "alias": "tiny", "config": dict(TINY_NEOX)}, "float32", "cpu", 3)
+    assert loaded["revision"] == "seed=3"
