@@ -28,8 +28,9 @@ import json
 import os
 import sqlite3
 import struct
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodBackend, LoglikelihoodResponse, TokenizedRequest
 
@@ -147,13 +148,37 @@ class RequestCache:
         """Close the connection (committed batches stay on disk)."""
         self.conn.close()
 
+    @contextmanager
+    def _intact(self) -> Iterator[None]:
+        """Turn SQLite's report of a damaged file (pages that the header check at open does not read) into a
+        clear error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, full disk, ...: not damage
+                raise
+            raise EvalkitError(f"request cache {self.path} is damaged ({exc}): remove it, or use --no-cache") from None
+
     def register_model(self, key: str, fields: Mapping[str, Any]) -> None:
-        """Record what a model key stands for (for people inspecting the file)."""
+        """Record what a model key stands for (for people inspecting the file).
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
         identity = json.dumps(dict(fields), sort_keys=True)
-        self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, identity))
+        with self._intact():
+            self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, identity))
 
     def get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
-        """Cached (log-likelihood in nats, greedy flag) for those of ``request_keys`` that are stored."""
+        """Cached (log-likelihood in nats, greedy flag) for those of ``request_keys`` that are stored.
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        with self._intact():
+            return self._get_many(key, request_keys)
+
+    def _get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
         found: dict[bytes, tuple[float, bool]] = {}
         unique = list(dict.fromkeys(request_keys))
         for start in range(0, len(unique), 500):  # stay under SQLite's limit on bound parameters
@@ -167,8 +192,12 @@ class RequestCache:
         return found
 
     def put_many(self, key: str, items: Sequence[tuple[bytes, float, bool]]) -> None:
-        """Store (request key, log-likelihood, greedy) triples in one committed transaction."""
-        with self.conn:
+        """Store (request key, log-likelihood, greedy) triples in one committed transaction.
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        with self._intact(), self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",

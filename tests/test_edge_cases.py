@@ -193,3 +193,37 @@ def test_random_weights_made_on_a_gpu_are_another_model_for_the_cache():
 
     _, loaded = load_model({"kind": "random", "alias": "tiny", "config": dict(TINY_NEOX)}, "float32", "cpu", 3)
     assert loaded["revision"] == "seed=3"
+
+
+def test_a_cache_damaged_inside_is_a_clear_error_before_scoring(tmp_path):
+    """Damaged pages pass the header check at open and used to surface as sqlite3's traceback at the first lookup
+    (after the model had loaded) or, worse, at a commit in the middle of the run."""
+    import hashlib
+
+    from evalkit.cache import CachingBackend, RequestCache
+
+    keys = [hashlib.sha256(str(i).encode()).digest() for i in range(2000)]
+    with RequestCache(tmp_path) as cache:
+        cache.put_many("m", [(k, -float(i), i % 2 == 0) for i, k in enumerate(keys)])
+        cache.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path = tmp_path / "loglikelihood.sqlite3"
+    data = bytearray(path.read_bytes())
+    for start in range(2 * 4096, len(data), 4096):  # every page's header after the first two
+        data[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(data))
+    message = f"request cache {path} is damaged (database disk image is malformed): remove it, or use --no-cache"
+    with RequestCache(tmp_path) as cache:
+        with pytest.raises(EvalkitError) as caught:
+            cache.get_many("m", keys)
+        assert str(caught.value) == message
+
+        class Unused:
+            def loglikelihood(self, requests, on_batch=None):
+                raise AssertionError("scored although the cache could not be read")
+
+        with pytest.raises(EvalkitError) as caught:
+            CachingBackend(Unused(), cache, "m").loglikelihood([TokenizedRequest((1,), (2,))])
+        assert str(caught.value) == message
+        with pytest.raises(EvalkitError) as caught:
+            cache.put_many("m", [(hashlib.sha256(b"new").digest(), -1.0, True)])
+        assert str(caught.value) == message
