@@ -239,5 +239,16 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         include_paths=tuple(resolve_path(p, data_dir, path) for p in cfg["include_paths"]),
         limit=cfg["limit"], seed=cfg["seed"], batch_size=cfg["batch_size"], max_length=cfg["max_length"],
         dtype=cfg["dtype"], device=cfg["device"], bootstrap_iters=cfg["bootstrap_iters"], output_dir=output_dir,
-        log_samples=True, use_cache=False, extra=dict(cfg["extra"]),
+        log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),
     )
+
+
+def _extra_from_json(extra: dict[str, Any]) -> dict[str, Any]:
+    """Backend options as stored, with the GPU indices of ``load_kwargs["max_memory"]`` turned back into ints
+    (JSON object keys are strings; accelerate takes a GPU only as an int)."""
+    out = dict(extra)
+    load_kwargs = out.get("load_kwargs")
+    if load_kwargs and load_kwargs.get("max_memory"):
+        memory = {int(k) if k.isdigit() else k: v for k, v in load_kwargs["max_memory"].items()}
+        out["load_kwargs"] = dict(load_kwargs, max_memory=memory)
+    return out

@@ -227,3 +227,25 @@ def test_a_cache_damaged_inside_is_a_clear_error_before_scoring(tmp_path):
         with pytest.raises(EvalkitError) as caught:
             cache.put_many("m", [(hashlib.sha256(b"new").digest(), -1.0, True)])
         assert str(caught.value) == message
+
+
+def test_a_baseline_of_a_sharded_run_keeps_gpu_indices_as_integers(tmp_path):
+    """JSON turns the GPU indices of --max-memory into strings; accelerate refuses a device "0", so `evalkit check`
+    could not re-run a baseline made with --parallelize --max-memory."""
+    import json
+
+    from evalkit.baseline import config_from_baseline
+    from evalkit.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["run", "--model", "random:pythia-14m", "--tasks", "piqa", "--parallelize",
+                                      "--max-memory", "0=20GiB,1=30GiB,cpu=64GiB"])
+    extra = config_from_args(args).extra
+    assert extra["load_kwargs"] == {"device_map": "auto", "max_memory": {0: "20GiB", 1: "30GiB", "cpu": "64GiB"}}
+    stored = json.loads(json.dumps({"config": {
+        "model": "random:pythia-14m", "tasks": ["piqa"], "tokenizer": None, "data_dir": None, "include_paths": [],
+        "limit": 2, "seed": 1, "batch_size": 4, "max_length": None, "dtype": "float16", "device": None,
+        "bootstrap_iters": 0, "extra": dict(extra)}}))
+    assert stored["config"]["extra"]["load_kwargs"]["max_memory"] == {"0": "20GiB", "1": "30GiB", "cpu": "64GiB"}
+    config = config_from_baseline(stored, tmp_path / "b.json", None, str(tmp_path))
+    assert config.extra["load_kwargs"] == {"device_map": "auto",
+                                           "max_memory": {0: "20GiB", 1: "30GiB", "cpu": "64GiB"}}
