@@ -7,7 +7,8 @@ A baseline is a JSON file (format ``evalkit-baseline/1``) holding:
   stored as ``{data_dir}/<relative path>`` and resolved against ``evalkit check --data-dir``, so a baseline
   made in one checkout runs in a fresh clone with the data beside it.
 * ``tolerance``: how far a request's log-likelihood may move (``|new - old| <= atol + rtol * |old|``, nats) and
-  a metric (``|new - old| <= metric_rtol * |old|``).
+  a metric (``|new - old| <= metric_rtol * |old|``; a perplexity also as far as those log-likelihood
+  tolerances move it).
 * per task: version, ``prompt_sha256``, aggregate metrics, per-document values (for ``--statistical``) and,
   per request, the sha256 of its context and continuation (16 hex digits each), its log-likelihood and its
   greedy flag. Only hashes of the text are stored, never the documents.
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from evalkit.data import resolve_data_dir
 from evalkit.results_io import atomic_write_text, read_json_object
@@ -58,6 +60,23 @@ class Tolerance:
     def metric_ok(self, old: float, new: float) -> bool:
         """True when ``new`` is within ``metric_rtol * |old|`` (plus 1e-12) of ``old``."""
         return abs(new - old) <= self.metric_rtol * abs(old) + 1e-12
+
+    def perplexity_ok(self, old: float, new: float, loglikelihoods: Sequence[float]) -> bool:
+        """True when a perplexity moved no more than its documents' log-likelihoods may (or within ``metric_ok``).
+
+        Perplexity is exp(-mean ll), so log-likelihoods each within ``atol + rtol * |ll|`` of the baseline move
+        ln(perplexity) by at most the mean of those bounds: a perplexity inside that is not a change.
+
+        Args:
+            old, new: the baseline's and the new perplexity.
+            loglikelihoods: the baseline's per-document log-likelihoods (nats) behind ``old``.
+        """
+        if self.metric_ok(old, new):
+            return True
+        if not (old > 0 and new > 0 and loglikelihoods):
+            return False
+        bound = sum(self.loglikelihood_atol + self.loglikelihood_rtol * abs(ll) for ll in loglikelihoods)
+        return abs(math.log(new / old)) <= bound / len(loglikelihoods) + self.metric_rtol
 
 
 def text_sha(text: str) -> str:

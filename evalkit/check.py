@@ -6,7 +6,8 @@ Exact mode (the CI regression check) fails when, for any task,
 * the prompt changed (``prompt_sha256``; the first changed requests are named, context or continuation),
 * a request whose text is unchanged moved its log-likelihood beyond the baseline's tolerance, or flipped its
   greedy flag,
-* an aggregate metric moved beyond the tolerance, or the task's version changed.
+* an aggregate metric moved beyond the tolerance (a perplexity: beyond what log-likelihoods within their
+  tolerance can move it), or the task's version changed.
 
 ``--statistical`` (for real model updates) fails only when a paired test finds a significant change of a
 metric (McNemar's exact test for 0/1 metrics, paired bootstrap for perplexity, Holm-corrected over all tasks
@@ -106,9 +107,14 @@ def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samp
     lines += _request_diffs(name, old["requests"], request_records(samples), contexts, tolerance)
     for metric, value in old["metrics"].items():
         now = new["metrics"].get(metric, {}).get("value")
+        if metric == "perplexity":
+            unchanged = now is not None and tolerance.perplexity_ok(value["value"], now,
+                                                                    old["documents"].get("loglikelihood", []))
+        else:
+            unchanged = now is not None and tolerance.metric_ok(value["value"], now)
         if now is None:
             lines.append(f"FAIL {name} {metric}: missing from the new run")
-        elif not tolerance.metric_ok(value["value"], now):
+        elif not unchanged:
             lines.append(f"FAIL {name} {metric}: {value['value']:.6g} -> {now:.6g} (Δ {now - value['value']:+.6g})")
     return lines
 

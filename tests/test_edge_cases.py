@@ -249,3 +249,35 @@ def test_a_baseline_of_a_sharded_run_keeps_gpu_indices_as_integers(tmp_path):
     config = config_from_baseline(stored, tmp_path / "b.json", None, str(tmp_path))
     assert config.extra["load_kwargs"] == {"device_map": "auto",
                                            "max_memory": {0: "20GiB", 1: "30GiB", "cpu": "64GiB"}}
+
+
+def _lambada_like(lls: list[float]) -> tuple[dict, list[dict]]:
+    """A task entry (results format) and its samples rows for documents 0 and 1 with these log-likelihoods."""
+    import math
+
+    samples = [{"task": "t", "doc_id": i, "context": f"passage {i}", "continuations": [" word"], "gold": 0,
+                "loglikelihoods": [ll], "greedy": [False], "metrics": {"acc": 0.0, "loglikelihood": ll}}
+               for i, ll in enumerate(lls)]
+    entry = {"version": "1.0", "prompt_sha256": "p" * 64,
+             "documents": {"doc_id": [0, 1], "acc": [0.0, 0.0], "loglikelihood": list(lls)},
+             "metrics": {"acc": {"value": 0.0}, "perplexity": {"value": math.exp(-sum(lls) / len(lls))}}}
+    return entry, samples
+
+
+@pytest.mark.parametrize("shift, expected", [
+    (5e-5, []),
+    (5e-4, ["FAIL t: 2 log-likelihoods moved beyond 0.0001 + 1e-05·|ll| nats",
+            "  log-likelihood: doc 0 choice 0: -10.000000 -> -9.999500 nats (Δ +0.000500)",
+            "  log-likelihood: doc 1 choice 0: -20.000000 -> -19.999500 nats (Δ +0.000500)",
+            "FAIL t perplexity: 3.26902e+06 -> 3.26738e+06 (Δ -1634.1)"]),
+], ids=["within_the_request_tolerance", "beyond_it"])
+def test_check_accepts_the_perplexity_of_log_likelihoods_it_accepts(shift, expected):
+    """Every request moved 5e-5 nats (inside 1e-4 + 1e-5·|ll|), yet the perplexity, exp(-mean ll), moved by 5e-5
+    relative, past the metric tolerance of 1e-5: the check failed on a metric of requests it had passed."""
+    from evalkit.baseline import Tolerance, request_records
+    from evalkit.check import _task_diffs
+
+    old, old_samples = _lambada_like([-10.0, -20.0])
+    old["requests"] = request_records(old_samples)
+    new, new_samples = _lambada_like([-10.0 + shift, -20.0 + shift])
+    assert _task_diffs("t", old, new, new_samples, Tolerance()) == expected
