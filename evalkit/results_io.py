@@ -52,15 +52,24 @@ def model_dir_name(model_name: str) -> str:
 
 
 def results_path(output_dir: Path, model_name: str) -> Path:
-    """``output_dir/results/<model>/<UTC timestamp>.json``, never an existing file."""
+    """``output_dir/results/<model>/<UTC timestamp>.json`` (``<timestamp>-N.json`` when taken), reserved.
+
+    The name is taken by creating the file empty with an exclusive create, so two runs of one model that finish in
+    the same second into one folder get two names (each then replaces its own empty file atomically) instead of
+    the second overwriting the first's results. A caller that then fails to write should remove the empty file.
+    """
     folder = output_dir / "results" / model_dir_name(model_name)
+    folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = folder / f"{stamp}.json"
     n = 1
-    while path.exists():
-        path = folder / f"{stamp}-{n}.json"
-        n += 1
-    return path
+    while True:
+        try:
+            with open(path, "x", encoding="utf-8"):
+                return path
+        except FileExistsError:
+            path = folder / f"{stamp}-{n}.json"
+            n += 1
 
 
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:

@@ -327,21 +327,32 @@ def write_outputs(
 ) -> RunOutput:
     """Write samples (optional), results JSON and the Markdown report; returns their paths."""
     out_dir = Path(config.output_dir)
-    path = results_path(out_dir, results["model"]["name"])
-    samples_path = None
-    if config.log_samples:
-        samples_path = path.with_suffix(".samples.jsonl")
-        lines = []
-        for p in prepared:
-            for doc, result in zip(p.docs, doc_results[p.task.name]):
-                lines.append(json.dumps({
-                    "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
-                    "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
-                    "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
-                    "metrics": dict(result.metrics),
-                }))
-        atomic_write_text(samples_path, "\n".join(lines) + "\n")
-        results["samples_file"] = samples_path.name
-    atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    path = results_path(out_dir, results["model"]["name"])  # reserved (created empty) until written below
+    try:
+        samples_path = _write_samples(path, results, doc_results, prepared) if config.log_samples else None
+        atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        raise
     report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
     return RunOutput(path, report_path, samples_path, results)
+
+
+def _write_samples(
+    path: Path, results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask]
+) -> Path:
+    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``."""
+    samples_path = path.with_suffix(".samples.jsonl")
+    lines = []
+    for p in prepared:
+        for doc, result in zip(p.docs, doc_results[p.task.name]):
+            lines.append(json.dumps({
+                "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
+                "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
+                "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
+                "metrics": dict(result.metrics),
+            }))
+    atomic_write_text(samples_path, "\n".join(lines) + "\n")
+    results["samples_file"] = samples_path.name
+    return samples_path

@@ -281,3 +281,25 @@ def test_check_accepts_the_perplexity_of_log_likelihoods_it_accepts(shift, expec
     old["requests"] = request_records(old_samples)
     new, new_samples = _lambada_like([-10.0 + shift, -20.0 + shift])
     assert _task_diffs("t", old, new, new_samples, Tolerance()) == expected
+
+
+def test_two_runs_of_one_model_finishing_in_the_same_second_keep_both_results(tmp_path, monkeypatch):
+    """Both runs picked <stamp>.json (the name was only checked for existence, not taken), and the second rename
+    replaced the first run's results."""
+    from datetime import datetime, timezone
+
+    from evalkit import results_io
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 30, 12, 0, 0, tzinfo=timezone.utc)
+
+    monkeypatch.setattr(results_io, "datetime", Frozen)
+    first = results_io.results_path(tmp_path, "random:pythia-14m")
+    second = results_io.results_path(tmp_path, "random:pythia-14m")
+    folder = tmp_path / "results" / "random_pythia-14m"
+    assert (first, second) == (folder / "20261130T120000Z.json", folder / "20261130T120000Z-1.json")
+    results_io.atomic_write_text(second, '{"run": 2}\n')
+    results_io.atomic_write_text(first, '{"run": 1}\n')
+    assert [p.read_text() for p in (first, second)] == ['{"run": 1}\n', '{"run": 2}\n']
