@@ -22,6 +22,9 @@ import numpy as np
 
 SCORINGS = ("multiple_choice", "target", "any_greedy")
 
+SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",)}
+"""Scoring rule -> the aggregate metrics its per-document values can give."""
+
 HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False}
 
 PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood"}
@@ -76,6 +79,23 @@ def doc_metrics(
     if scoring == "any_greedy":
         return any_greedy(greedy)
     raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
+
+
+def check_task_metrics(name: str, scoring: str, metrics: Sequence[str], primary: str) -> None:
+    """Refuse a task definition whose metrics its scoring rule cannot give (found after scoring, it would be lost).
+
+    Raises:
+        ValueError: an unknown scoring rule, a metric the rule does not give, or a primary metric not listed.
+    """
+    if scoring not in SCORING_METRICS:
+        raise ValueError(f"task '{name}' has scoring '{scoring}'; expected one of {', '.join(SCORINGS)}")
+    for metric in metrics:
+        if metric not in SCORING_METRICS[scoring]:
+            raise ValueError(f"task '{name}' lists metric '{metric}', which scoring '{scoring}' does not give "
+                             f"(it gives {', '.join(SCORING_METRICS[scoring])})")
+    if primary not in metrics:
+        raise ValueError(f"task '{name}' has primary metric '{primary}', which is not among its metrics "
+                         f"({', '.join(metrics)})")
 
 
 def perplexity(loglikelihoods: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
+from evalkit.metrics import check_task_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -118,6 +119,11 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                     raise EvalkitError(f"task file {path}: TASK/GROUP must be a Task or TaskGroup")
                 if obj.name in files:
                     raise EvalkitError(f"task name '{obj.name}' defined twice: {files[obj.name]} and {path}")
+                if isinstance(obj, Task):
+                    try:
+                        check_task_metrics(obj.name, obj.scoring, obj.metrics, obj.primary_metric)
+                    except ValueError as exc:
+                        raise EvalkitError(f"task file {path}: {exc}") from None
                 files[obj.name] = path
                 (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
     for group in groups.values():
@@ -128,7 +134,13 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
 
 
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
-    """Registry of the built-in tasks plus those in ``include_paths`` (later folders may add, not override)."""
+    """Registry of the built-in tasks plus those in ``include_paths`` (later folders may add, not override).
+
+    Raises:
+        EvalkitError: a missing folder, a task file that fails to load or defines a name twice, a task whose
+            metrics its scoring rule cannot give (:func:`evalkit.metrics.check_task_metrics`), or a group naming an
+            unknown task.
+    """
     folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
     return _scan(folders)
 

@@ -303,3 +303,36 @@ def test_two_runs_of_one_model_finishing_in_the_same_second_keep_both_results(tm
     results_io.atomic_write_text(second, '{"run": 2}\n')
     results_io.atomic_write_text(first, '{"run": 1}\n')
     assert [p.read_text() for p in (first, second)] == ['{"run": 1}\n', '{"run": 2}\n']
+
+
+TASK_FILE = '''
+from evalkit.types import DatasetSpec, Task
+
+TASK = Task(
+    name="odd", version="1.0", dataset=DatasetSpec("x/y", None, "test", 3, {{"goal": str}}),
+    context=lambda d: d["goal"], continuations=lambda d: [" a", " b"], gold=lambda d: 0,
+    scoring={scoring!r}, metrics={metrics!r}, primary_metric={primary!r},
+)
+'''
+
+
+@pytest.mark.parametrize("scoring, metrics, primary, message", [
+    ("multiple_choice", ("acc", "perplexity"), "acc",
+     "task 'odd' lists metric 'perplexity', which scoring 'multiple_choice' does not give (it gives acc, acc_norm)"),
+    ("target", ("acc", "f1"), "acc", "task 'odd' lists metric 'f1', which scoring 'target' does not give "
+                                      "(it gives acc, perplexity)"),
+    ("generate", ("acc",), "acc", "task 'odd' has scoring 'generate'; expected one of multiple_choice, target, "
+                                  "any_greedy"),
+    ("multiple_choice", ("acc_norm",), "acc", "task 'odd' has primary metric 'acc', which is not among its metrics "
+                                              "(acc_norm)"),
+], ids=["perplexity_of_multiple_choice", "unknown_metric", "unknown_scoring", "primary_not_listed"])
+def test_a_task_whose_metrics_its_scoring_cannot_give_is_refused_when_loaded(tmp_path, scoring, metrics, primary,
+                                                                             message):
+    """Such a task used to be scored in full and then crash in the aggregation (KeyError 'loglikelihood')."""
+    from evalkit.registry import load_registry
+
+    path = tmp_path / "odd.py"
+    path.write_text(TASK_FILE.format(scoring=scoring, metrics=metrics, primary=primary), encoding="utf-8")
+    with pytest.raises(EvalkitError) as caught:
+        load_registry([str(tmp_path)])
+    assert str(caught.value) == f"task file {path}: {message}"
