@@ -183,11 +183,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``evalkit report``: re-renders a report (and its figure) from results files."""
     from evalkit.report import write_report
-    from evalkit.results_io import load_results
+    from evalkit.results_io import default_reports_dir, load_results
 
     runs = [load_results(p) for p in args.results]
     first = Path(args.results[0])
-    default = first.parent.parent.parent / "reports" / f"{first.stem}.md"
+    default = default_reports_dir(first) / f"{first.stem}.md"
     path = Path(args.output) if args.output else default
     written = write_report(runs, path.parent, path.stem, source_paths=args.results)
     print(f"report: {written}")

@@ -24,7 +24,7 @@ import numpy as np
 from evalkit.figure import draw_intervals
 from evalkit.metrics import PER_DOC_KEY, aggregator, has_closed_form_stderr
 from evalkit.report import environment, figure_panels, reference_tables, run_label
-from evalkit.results_io import atomic_write_text, load_results
+from evalkit.results_io import atomic_write_text, default_reports_dir, load_results
 from evalkit.significance import (
     holm, mcnemar_exact, metric_interval, paired_bootstrap, proportion_stderr, unpaired_z_test,
 )
@@ -273,9 +273,9 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
 
 
 def default_output(paths: Sequence[str]) -> Path:
-    """``<results root>/reports/<stem A>_vs_<stem B>.md`` for ``<root>/results/<model>/<stem>.json`` files."""
-    first = Path(paths[0])
-    return first.parent.parent.parent / "reports" / f"{'_vs_'.join(Path(p).stem for p in paths[:2])}.md"
+    """``<stem A>_vs_<stem B>.md`` in A's default reports folder (:func:`evalkit.results_io.default_reports_dir`:
+    ``<root>/reports`` for ``<root>/results/<model>/<stem>.json`` files)."""
+    return default_reports_dir(paths[0]) / f"{'_vs_'.join(Path(p).stem for p in paths[:2])}.md"
 
 
 def check_test_options(iters: int, seed: int, alpha: float) -> None:

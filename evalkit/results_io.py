@@ -72,6 +72,15 @@ def results_path(output_dir: Path, model_name: str) -> Path:
             n += 1
 
 
+def default_reports_dir(results_file: str | Path) -> Path:
+    """Where reports of a results file go by default: ``<root>/reports`` for ``<root>/results/<model>/<stem>.json``
+    (the layout ``evalkit run`` writes), else a ``reports`` folder beside the file."""
+    path = Path(results_file)
+    if path.parent.parent.name == "results":
+        return path.parent.parent.parent / "reports"
+    return path.parent / "reports"
+
+
 def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     """Parse a JSON file that must hold one object; ``what`` names the kind of file in messages.
 

@@ -336,3 +336,25 @@ def test_a_task_whose_metrics_its_scoring_cannot_give_is_refused_when_loaded(tmp
     with pytest.raises(EvalkitError) as caught:
         load_registry([str(tmp_path)])
     assert str(caught.value) == f"task file {path}: {message}"
+
+
+def test_reports_of_a_results_file_outside_a_results_folder_go_beside_it(tmp_path, capsys):
+    """The default report folder was always three levels up (<root>/results/<model>/<stem>.json -> <root>/reports),
+    so `evalkit report /tmp/run.json` wrote /reports/run.md at the file system's root."""
+    import shutil
+
+    from evalkit.cli import main
+    from evalkit.compare import default_output
+    from evalkit.runner import run
+
+    done = run(_config(tmp_path, bootstrap_iters=0), progress=False)
+    assert done.results_path.parent.parent == tmp_path / "out" / "results"
+    assert default_output([str(done.results_path)] * 2) == tmp_path / "out" / "reports" / (
+        f"{done.results_path.stem}_vs_{done.results_path.stem}.md")
+    loose = tmp_path / "shared" / "run.json"
+    loose.parent.mkdir()
+    shutil.copy(done.results_path, loose)
+    assert main(["report", str(loose)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"report: {tmp_path / 'shared' / 'reports' / 'run.md'}"]
+    assert (tmp_path / "shared" / "reports" / "run.png").is_file()
+    assert default_output([str(loose), str(loose)]) == tmp_path / "shared" / "reports" / "run_vs_run.md"
