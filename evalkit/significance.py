@@ -111,7 +111,9 @@ class PairedBootstrap:
         low, high: percentile confidence interval of the difference.
         p_value: two-sided bootstrap p-value, 2 * min(P*(d <= 0), P*(d >= 0)) with the +1 correction,
             in (0, 1] (consistent with the percentile interval: it excludes 0 iff p < 1 - confidence, up to
-            resampling noise).
+            resampling noise), and never below 2**(1-n) for n documents: the smallest two-sided p-value of the
+            exact paired randomization test (Fisher 1935; swapping the runs on every document mirrors the
+            observed difference), which the bootstrap cannot beat with so few documents (one document: p = 1).
         iters: number of resamples.
     """
 
@@ -157,7 +159,9 @@ def paired_bootstrap(
     dist = bootstrap_distribution(pairs, lambda r: statistic(r[..., 1]) - statistic(r[..., 0]), iters, seed)
     low, high = percentile_interval(dist, confidence)
     below, above = int(np.sum(dist <= 0.0)), int(np.sum(dist >= 0.0))
-    p_value = min(1.0, 2.0 * (min(below, above) + 1) / (iters + 1))
+    # With few documents every resample can move the same way (one document: all resamples are equal), which
+    # alone is no evidence: no exact paired test of n documents reaches below 2**(1-n).
+    p_value = min(1.0, max(2.0 * (min(below, above) + 1) / (iters + 1), 2.0 ** (1 - x.size)))
     delta = float(statistic(y) - statistic(x))
     return PairedBootstrap(delta, low, high, p_value, iters)
 

@@ -358,3 +358,19 @@ def test_reports_of_a_results_file_outside_a_results_folder_go_beside_it(tmp_pat
     assert capsys.readouterr().out.splitlines() == [f"report: {tmp_path / 'shared' / 'reports' / 'run.md'}"]
     assert (tmp_path / "shared" / "reports" / "run.png").is_file()
     assert default_output([str(loose), str(loose)]) == tmp_path / "shared" / "reports" / "run_vs_run.md"
+
+
+@pytest.mark.parametrize("n, expected", [(1, 1.0), (2, 0.5), (3, 0.25)])
+def test_a_paired_bootstrap_over_a_few_documents_is_not_significant_by_construction(n, expected):
+    """Every document improving made every resample improve, so one or two documents gave p = 2/(iters+1) and a
+    'significant' perplexity change (compare, check --statistical). No exact paired test of n documents can go
+    below 2**(1-n): swapping the two runs on every document mirrors the observed difference."""
+    import math
+
+    from evalkit.metrics import perplexity
+    from evalkit.significance import paired_bootstrap
+
+    a = [-10.0, -12.0, -11.0][:n]
+    result = paired_bootstrap(a, [x + 1.0 for x in a], perplexity, iters=1000, seed=1)
+    assert result.p_value == expected
+    assert result.delta == pytest.approx(math.exp(-sum(a) / n - 1.0) - math.exp(-sum(a) / n))
