@@ -58,7 +58,10 @@ def load_tokenizer(spec: str | None, model_path: str | None) -> LoadedTokenizer:
         path = Path(source)
         if not path.is_file():
             raise EvalkitError(f"tokenizer file not found: {path}")
-        tok = Tokenizer.from_file(str(path))
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises a plain Exception for bad files
+            raise EvalkitError(f"could not load tokenizer {path}: {exc}") from None
         eot = tok.token_to_id("<|endoftext|>")
         if eot is None:
             raise EvalkitError(f"tokenizer {path} has no <|endoftext|> token")

@@ -374,3 +374,13 @@ def test_a_paired_bootstrap_over_a_few_documents_is_not_significant_by_construct
     result = paired_bootstrap(a, [x + 1.0 for x in a], perplexity, iters=1000, seed=1)
     assert result.p_value == expected
     assert result.delta == pytest.approx(math.exp(-sum(a) / n - 1.0) - math.exp(-sum(a) / n))
+
+
+def test_a_json_file_that_is_not_a_tokenizer_is_a_clear_error(tmp_path):
+    from evalkit.hf_loading import load_tokenizer
+
+    path = tmp_path / "tokenizer.json"
+    path.write_text('{"a": 1}\n', encoding="utf-8")
+    with pytest.raises(EvalkitError) as caught:
+        load_tokenizer(str(path), None)
+    assert str(caught.value).startswith(f"could not load tokenizer {path}: ")
