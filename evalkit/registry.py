@@ -173,8 +173,8 @@ def resolve_model(spec: str) -> dict[str, Any]:
     presets = model_presets()
     if spec.startswith("random:"):
         alias, _, seed_text = spec.split(":", 1)[1].partition("@")
-        if seed_text and not seed_text.isdigit():
-            raise EvalkitError(f"'{spec}': the weight seed after '@' must be a non-negative integer")
+        if seed_text and not (seed_text.isascii() and seed_text.isdigit() and int(seed_text) < 2 ** 64):
+            raise EvalkitError(f"'{spec}': the weight seed after '@' must be a non-negative integer below 2**64")
         if alias not in presets:
             close = difflib.get_close_matches(alias, list(presets), n=3, cutoff=0.4)
             hint = f"; did you mean {', '.join('random:' + c for c in close)}?" if close else ""

@@ -384,3 +384,15 @@ def test_a_json_file_that_is_not_a_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(EvalkitError) as caught:
         load_tokenizer(str(path), None)
     assert str(caught.value).startswith(f"could not load tokenizer {path}: ")
+
+
+def test_a_weight_seed_beyond_torch_range_is_refused_when_the_model_is_named():
+    """random:<alias>@<seed> with a seed of 2**64 reached torch.manual_seed and failed with an overflow traceback."""
+    from evalkit.registry import resolve_model
+
+    assert resolve_model(f"random:pythia-14m@{2 ** 64 - 1}")["seed"] == 2 ** 64 - 1
+    for seed in (str(2 ** 64), "\u00b2"):  # "²" passes str.isdigit but not int()
+        with pytest.raises(EvalkitError) as caught:
+            resolve_model(f"random:pythia-14m@{seed}")
+        assert str(caught.value) == (f"'random:pythia-14m@{seed}': the weight seed after '@' must be a non-negative "
+                                     "integer below 2**64")
