@@ -77,6 +77,9 @@ def encode_pairs(
             # continuation's text: score the context and the continuation each encoded alone instead.
             out.append((ctx_ids, list(conts[continuation])))
             continue
+        # SPEC.md's rule: split the joint encoding at the context's token length. lm-eval 0.4 keeps the context
+        # encoded alone instead; the two differ only when a token spans the join, which never happens on the
+        # card's 133,662 requests with the 20B tokenizer, and splitting keeps context + continuation == text.
         out.append((whole[: len(ctx_ids)], list(cont_ids)))
     # A context that encodes to no tokens (spaces or zero-width characters for some tokenizers) is scored like
     # an empty one: the first continuation token needs a position that predicts it.
