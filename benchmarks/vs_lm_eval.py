@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=2, help="ABAB rounds (each runs both sides once)")
     p.add_argument("--batch-size", type=int, default=16, help="batch size for both harnesses")
     p.add_argument("--bootstrap-iters", type=int, default=1000, help="both sides (lm-eval uses it for perplexity)")
+    p.add_argument("--device", default="cpu", help="torch device for both sides, e.g. cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--no-invariance", action="store_true", help="skip the batch-size invariance runs (1, 8, 64)")
     p.add_argument("--side", choices=["evalkit", "lm_eval"], help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -114,7 +117,7 @@ def build_model(args):
     from evalkit.hf_loading import load_model
     from evalkit.registry import resolve_model
 
-    return load_model(resolve_model(args.model), "float32", "cpu", args.seed)[0]
+    return load_model(resolve_model(args.model), args.dtype, args.device, args.seed)[0]
 
 
 # ---------------------------------------------------------------- the two sides
@@ -125,7 +128,7 @@ def run_evalkit(args, workdir: Path) -> dict:
     from evalkit.types import RunConfig
 
     config = RunConfig(model=args.model, tasks=TASKS, tokenizer=args.tokenizer, data_dir=str(workdir / "data"),
-                       seed=args.seed, batch_size=args.batch_size, dtype="float32", device="cpu",
+                       seed=args.seed, batch_size=args.batch_size, dtype=args.dtype, device=args.device,
                        bootstrap_iters=args.bootstrap_iters, output_dir=str(workdir / "ek_out"), log_samples=True,
                        use_cache=False)  # every round scores afresh
     output = run(config, progress=False)
@@ -155,7 +158,7 @@ def run_lm_eval(args, workdir: Path) -> dict:
     model = build_model(args)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=args.tokenizer, eos_token="<|endoftext|>",
                                         pad_token="<|endoftext|>")
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, max_length=2048, device="cpu")
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size, max_length=2048, device=args.device)
     manager = TaskManager(include_path=str(workdir / "lm_eval_tasks"))
     out = simple_evaluate(model=lm, tasks=[f"ek_{t}" for t in LM_EVAL_TASKS], task_manager=manager,
                           num_fewshot=0, bootstrap_iters=args.bootstrap_iters, log_samples=True)
@@ -194,6 +197,10 @@ def side_main(args) -> None:
     result = run_evalkit(args, workdir) if args.side == "evalkit" else run_lm_eval(args, workdir)
     result["wall_s"] = time.perf_counter() - start
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device.startswith("cuda"):
+        import torch
+
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -243,7 +250,8 @@ def explain_largest(args, workdir: Path, largest: list) -> list:
         [t] = tokenize_requests([request], tok.encode_batch, tok.eot_id, 2048)
         ids = list(t.context_ids) + list(t.continuation_ids)
         with torch.inference_mode():
-            logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids[:-1]])).logits[0], dim=-1)
+            inputs = torch.tensor([ids[:-1]], device=model.device)
+            logprobs = torch.log_softmax(model(input_ids=inputs).logits[0], dim=-1).cpu()
         n = len(t.continuation_ids)
         token_lp = logprobs[-n:].gather(1, torch.tensor(t.continuation_ids)[:, None])[:, 0]
         rows.append((name, doc_id, k, n, ek_ll, lm_ll, float(token_lp.sum()), float(token_lp.double().sum())))
@@ -270,16 +278,22 @@ def batch_size_invariance(args, workdir: Path) -> dict:
             for bs, r in runs.items() if bs != 1}
 
 
-def matmul_flops(size: int = 2048, reps: int = 20) -> float:
-    """Measured dense fp32 matmul throughput of this machine (FLOP/s), best of ``reps`` (torch's threads)."""
+def matmul_flops(device: str = "cpu", dtype: str = "float32", reps: int = 20) -> float:
+    """Measured dense matmul throughput of this device in this dtype (FLOP/s), best of ``reps``."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    size = 2048 if device == "cpu" else 8192
+    a = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, device=device, dtype=getattr(torch, dtype))
     torch.matmul(a, b)
     best = float("inf")
     for _ in range(reps):
+        if device != "cpu":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         torch.matmul(a, b)
+        if device != "cpu":
+            torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best
 
@@ -305,7 +319,7 @@ def run_side(side: str, args, workdir: Path) -> dict:
     cmd = [sys.executable, __file__, "--side", side, "--workdir", str(workdir), "--out", str(out),
            "--model", args.model, "--tokenizer", args.tokenizer, "--data-dir", args.data_dir,
            "--docs", str(args.docs), "--seed", str(args.seed), "--batch-size", str(args.batch_size),
-           "--bootstrap-iters", str(args.bootstrap_iters)]
+           "--bootstrap-iters", str(args.bootstrap_iters), "--device", args.device, "--dtype", args.dtype]
     env = dict(os.environ, PYTHONPATH=str(REPO), TOKENIZERS_PARALLELISM="false")
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())
@@ -329,14 +343,15 @@ def main(argv=None) -> None:
                 last[side] = run_side(side, args, workdir)
                 walls[side].append(last[side]["wall_s"])
                 print(f"round {round_ + 1} {side:8s} {last[side]['wall_s']:8.2f} s", flush=True)
-        invariance = batch_size_invariance(args, workdir)
-        peak = matmul_flops()
+        invariance = {} if args.no_invariance else batch_size_invariance(args, workdir)
+        peak = matmul_flops(args.device, args.dtype)
     ek, lm = last["evalkit"], last["lm_eval"]
     par = parity(ek, lm)
     with tempfile.TemporaryDirectory(prefix="evalkit-bench-") as tmp:
         workdir = Path(tmp)
         write_subset(args, workdir)
-        par["explained"] = explain_largest(args, workdir, par["largest"])
+        # lm-eval's float32 sums are reproduced only for float32 models; elsewhere the check says nothing
+        par["explained"] = explain_largest(args, workdir, par["largest"]) if args.dtype == "float32" else []
     report(args, walls, ek, lm, par, invariance, peak)
 
 
@@ -344,13 +359,15 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
     """Print the figures."""
     med = {side: statistics.median(v) for side, v in walls.items()}
     pairs = ", ".join(f"{a / b:.2f}x" for a, b in zip(walls["lm_eval"], walls["evalkit"]))
-    print(f"\nmodel {args.model}, fp32 CPU, {args.docs} docs per task, batch size {args.batch_size}, "
-          f"{torch_threads()} threads, {args.rounds} ABAB rounds")
+    print(f"\nmodel {args.model}, {args.dtype} on {args.device}, {args.docs} docs per task, "
+          f"batch size {args.batch_size}, {torch_threads()} threads, {args.rounds} ABAB rounds")
     print(f"work: {ek['requests']} requests, {ek['tokens']} tokens if each request is scored alone")
-    print(f"{'side':8s} {'median wall s':>14s} {'requests/s':>11s} {'tokens/s':>10s} {'peak RSS MB':>12s}")
+    print(f"{'side':8s} {'median wall s':>14s} {'requests/s':>11s} {'tokens/s':>10s} {'peak RSS MB':>12s} "
+          f"{'peak GPU MB':>12s}")
     for side, data in (("lm_eval", lm), ("evalkit", ek)):
+        gpu = f"{data['peak_gpu_mb']:12.0f}" if "peak_gpu_mb" in data else f"{'-':>12s}"
         print(f"{side:8s} {med[side]:14.2f} {ek['requests'] / med[side]:11.1f} {ek['tokens'] / med[side]:10.0f} "
-              f"{data['peak_rss_mb']:12.0f}")
+              f"{data['peak_rss_mb']:12.0f} {gpu}")
     print(f"speed ratio (lm_eval / evalkit, medians): {med['lm_eval'] / med['evalkit']:.2f}x (per round: {pairs})")
     print(f"peak memory ratio (evalkit / lm_eval): {ek['peak_rss_mb'] / lm['peak_rss_mb']:.2f}")
     print(f"parity over {par['requests']} requests: max |delta ll| = {par['max_abs_delta_ll']:.2e}, "
@@ -368,6 +385,8 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
         cells = ", ".join(f"{m} {a:.4f} vs {b if b is None else format(b, '.4f')}{_verdict(m, a, b)}"
                           for m, (a, b) in metrics.items())
         print(f"  {name:15s} evalkit vs lm_eval: {cells}")
+    if not invariance:
+        print("batch-size invariance: skipped (--no-invariance)")
     for bs, figures in invariance.items():
         print(f"batch size {bs} vs 1: max |delta ll| = {figures['max_abs_delta_ll']:.2e}, "
               f"greedy flags differing = {figures['greedy_flags_differing']}")
