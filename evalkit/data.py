@@ -29,9 +29,9 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     return Path(chosen) if chosen else None
 
 
-def local_path(task: Task, data_dir: Path) -> Path:
-    """``data_dir/<task name>/<split>.jsonl``."""
-    return data_dir / task.name / f"{task.dataset.split}.jsonl"
+def local_path(task: Task, data_dir: Path, split: str | None = None) -> Path:
+    """``data_dir/<task name or dataset.local_dir>/<split>.jsonl`` (``split`` defaults to the evaluated split)."""
+    return data_dir / (task.dataset.local_dir or task.name) / f"{split or task.dataset.split}.jsonl"
 
 
 def _field(doc: Doc, dotted: str) -> Any:
@@ -124,22 +124,29 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def _load_hub(task: Task) -> list[Any]:
+def _load_hub(task: Task, split: str) -> list[Any]:
     import datasets  # imported lazily: slow to import and only needed without --data-dir
 
     spec = task.dataset
     try:
-        split = datasets.load_dataset(spec.hub_id, spec.config, split=spec.split)
+        rows = datasets.load_dataset(spec.hub_id, spec.config, split=split)
     except Exception as exc:  # noqa: BLE001 - network and hub errors come in many types
+        folder = spec.local_dir or task.name
         raise EvalkitError(
-            f"could not load {spec.hub_id} ({spec.config}, {spec.split}) from the hub: {exc}. "
-            f"Use --data-dir DIR with DIR/{task.name}/{spec.split}.jsonl to read local files."
+            f"could not load {spec.hub_id} ({spec.config}, {split}) from the hub: {exc}. "
+            f"Use --data-dir DIR with DIR/{folder}/{split}.jsonl to read local files."
         ) from None
-    return [dict(row) for row in split]
+    return [dict(row) for row in rows]
 
 
-def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
-    """All documents of the task's split, validated, in split order (doc_id = list index).
+def load_docs(task: Task, data_dir: Path | None, split: str | None = None) -> list[Doc]:
+    """All documents of one of the task's splits, validated, in split order (doc_id = list index).
+
+    Args:
+        task: the task whose fields and checks apply.
+        data_dir: local data folder, or None to read the hub.
+        split: the split to read; None means the evaluated split ``task.dataset.split`` (a few-shot split is read
+            and validated the same way).
 
     A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy).
 
@@ -149,15 +156,15 @@ def load_docs(task: Task, data_dir: Path | None) -> list[Doc]:
     if data_dir is not None:
         if not data_dir.is_dir():
             raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
-        path = local_path(task, data_dir)
+        path = local_path(task, data_dir, split)
         numbered = read_jsonl_numbered(path)
         rows = [value for _, value in numbered]
         line_of = [lineno for lineno, _ in numbered]
         label = str(path)
     else:
-        rows = _load_hub(task)
+        rows = _load_hub(task, split or task.dataset.split)
         line_of = None
-        label = f"{task.dataset.hub_id}:{task.dataset.split}"
+        label = f"{task.dataset.hub_id}:{split or task.dataset.split}"
     if not rows:
         raise EvalkitError(f"{label}: empty split, no documents for task '{task.name}'")
     for index, doc in enumerate(rows):

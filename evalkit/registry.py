@@ -1,7 +1,8 @@
 """Names to things: task files, task aliases and groups, model presets.
 
-Tasks are plain Python files. Each file defines ``TASK`` (a :class:`~evalkit.types.Task`) or ``GROUP``
-(a :class:`~evalkit.types.TaskGroup`). Built-in files live in the repository's ``tasks/`` folder (installed
+Tasks are plain Python files. Each file defines ``TASK`` (a :class:`~evalkit.types.Task`) and/or ``GROUP``
+(a :class:`~evalkit.types.TaskGroup`); a task family (MMLU's 57 subjects) defines ``TASKS`` and ``GROUPS``,
+sequences of them. Built-in files live in the repository's ``tasks/`` folder (installed
 as the ``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
 """
 
@@ -99,6 +100,19 @@ def _load_module(path: Path) -> Any:
     return module
 
 
+def _defined(module: Any, path: Path) -> list[Any]:
+    """The tasks and groups a task file defines: ``TASK``, ``GROUP``, and the items of ``TASKS`` and ``GROUPS``."""
+    found = [obj for obj in (getattr(module, "TASK", None), getattr(module, "GROUP", None)) if obj is not None]
+    for name in ("TASKS", "GROUPS"):
+        many = getattr(module, name, None)
+        if many is None:
+            continue
+        if not isinstance(many, (list, tuple)):
+            raise EvalkitError(f"task file {path}: {name} must be a list or tuple, got {type(many).__name__}")
+        found.extend(many)
+    return found
+
+
 @lru_cache(maxsize=16)
 def _scan(folders: tuple[str, ...]) -> TaskRegistry:
     tasks: dict[str, Task] = {}
@@ -112,11 +126,10 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
             if path.name.startswith("_"):
                 continue
             module = _load_module(path)
-            for obj in (getattr(module, "TASK", None), getattr(module, "GROUP", None)):
-                if obj is None:
-                    continue
+            for obj in _defined(module, path):
                 if not isinstance(obj, (Task, TaskGroup)):
-                    raise EvalkitError(f"task file {path}: TASK/GROUP must be a Task or TaskGroup")
+                    raise EvalkitError(f"task file {path}: TASK/GROUP (and TASKS/GROUPS items) must be a Task or "
+                                       f"TaskGroup, got {type(obj).__name__}")
                 if obj.name in files:
                     raise EvalkitError(f"task name '{obj.name}' defined twice: {files[obj.name]} and {path}")
                 if isinstance(obj, Task):
@@ -127,6 +140,9 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                 files[obj.name] = path
                 (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
     for group in groups.values():
+        if group.aggregation not in (None, "micro", "macro"):
+            raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
+                               f"expected None, 'micro' or 'macro'")
         for member in group.tasks:
             if member not in tasks and not any(member in t.aliases for t in tasks.values()):
                 raise EvalkitError(f"group '{group.name}' ({files[group.name]}) names unknown task '{member}'")

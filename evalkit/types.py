@@ -77,6 +77,8 @@ class DatasetSpec:
         n: expected number of documents in the split (a mismatch is warned about, not fatal).
         fields: required fields as dotted paths mapped to their JSON type
             (``str``, ``int``, ``list``, ``dict``), e.g. ``{"choices.text": list}``.
+        local_dir: folder under ``--data-dir`` holding ``<split>.jsonl``, e.g. ``"mmlu/anatomy"`` for a task family
+            whose data is laid out per member; None means the task's name.
     """
 
     hub_id: str
@@ -84,11 +86,12 @@ class DatasetSpec:
     split: str
     n: int
     fields: Mapping[str, type]
+    local_dir: str | None = None
 
 
 @dataclass(frozen=True)
 class Task:
-    """A zero-shot log-likelihood task: one plain Python file in ``tasks/`` defines one.
+    """A log-likelihood task: a Python file in ``tasks/`` defines one (``TASK``) or a family (``TASKS``).
 
     Attributes:
         name: canonical name, e.g. ``"lambada_openai"``.
@@ -106,6 +109,19 @@ class Task:
         validate: optional ``doc -> None`` check beyond field types; raises ValueError naming the field.
         description: one line naming the metric variant (shown in reports).
         source: where the prompt and scoring come from (paper, dataset card, harness version).
+        fewshot_split: split the few-shot examples are drawn from (``"train"``, MMLU's ``"dev"``); None when the
+            task has no source of examples (``--num-fewshot`` > 0 is refused, naming the task). When it equals
+            ``dataset.split`` the examples come from the evaluated split itself, without the document (lm-eval
+            v0.2.0's "no training split" path; SPEC-suite A.4 route 3).
+        fewshot_filter: optional ``doc -> bool`` keeping only some rows of the few-shot split (SuperGLUE WSC keeps
+            label-true rows); applied before drawing.
+        target: ``doc -> str``, what a few-shot example shows after its ``context(doc)`` (v0.2.0
+            ``doc_to_target``); None means ``continuations(doc)[gold(doc)]``.
+        choice_contexts: optional ``doc -> list[str]``, one context per continuation (WinoGrande's partial
+            evaluation): each replaces the last ``"\n\n"``-separated segment of the assembled few-shot context,
+            while ``context(doc)`` stays the text a few-shot example of this document shows.
+        units_text: for ``scoring="rolling"``: ``doc -> str`` whose words and UTF-8 bytes normalise the
+            document perplexities (wikitext: the raw, un-detokenised document); None means the scored text.
     """
 
     name: str
@@ -121,6 +137,11 @@ class Task:
     validate: Callable[[Doc], None] | None = None
     description: str = ""
     source: str = ""
+    fewshot_split: str | None = None
+    fewshot_filter: Callable[[Doc], bool] | None = None
+    target: Callable[[Doc], str] | None = None
+    choice_contexts: Callable[[Doc], list[str]] | None = None
+    units_text: Callable[[Doc], str] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,11 +152,15 @@ class TaskGroup:
         name: group name selectable with ``--tasks``.
         tasks: member task names, in table order.
         description: one line shown by ``evalkit tasks``.
+        aggregation: None for a plain selection (the card's table), else the group's own row in results and
+            reports: ``"micro"`` (mean over all documents of its tasks) or ``"macro"`` (unweighted mean of the
+            task means).
     """
 
     name: str
     tasks: tuple[str, ...]
     description: str = ""
+    aggregation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,6 +227,9 @@ class RunConfig:
         log_samples: also write one JSON line per document.
         cache_dir: folder of the request cache; None uses ``$EVALKIT_CACHE_DIR`` or ``~/.cache/evalkit``.
         use_cache: answer already-scored requests from the cache and store new answers batch by batch.
+        num_fewshot: few-shot examples per document for every task of the run (0: zero-shot).
+        fewshot_overrides: task name -> shots, overriding ``num_fewshot`` (``--tasks arc_challenge:25``).
+        fewshot_seed: seed of the generator that shuffles documents and draws examples (v0.2.0 uses 42).
         extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
             True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float).
@@ -223,6 +251,9 @@ class RunConfig:
     log_samples: bool = False
     cache_dir: str | None = None
     use_cache: bool = True
+    num_fewshot: int = 0
+    fewshot_overrides: Mapping[str, int] = field(default_factory=dict)
+    fewshot_seed: int = 42
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
