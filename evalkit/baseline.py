@@ -3,7 +3,8 @@
 A baseline is a JSON file (format ``evalkit-baseline/1``) holding:
 
 * ``config``: the run's exact configuration (model spec, tasks, tokenizer, seed, ``--limit``, dtype and
-  device actually used, batch sizes, tokenization, bootstrap resamples). Paths inside the data folder are
+  device actually used, batch sizes, tokenization, bootstrap resamples, few-shot counts and seed; a baseline
+  without the few-shot keys is zero-shot). Paths inside the data folder are
   stored as ``{data_dir}/<relative path>`` and resolved against ``evalkit check --data-dir``, so a baseline
   made in one checkout runs in a fresh clone with the data beside it.
 * ``tolerance``: how far a request's log-likelihood may move (``|new - old| <= atol + rtol * |old|``, nats) and
@@ -131,14 +132,16 @@ def read_samples(path: Path) -> dict[str, list[dict[str, Any]]]:
 
 def request_records(rows: list[dict[str, Any]]) -> dict[str, list]:
     """Per-request columns from samples rows: doc_id, choice_index, context_sha, continuation_sha,
-    loglikelihood (nats) and greedy, in request order (documents, then choices)."""
+    loglikelihood (nats) and greedy, in request order (documents, then choices). A row's ``context`` is one string,
+    or one per continuation for a task with per-choice contexts."""
     cols: dict[str, list] = {k: [] for k in
                              ("doc_id", "choice_index", "context_sha", "continuation_sha", "loglikelihood", "greedy")}
     for row in rows:
+        contexts = row["context"] if isinstance(row["context"], list) else [row["context"]] * len(row["continuations"])
         for k, (cont, ll, greedy) in enumerate(zip(row["continuations"], row["loglikelihoods"], row["greedy"])):
             cols["doc_id"].append(row["doc_id"])
             cols["choice_index"].append(k)
-            cols["context_sha"].append(text_sha(row["context"]))
+            cols["context_sha"].append(text_sha(contexts[k]))
             cols["continuation_sha"].append(text_sha(cont))
             cols["loglikelihood"].append(float(ll))
             cols["greedy"].append(bool(greedy))
@@ -148,7 +151,9 @@ def request_records(rows: list[dict[str, Any]]) -> dict[str, list]:
 def run_command(config: dict[str, Any]) -> str:
     """The ``evalkit run`` command line equivalent to a baseline's config (paths with ``{data_dir}``)."""
     extra = config["extra"]
-    parts = ["evalkit run", f"--model {config['model']}", f"--tasks {','.join(config['tasks'])}"]
+    overrides = config.get("fewshot_overrides", {})
+    tasks = [f"{t}:{overrides[t]}" if t in overrides else t for t in config["tasks"]]
+    parts = ["evalkit run", f"--model {config['model']}", f"--tasks {','.join(tasks)}"]
     if config["tokenizer"]:
         parts.append(f"--tokenizer {config['tokenizer']}")
     if config["data_dir"]:
@@ -164,6 +169,10 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append(f"--device {config['device']}")
     if config["max_length"]:
         parts.append(f"--max-length {config['max_length']}")
+    if config.get("num_fewshot", 0):
+        parts.append(f"--num-fewshot {config['num_fewshot']}")
+    if config.get("fewshot_seed", 42) != 42:
+        parts.append(f"--fewshot-seed {config['fewshot_seed']}")
     if not extra.get("share_context", True):
         parts.append("--no-shared-context")
     return " ".join(parts + ["--log-samples"])
@@ -198,6 +207,8 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
         "limit": config.limit, "seed": config.seed, "batch_size": config.batch_size,
         "max_length": config.max_length, "dtype": results["model"]["dtype"], "device": device,
         "bootstrap_iters": config.bootstrap_iters, "extra": dict(config.extra),
+        "num_fewshot": config.num_fewshot, "fewshot_overrides": dict(config.fewshot_overrides),
+        "fewshot_seed": config.fewshot_seed,
     }
     tasks = {}
     for name, task in results["tasks"].items():
@@ -259,6 +270,8 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         limit=cfg["limit"], seed=cfg["seed"], batch_size=cfg["batch_size"], max_length=cfg["max_length"],
         dtype=cfg["dtype"], device=cfg["device"], bootstrap_iters=cfg["bootstrap_iters"], output_dir=output_dir,
         log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),
+        num_fewshot=cfg.get("num_fewshot", 0), fewshot_overrides=dict(cfg.get("fewshot_overrides", {})),
+        fewshot_seed=cfg.get("fewshot_seed", 42),
     )
 
 

@@ -22,6 +22,33 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _non_negative_int(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def split_shots(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, int]]:
+    """``--tasks`` items -> (names, per-name few-shot counts): ``arc_challenge:25`` gives ``arc_challenge`` and
+    ``{"arc_challenge": 25}``; a group ``name:K`` sets K for its members (resolved by the runner).
+
+    Raises:
+        EvalkitError: a count that is not a non-negative integer, or two different counts for one name.
+    """
+    plain, shots = [], {}
+    for item in names:
+        name, sep, count = item.partition(":")
+        name, count = name.strip(), count.strip()
+        if sep:
+            if not (count.isascii() and count.isdigit()):
+                raise EvalkitError(f"--tasks {item}: the few-shot count after ':' must be a non-negative integer")
+            if shots.get(name, int(count)) != int(count):
+                raise EvalkitError(f"--tasks: '{name}' is given two few-shot counts ({shots[name]} and {count})")
+            shots[name] = int(count)
+        plain.append(name)
+    return tuple(plain), shots
+
+
 def _max_memory(value: str) -> dict:
     from evalkit.placement import parse_max_memory
 
@@ -79,7 +106,12 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     """The flags that define a run (shared by ``evalkit run`` and ``evalkit baseline``)."""
     run.add_argument("--model", required=True,
                      help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
-    run.add_argument("--tasks", required=True, type=_csv, help="comma-separated task, alias or group names")
+    run.add_argument("--tasks", required=True, type=_csv,
+                     help="comma-separated task, alias or group names; name:K sets K few-shot examples for it")
+    run.add_argument("--num-fewshot", type=_non_negative_int, default=0, metavar="K",
+                     help="few-shot examples per document for every task (default 0: zero-shot)")
+    run.add_argument("--fewshot-seed", type=_non_negative_int, default=42,
+                     help="seed of the generator that draws few-shot examples (default 42, as lm-eval v0.2.0)")
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
@@ -119,12 +151,14 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["load_kwargs"] = {"device_map": "auto"} | ({"max_memory": args.max_memory} if args.max_memory else {})
     if args.dist_timeout is not None:
         extra["dist_timeout_s"] = args.dist_timeout
+    tasks, shots = split_shots(args.tasks)
     return RunConfig(
-        model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
+        model=args.model, tasks=tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, extra=extra,
+        use_cache=not args.no_cache, num_fewshot=args.num_fewshot, fewshot_overrides=shots,
+        fewshot_seed=args.fewshot_seed, extra=extra,
     )
 
 
@@ -172,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     for name, task in output.results["tasks"].items():
         parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
-        print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts))
+        print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts) + f" shots={task.get('num_fewshot', 0)}")
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")

@@ -146,7 +146,7 @@ def load_docs(task: Task, data_dir: Path | None, split: str | None = None) -> li
         task: the task whose fields and checks apply.
         data_dir: local data folder, or None to read the hub.
         split: the split to read; None means the evaluated split ``task.dataset.split`` (a few-shot split is read
-            and validated the same way).
+            and validated the same way, and its rows must also give a ``Task.target``).
 
     A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy).
 
@@ -167,10 +167,27 @@ def load_docs(task: Task, data_dir: Path | None, split: str | None = None) -> li
         label = f"{task.dataset.hub_id}:{split or task.dataset.split}"
     if not rows:
         raise EvalkitError(f"{label}: empty split, no documents for task '{task.name}'")
+    examples = split is not None and split == task.fewshot_split and task.target is not None
     for index, doc in enumerate(rows):
         where = f"{label} line {line_of[index]}" if line_of else f"{label} row {index}"
         validate_doc(task, doc, where)
+        if examples:
+            validate_target(task, doc, where)
     return rows
+
+
+def validate_target(task: Task, doc: Doc, where: str) -> None:
+    """Check that a row of the few-shot split gives a non-blank ``Task.target`` (what a few-shot example shows).
+
+    Raises:
+        EvalkitError: naming ``where`` and the task's own message (which names the field).
+    """
+    try:
+        text = task.target(doc) if task.target is not None else None
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError(f"few-shot target {text!r:.40} is blank")
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise EvalkitError(f"{where}: {exc}") from None
 
 
 def size_warning(task: Task, n_docs: int) -> str | None:

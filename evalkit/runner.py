@@ -21,10 +21,11 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.data import load_docs, local_path, resolve_data_dir, size_warning, subset_ids
+from evalkit.fewshot import SOURCE_SPLIT, FewshotPlan, choice_contexts, draw_examples, fewshot_context, fewshot_source
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
-from evalkit.registry import load_registry, resolve_model
+from evalkit.registry import TaskRegistry, load_registry, resolve_model
 from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
@@ -44,6 +45,8 @@ class PreparedTask:
     docs: list[Any]
     requests: list[LoglikelihoodRequest]
     warnings: list[str]
+    fewshot: FewshotPlan | None = None
+    contexts: list[list[str]] | None = None
 
 
 @dataclass
@@ -56,18 +59,103 @@ class RunOutput:
     results: dict[str, Any]
 
 
-def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int) -> PreparedTask:
-    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order)."""
+def prepare_task(
+    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42
+) -> PreparedTask:
+    """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
+    and build its requests (doc order, choice order) with each document's full few-shot context
+    (:mod:`evalkit.fewshot`; per-choice contexts where the task has them).
+
+    Raises:
+        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw.
+    """
     docs = load_docs(task, data_dir)
     warnings = [w for w in [size_warning(task, len(docs))] if w]
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
+    pool = docs
+    if fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # route 3 draws from the evaluated split itself
+        pool = load_docs(task, data_dir, task.fewshot_split)
+    plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
+    contexts = [choice_contexts(task, doc, fewshot_context(task, doc, [pool[j] for j in plan.examples[i]]))
+                for i, doc in zip(ids, chosen)]
     requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
-        for doc_id, doc in zip(ids, chosen)
-        for k, cont in enumerate(task.continuations(doc))
+        LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
+        for doc_id, doc, ctxs in zip(ids, chosen, contexts)
+        for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+    short = sorted(set(plan.short_rows) & set(ids))
+    if short:
+        warnings.append(f"{task.name}: {len(short)} documents show fewer than {num_fewshot} few-shot examples: a "
+                        f"value-equal duplicate of the document was drawn as well and dropped (as lm-eval v0.2.0 "
+                        f"does); rows {short[:10]}")
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts)
+
+
+def resolve_shots(registry: TaskRegistry, tasks: Sequence[Task], config: RunConfig) -> dict[str, int]:
+    """Task name -> few-shot examples per document for this run.
+
+    ``config.num_fewshot`` for every task, then ``config.fewshot_overrides``: a group's count applies to its
+    members, and a task's own count (by name or alias) beats its group's.
+
+    Raises:
+        EvalkitError: a count that is not a non-negative int, or an override naming no selected task.
+    """
+    shots = {t.name: config.num_fewshot for t in tasks}
+    groups = [(k, v) for k, v in config.fewshot_overrides.items() if k in registry.groups]
+    singles = [(k, v) for k, v in config.fewshot_overrides.items() if k not in registry.groups]
+    for given, k in [("--num-fewshot", config.num_fewshot), *config.fewshot_overrides.items()]:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise EvalkitError(f"few-shot count for {given} must be a non-negative integer, got {k!r}")
+    for given, k in groups:
+        for member in registry.groups[given].tasks:
+            shots[registry.get(member).name] = k
+    for given, k in singles:
+        name = registry.get(given).name
+        if name not in shots:
+            raise EvalkitError(f"few-shot count given for '{given}', which is not among the selected tasks")
+        shots[name] = k
+    return shots
+
+
+def check_fewshot_sources(tasks: Sequence[Task], shots: dict[str, int], data_dir: Path | None,
+                          given: Sequence[str], overrides: dict[str, int]) -> None:
+    """Refuse, in one message, every task whose few-shot examples cannot be read: no few-shot split at all, or
+    (with a data folder) a missing ``<task>/<few-shot split>.jsonl``.
+
+    Raises:
+        EvalkitError: listing each such task with its reason, and the ``--tasks`` value that runs the others
+            few-shot and those zero-shot.
+    """
+    problems: dict[str, str] = {}
+    for task in tasks:
+        k = shots[task.name]
+        if k == 0:
+            continue
+        if task.fewshot_split is None:
+            problems[task.name] = "has no few-shot source (no few-shot split)"
+        elif data_dir is not None and task.fewshot_split != task.dataset.split:
+            path = local_path(task, data_dir, task.fewshot_split)
+            if not path.is_file():
+                problems[task.name] = f"needs its few-shot split '{task.fewshot_split}': {path} not found"
+    if not problems:
+        return
+    names = {t.name: t for t in tasks}
+    suggestion = []
+    for name in given:
+        task = next((t for t in tasks if name == t.name or name in t.aliases), None)
+        if task is not None and task.name in problems:
+            suggestion.append(f"{name}:0")
+        else:
+            suggestion.append(f"{name}:{overrides[name]}" if name in overrides else name)
+    listed = {s.split(":")[0] for s in suggestion}
+    suggestion += [f"{n}:0" for n in problems if n not in listed and not any(a in listed for a in names[n].aliases)]
+    lines = [f"  {name} ({shots[name]}-shot) {why}" for name, why in problems.items()]
+    raise EvalkitError(
+        f"{len(problems)} of {len(tasks)} tasks cannot be run few-shot:\n" + "\n".join(lines) +
+        f"\nrun them zero-shot with --tasks {','.join(suggestion)}, or add the few-shot split's file to the data "
+        f"folder (DIR/<task>/<split>.jsonl)"
+    )
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -131,7 +219,8 @@ def check_config(config: RunConfig) -> None:
     """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
 
     Checks ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
-    (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` (0 to 2**64 - 1) and that
+    (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` and ``--fewshot-seed``
+    (0 to 2**64 - 1) and that
     ``--output-dir`` is, or can be created as, a writable folder. Nothing is created.
 
     Raises:
@@ -146,6 +235,8 @@ def check_config(config: RunConfig) -> None:
         raise EvalkitError(f"--bootstrap-iters must be 0 (no bootstrap) or at least 2, got {config.bootstrap_iters}")
     if not 0 <= config.seed < SEED_LIMIT:
         raise EvalkitError(f"--seed must be between 0 and 2**64 - 1, got {config.seed}")
+    if not 0 <= config.fewshot_seed < SEED_LIMIT:
+        raise EvalkitError(f"--fewshot-seed must be between 0 and 2**64 - 1, got {config.fewshot_seed}")
     out = Path(config.output_dir)
     existing = next(p for p in (out.absolute(), *out.absolute().parents) if p.exists())  # "/" always exists
     if not existing.is_dir():
@@ -169,7 +260,10 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
-    prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
+    shots = resolve_shots(registry, tasks, config)
+    check_fewshot_sources(tasks, shots, data_dir, config.tasks, dict(config.fewshot_overrides))
+    prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed)
+                for t in tasks]
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
@@ -266,6 +360,11 @@ def task_summary(
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
         "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
         "prompt_sha256": prompt_hash(p.requests),
+        "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
+        "fewshot_split": p.fewshot.split if p.fewshot else None,
+        "fewshot_seed": config.fewshot_seed,
+        "fewshot_source": p.fewshot.source if p.fewshot else "none",
+        "fewshot_pool_size": p.fewshot.pool_size if p.fewshot else 0,
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
         "documents": _per_doc_arrays(p.task, docs),
@@ -346,9 +445,12 @@ def _write_samples(
     samples_path = path.with_suffix(".samples.jsonl")
     lines = []
     for p in prepared:
-        for doc, result in zip(p.docs, doc_results[p.task.name]):
+        for index, (doc, result) in enumerate(zip(p.docs, doc_results[p.task.name])):
+            contexts = p.contexts[index] if p.contexts else [p.task.context(doc)]
             lines.append(json.dumps({
-                "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
+                "task": p.task.name, "doc_id": result.doc_id,
+                "context": contexts if p.task.choice_contexts is not None else contexts[0],
+                "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
                 "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
                 "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
                 "metrics": dict(result.metrics),

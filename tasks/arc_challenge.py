@@ -2,6 +2,9 @@
 
 Prompt: lm-evaluation-harness v0.2.0 ``arc_challenge`` (unchanged in 0.4): ``f"Question: {question}\\nAnswer:"``,
 choices ``choices.text``, gold ``choices.label.index(answerKey)`` (Clark et al. 2018).
+Few-shot examples: the train split (1119 rows), each ``context + " " + gold choice text`` (SPEC-suite A.10). Its 23
+numeric-label rows (labels ``1``..``4``, key ``1``..``4``) get the same gold index as v0.2.0's mapping of the key to
+``A``..``E`` (SPEC-suite B.2), because their labels run ``1, 2, 3, ...``.
 """
 
 from evalkit.types import DatasetSpec, Doc, Task
@@ -52,4 +55,5 @@ TASK = Task(
     validate=validate,
     description="question, 3-5 choices; acc (card), acc_norm by characters",
     source="Clark et al. 2018; lm-eval v0.2.0 `arc_challenge`",
+    fewshot_split="train",
 )

@@ -4,6 +4,8 @@ Prompt and scoring: lm-evaluation-harness v0.2.0 ``lambada`` (the task behind th
 arXiv 2204.06745), unchanged in lm-eval 0.4 ``lambada_openai``. The context is the passage up to its
 last space; the continuation is ``" " + last word``. ``acc`` is whole-word greedy match (every token of
 the word is the argmax); ``perplexity`` is exp(-mean over documents of the word's log-likelihood).
+Few-shot examples come from the test split itself without the document (v0.2.0 has no other split for
+LAMBADA; SPEC-suite A.4 route 3); each example is ``context + " " + last word``, the whole passage again.
 """
 
 from evalkit.types import DatasetSpec, Doc, Task
@@ -40,4 +42,5 @@ TASK = Task(
     validate=validate,
     description="OpenAI's detokenized text; acc = whole-word greedy match; perplexity of the last word",
     source="Paperno et al. 2016; OpenAI GPT-2 detokenized test set; lm-eval v0.2.0 `lambada`",
+    fewshot_split="test",
 )

@@ -2,6 +2,7 @@
 
 Prompt: lm-evaluation-harness v0.2.0 ``piqa`` (unchanged in 0.4): ``f"Question: {goal}\\nAnswer:"``,
 choices ``[sol1, sol2]`` verbatim (trailing spaces kept), gold ``label`` (Bisk et al. 2020).
+Few-shot examples: the hub train split (16113 rows), each ``context + " " + gold solution`` (SPEC-suite A.10).
 """
 
 from evalkit.types import DatasetSpec, Doc, Task
@@ -41,4 +42,5 @@ TASK = Task(
     validate=validate,
     description="goal as question, 2 choices; acc (card), acc_norm by characters",
     source="Bisk et al. 2020; lm-eval v0.2.0 `piqa`",
+    fewshot_split="train",
 )

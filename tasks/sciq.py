@@ -3,6 +3,7 @@
 Prompt: lm-evaluation-harness v0.2.0 ``sciq``: ``f"{support}\\nQuestion: {question}\\nAnswer:".strip()``
 (the strip removes the leading newline when the support is empty, 116 of 1000 test documents).
 Choices ``[distractor1, distractor2, distractor3, correct_answer]``, gold index 3 (Welbl et al. 2017).
+Few-shot examples: the train split (11679 rows), each ``context + " " + correct_answer`` (SPEC-suite A.10).
 """
 
 from evalkit.types import DatasetSpec, Doc, Task
@@ -42,4 +43,5 @@ TASK = Task(
     validate=validate,
     description="support + question, 4 choices; acc (card), acc_norm by characters",
     source="Welbl et al. 2017; lm-eval v0.2.0 `sciq`",
+    fewshot_split="train",
 )

@@ -4,6 +4,8 @@ Definition: lm-evaluation-harness v0.2.0 ``triviaqa`` (not lm-eval 0.4's generat
 ``f"Question: {question}\\nAnswer:"`` (no ``?`` appended); one continuation per answer alias after pruning
 (sort the aliases; keep an alias only if it does not start with the last kept alias). ``acc`` is 1 when any
 kept alias is the greedy continuation (Joshi et al. 2017).
+Few-shot examples: the hub train split (``unfiltered-web-train``, 87622 rows; no local copy), each
+``context + " " + answer.value``: the canonical answer value, not an alias (SPEC-suite A.10).
 """
 
 from evalkit.types import DatasetSpec, Doc, Task
@@ -33,6 +35,14 @@ def continuations(doc: Doc) -> list[str]:
     return [" " + alias for alias in prune_aliases(doc["answer"]["aliases"])]
 
 
+def target(doc: Doc) -> str:
+    """A few-shot example's answer: a space and the canonical answer value (v0.2.0 ``doc_to_target``)."""
+    value = doc["answer"].get("value")
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"field 'answer.value': a few-shot example needs a non-empty answer value, got {value!r:.40}")
+    return " " + value
+
+
 def validate(doc: Doc) -> None:
     """At least one alias, all of them non-empty strings."""
     aliases = doc["answer"]["aliases"]
@@ -55,6 +65,8 @@ TASK = Task(
     scoring="any_greedy",
     metrics=("acc",),
     validate=validate,
+    target=target,
     description="no context; acc = any pruned alias is the greedy continuation (no generation)",
     source="Joshi et al. 2017; lm-eval v0.2.0 `triviaqa`",
+    fewshot_split="train",
 )

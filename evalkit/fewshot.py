@@ -1,0 +1,185 @@
+"""Few-shot contexts with lm-evaluation-harness v0.2.0's exact semantics (SPEC-suite part A).
+
+Three jobs, all pure (standard library and :mod:`evalkit.types` only):
+
+* :func:`draw_examples`: which rows of the few-shot split each document of the evaluated split shows, in prompt
+  order. One ``random.Random(seed)`` (v0.2.0: ``random.Random()`` then ``.seed(42)``) first shuffles the evaluated
+  split's row indices (v0.2.0 shuffles the documents; only their positions matter, SPEC-suite A.1), then, for each
+  position of the shuffled order in turn, draws that document's examples (A.4, A.5):
+
+  - a separate few-shot split (routes 1 and 2): ``rnd.sample(pool, k)``;
+  - the evaluated split itself (route 3, ``Task.fewshot_split == dataset.split``): ``rnd.sample(pool, k + 1)``, then
+    every drawn row whose document is value-equal to the evaluated one (``!=`` on dicts) is dropped and the first
+    k are kept.
+
+  Every row of the split gets its examples, so a document's examples never depend on ``--limit``, the batch size,
+  the ranks or the cache: a ``--limit`` subset shows exactly what the full run shows (A.1's prefix property,
+  generalised to evalkit's seeded subsets).
+* :func:`fewshot_context`: ``description + "\\n\\n"`` (when non-empty), then
+  ``"\\n\\n".join(context(e) + target(e) for e in examples) + "\\n\\n"`` (when there are examples), then
+  ``context(doc)`` (A.2).
+* :func:`choice_contexts`: WinoGrande's partial evaluation (SPEC-suite B.4): per continuation, the assembled
+  context with its last ``"\\n\\n"``-separated piece replaced by that choice's partial context.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from evalkit.types import Doc, EvalkitError, Task
+
+SOURCE_NONE = "none"
+SOURCE_SPLIT = "split"
+SOURCE_SAME_SPLIT = "evaluated split without the document"
+SEPARATOR = "\n\n"
+"""Between the description, the examples and the query (v0.2.0 ``fewshot_context``)."""
+
+
+@dataclass(frozen=True)
+class FewshotPlan:
+    """The few-shot examples of every row of a task's evaluated split.
+
+    Attributes:
+        num_fewshot: k, examples asked for per document (int, >= 0).
+        source: ``"none"`` (k = 0), ``"split"`` (a separate few-shot split) or ``"evaluated split without the
+            document"`` (route 3).
+        split: the few-shot split's name, None when k = 0.
+        pool_size: rows of the few-shot split that may be drawn (after ``Task.fewshot_filter``); 0 when k = 0.
+        examples: for each row of the evaluated split (natural order), the few-shot split's row ids in prompt order
+            (length k, shorter only in route 3 when a value-equal duplicate of the document was drawn too).
+        short_rows: rows of the evaluated split that got fewer than k examples (route 3 duplicates; v0.2.0 does
+            the same).
+    """
+
+    num_fewshot: int
+    source: str
+    split: str | None
+    pool_size: int
+    examples: tuple[tuple[int, ...], ...]
+    short_rows: tuple[int, ...] = ()
+
+
+def fewshot_source(task: Task, k: int) -> str:
+    """Where ``task``'s examples come from at ``k`` shots: one of ``SOURCE_NONE``, ``SOURCE_SPLIT``,
+    ``SOURCE_SAME_SPLIT``.
+
+    Raises:
+        EvalkitError: k < 0, or k > 0 for a task without a few-shot split (names the task and the fix).
+    """
+    if k < 0:
+        raise EvalkitError(f"task '{task.name}': number of few-shot examples must be 0 or more, got {k}")
+    if k == 0:
+        return SOURCE_NONE
+    if task.fewshot_split is None:
+        raise EvalkitError(f"task '{task.name}' has no few-shot source (no few-shot split); "
+                           f"run it zero-shot with --tasks {task.name}:0")
+    return SOURCE_SAME_SPLIT if task.fewshot_split == task.dataset.split else SOURCE_SPLIT
+
+
+def pool_rows(task: Task, fewshot_docs: Sequence[Doc]) -> list[int]:
+    """Row ids of the few-shot split that may be drawn: all of them, or those ``Task.fewshot_filter`` keeps,
+    in split order."""
+    if task.fewshot_filter is None:
+        return list(range(len(fewshot_docs)))
+    return [i for i, doc in enumerate(fewshot_docs) if task.fewshot_filter(doc)]
+
+
+def draw_examples(
+    task: Task, eval_docs: Sequence[Doc], fewshot_docs: Sequence[Doc], k: int, seed: int = 42
+) -> FewshotPlan:
+    """The few-shot examples of every row of the evaluated split (SPEC-suite A.1, A.4, A.5).
+
+    Args:
+        task: the task (its name, ``fewshot_split``, ``dataset.split`` and ``fewshot_filter`` are used).
+        eval_docs: the evaluated split, natural order (row id = list index).
+        fewshot_docs: the few-shot split, natural order; for route 3 the evaluated split itself.
+        k: examples per document (0: no draw at all).
+        seed: the generator's seed (v0.2.0: 42).
+
+    Returns:
+        a :class:`FewshotPlan`; ``plan.examples[row]`` indexes ``fewshot_docs``.
+
+    Raises:
+        EvalkitError: k < 0; k > 0 without a few-shot split; more examples asked for than the pool holds (names the
+            task, k and the pool size).
+    """
+    source = fewshot_source(task, k)
+    if source == SOURCE_NONE:
+        return FewshotPlan(0, SOURCE_NONE, None, 0, tuple(() for _ in eval_docs))
+    pool = pool_rows(task, fewshot_docs)
+    same = source == SOURCE_SAME_SPLIT
+    draws = k + 1 if same else k
+    if draws > len(pool):
+        extra = " (route 3 draws k + 1 from the evaluated split)" if same else ""
+        raise EvalkitError(f"task '{task.name}': {k} few-shot examples asked for, but its few-shot split "
+                           f"'{task.fewshot_split}' has only {len(pool)} rows to draw from{extra}")
+    rnd = random.Random(seed)
+    order = list(range(len(eval_docs)))
+    rnd.shuffle(order)
+    examples: list[tuple[int, ...]] = [()] * len(eval_docs)
+    short = []
+    for row in order:
+        drawn = rnd.sample(pool, draws)
+        if same:
+            doc = eval_docs[row]
+            drawn = [i for i in drawn if fewshot_docs[i] != doc][:k]
+            if len(drawn) < k:
+                short.append(row)
+        examples[row] = tuple(drawn)
+    return FewshotPlan(k, source, task.fewshot_split, len(pool), tuple(examples), tuple(sorted(short)))
+
+
+def example_target(task: Task, doc: Doc) -> str:
+    """What a few-shot example shows after its ``context(doc)``: ``Task.target(doc)``, or, when the task has none,
+    its gold continuation ``continuations(doc)[gold(doc)]`` (v0.2.0 ``doc_to_target``)."""
+    if task.target is not None:
+        return task.target(doc)
+    return task.continuations(doc)[task.gold(doc)]
+
+
+def fewshot_context(task: Task, doc: Doc, examples: Sequence[Doc], description: str = "") -> str:
+    """The full context of ``doc`` with its few-shot ``examples`` (SPEC-suite A.2).
+
+    ``description + "\\n\\n"`` when the description is non-empty, then each example as ``context(e) + target(e)``
+    joined by ``"\\n\\n"`` and followed by ``"\\n\\n"`` (when there are examples), then ``context(doc)``.
+
+    Args:
+        task: the task whose ``context`` and target (:func:`example_target`) apply.
+        doc: the evaluated document.
+        examples: the example documents, in prompt order (empty for zero-shot).
+        description: text put before everything (v0.2.0 ``description_dict[task]``); empty by default.
+    """
+    prefix = description + SEPARATOR if description else ""
+    shots = SEPARATOR.join(task.context(e) + example_target(task, e) for e in examples)
+    return prefix + (shots + SEPARATOR if examples else "") + task.context(doc)
+
+
+def replace_last_piece(context: str, partial: str) -> str:
+    """``context`` with its last ``"\\n\\n"``-separated piece replaced by ``partial``; ``partial`` alone when
+    nothing is left (v0.2.0 Winogrande ``append_context``, SPEC-suite B.4)."""
+    pieces = context.split(SEPARATOR)[:-1]
+    return SEPARATOR.join([*pieces, partial]) if pieces else partial
+
+
+def choice_contexts(task: Task, doc: Doc, context: str) -> list[str]:
+    """One context per continuation of ``doc``.
+
+    Args:
+        task: the task; when it has ``choice_contexts`` (partial evaluation), each of those replaces the last
+            piece of ``context`` (:func:`replace_last_piece`); otherwise every continuation gets ``context``.
+        doc: the evaluated document.
+        context: its assembled context (:func:`fewshot_context`).
+
+    Raises:
+        ValueError: ``choice_contexts`` gives another number of contexts than there are continuations.
+    """
+    n = len(task.continuations(doc))
+    if task.choice_contexts is None:
+        return [context] * n
+    partials = task.choice_contexts(doc)
+    if len(partials) != n:
+        raise ValueError(f"task '{task.name}': choice_contexts gave {len(partials)} contexts for {n} continuations")
+    return [replace_last_piece(context, p) for p in partials]
+
