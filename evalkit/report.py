@@ -50,15 +50,36 @@ def run_label(results: dict[str, Any]) -> str:
     return f"{results['model']['name']} ({results['model']['dtype']})"
 
 
+def shots_label(shots: dict[str, int]) -> str:
+    """How many few-shot examples a row's cells used: ``"5-shot"`` when every task had the same count, else the
+    most common count with the exceptions, e.g. ``"5-shot (piqa, triviaqa: 0-shot)"``.
+
+    Args:
+        shots: task name -> few-shot examples per document (results' ``num_fewshot``; 0 when absent).
+    """
+    if not shots:
+        return "0-shot"
+    counts = list(shots.values())
+    main = max(sorted(set(counts)), key=counts.count)
+    others: dict[int, list[str]] = {}
+    for task, k in shots.items():
+        if k != main:
+            others.setdefault(k, []).append(task)
+    rest = "; ".join(f"{', '.join(names)}: {k}-shot" for k, names in sorted(others.items()))
+    return f"{main}-shot" + (f" ({rest})" if rest else "")
+
+
 def _measured_row(results: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any] | None:
-    values = {}
+    values, shots = {}, {}
     for task, column in columns.items():
-        metric = results["tasks"].get(task, {}).get("metrics", {}).get(column["metric"])
+        entry = results["tasks"].get(task, {})
+        metric = entry.get("metrics", {}).get(column["metric"])
         if metric is not None:
             values[task] = (metric["value"], metric["stderr_bootstrap"])
+            shots[task] = entry.get("num_fewshot", 0)
     if not values:
         return None
-    return {"model": run_label(results), "values": values, "measured": True}
+    return {"model": run_label(results), "values": values, "measured": True, "shots": shots_label(shots)}
 
 
 def _sort_key(row: dict[str, Any], first: str) -> float:
@@ -72,7 +93,8 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
     measured = [r for r in (_measured_row(run, columns) for run in runs) if r is not None]
     if not measured:
         return None
-    rows = [{"model": r["model"], "values": r["values"], "measured": False} for r in table["rows"]]
+    # the published tables are zero-shot (evalkit/references/*.json titles say so)
+    rows = [{"model": r["model"], "values": r["values"], "measured": False, "shots": "0-shot"} for r in table["rows"]]
     first = next(iter(columns))
     for row in measured:
         at = next((i for i, ref in enumerate(rows) if not ref["measured"]
@@ -89,7 +111,7 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
             for t, c in columns.items()
         ],
         "rows": [
-            {"model": row["model"], "measured": row["measured"],
+            {"model": row["model"], "measured": row["measured"], "shots": row["shots"],
              "cells": [cell(*row["values"][t]) if t in row["values"] else "—" for t in columns]}
             for row in rows
         ],
@@ -109,7 +131,9 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         tasks.append({"name": name, "version": task["version"], "description": task["description"],
                       "n": task["n"], "n_split": task["n_split"], "expected_n": task["expected_n"],
                       "subset": task["subset"], "requests": task["requests"],
-                      "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics})
+                      "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics,
+                      "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
+                      "fewshot_split": task.get("fewshot_split")})
     return {
         "label": run_label(results),
         "source": source,

@@ -128,6 +128,7 @@ def check_fewshot_sources(tasks: Sequence[Task], shots: dict[str, int], data_dir
             few-shot and those zero-shot.
     """
     problems: dict[str, str] = {}
+    missing = False
     for task in tasks:
         k = shots[task.name]
         if k == 0:
@@ -138,6 +139,7 @@ def check_fewshot_sources(tasks: Sequence[Task], shots: dict[str, int], data_dir
             path = local_path(task, data_dir, task.fewshot_split)
             if not path.is_file():
                 problems[task.name] = f"needs its few-shot split '{task.fewshot_split}': {path} not found"
+                missing = True
     if not problems:
         return
     names = {t.name: t for t in tasks}
@@ -153,8 +155,8 @@ def check_fewshot_sources(tasks: Sequence[Task], shots: dict[str, int], data_dir
     lines = [f"  {name} ({shots[name]}-shot) {why}" for name, why in problems.items()]
     raise EvalkitError(
         f"{len(problems)} of {len(tasks)} tasks cannot be run few-shot:\n" + "\n".join(lines) +
-        f"\nrun them zero-shot with --tasks {','.join(suggestion)}, or add the few-shot split's file to the data "
-        f"folder (DIR/<task>/<split>.jsonl)"
+        f"\nrun them zero-shot with --tasks {','.join(suggestion)}" +
+        (", or add the missing few-shot files to the data folder" if missing else "")
     )
 
 
