@@ -228,7 +228,8 @@ class RunConfig:
         cache_dir: folder of the request cache; None uses ``$EVALKIT_CACHE_DIR`` or ``~/.cache/evalkit``.
         use_cache: answer already-scored requests from the cache and store new answers batch by batch.
         num_fewshot: few-shot examples per document for every task of the run (0: zero-shot).
-        fewshot_overrides: task name -> shots, overriding ``num_fewshot`` (``--tasks arc_challenge:25``).
+        fewshot_overrides: task name -> shots, overriding ``num_fewshot`` (``--tasks arc_challenge:25``); an alias
+            names its task, a group name sets its members, and a task's own count beats its group's.
         fewshot_seed: seed of the generator that shuffles documents and draws examples (v0.2.0 uses 42).
         extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
