@@ -172,7 +172,7 @@ def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_
     assert warning in caplog.messages
     report = out.report_path.read_text(encoding="utf-8")
     assert f"> **Warning:** {warning}" in report
-    assert "| sciq v1.0 | acc | " in report and report.count(" | higher | 8 |") == 2
+    assert "| sciq v1.0 | 0-shot | acc | " in report and report.count(" | higher | 8 |") == 2
 
 
 def test_report_of_bad_results_files_names_the_file(tmp_path, capsys):

@@ -79,11 +79,11 @@ def test_report_sets_the_run_among_every_reference_row(card_run):
     text = report.read_text()
     for row in CARD_ROWS:
         assert f"| {row} |" in text
-    assert "| **random:pythia-14m (float32)** |" in text
+    assert "| **random:pythia-14m (float32)** | **0-shot** |" in text
     assert "whole-word greedy match" in text  # the LAMBADA column names its metric variant
-    assert "| GPT-NeoX-20B | 0.720 ± 0.006 | 0.928 ± 0.008 | 0.779 ± 0.010 | 0.259 ± 0.004 | 0.380 ± 0.014 |" in text
+    assert "| GPT-NeoX-20B | 0-shot | 0.720 ± 0.006 | 0.928 ± 0.008 | 0.779 ± 0.010 | 0.259 ± 0.004 | 0.380 ± 0.014 |" in text
     assert "--limit 50" in text  # the subset is flagged
-    assert "| pythia-70m | 0.185 | 0.601 | 0.595 | 0.181 |" in text
+    assert "| pythia-70m | 0-shot | 0.185 | 0.601 | 0.595 | 0.181 |" in text
 
 
 def test_report_command_rerenders_from_saved_results(card_run, capsys, tmp_path):
