@@ -277,7 +277,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name, task in sorted(registry.tasks.items()):
         aliases = f" (aliases: {', '.join(task.aliases)})" if task.aliases else ""
         ds = task.dataset
-        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}")
+        same = " without the document" if task.fewshot_split == ds.split else ""
+        shots = f"; few-shot from {task.fewshot_split}{same}" if task.fewshot_split else "; zero-shot only"
+        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}{shots}")
     for name, group in sorted(registry.groups.items()):
         print(f"{name} (group): {', '.join(group.tasks)}")
     return 0
