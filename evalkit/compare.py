@@ -96,6 +96,8 @@ class ReferenceTable:
     source: str
     subset: bool
     rows: tuple[ReferenceRow, ...]
+    fewshot: tuple[str, ...] = ()
+    """Tasks of ``rows`` the run scored with few-shot examples (the published tables are zero-shot)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ def paired_table(
         if a["tasks"][task]["prompt_sha256"] != b["tasks"][task]["prompt_sha256"]:
             notes.append(f"{task}: the prompts differ (version {a['tasks'][task]['version']} vs "
                          f"{b['tasks'][task]['version']}), so Δ mixes the model and the prompt")
+        shots = [r["tasks"][task].get("num_fewshot", 0) for r in (a, b)]
+        if shots[0] != shots[1]:
+            notes.append(f"{task}: A is {shots[0]}-shot and B {shots[1]}-shot, so Δ mixes the model and the shots")
         for metric in a["tasks"][task]["metrics"]:
             if metric not in b["tasks"][task]["metrics"]:
                 continue
@@ -228,7 +233,9 @@ def reference_table(
         for r, p in zip(family, holm([r["p_value"] for r in family])):
             r["p_holm"], r["significant"] = p, p is not None and p < alpha
     subset = any(results["tasks"][r["task"]]["subset"] for r in rows)
-    return ReferenceTable(label, table["title"], table["source"], subset, tuple(ReferenceRow(**r) for r in rows))
+    fewshot = tuple(dict.fromkeys(r["task"] for r in rows if results["tasks"][r["task"]].get("num_fewshot", 0)))
+    return ReferenceTable(label, table["title"], table["source"], subset, tuple(ReferenceRow(**r) for r in rows),
+                          fewshot)
 
 
 def _signed(value: float, metric: str) -> str:
@@ -267,6 +274,7 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
         "paired": [{"label_a": t.label_a, "label_b": t.label_b, "path_a": t.path_a, "path_b": t.path_b,
                     "notes": t.notes, "rows": [paired_cells(r) for r in t.rows]} for t in paired],
         "references": [{"run": t.run_label, "title": t.title, "source": t.source, "subset": t.subset,
+                        "fewshot": ", ".join(t.fewshot),
                         "rows": [reference_cells(r) for r in t.rows]} for t in references],
     }
     return environment().get_template("compare.md.j2").render(**context)

@@ -223,3 +223,20 @@ def test_per_choice_samples_hold_one_context_per_choice_and_a_baseline_checks_th
     baseline.write_text(json.dumps(frozen))
     assert main(check) == 1
     assert "FAIL wino_mini: prompt_sha256" in capsys.readouterr().out
+
+
+def test_comparisons_say_when_the_shots_differ(limited_runs):
+    import copy
+
+    from evalkit.compare import paired_table, reference_table
+    from evalkit.report import reference_tables
+
+    a = limited_runs[16][0].results
+    b = copy.deepcopy(a)
+    b["tasks"]["sciq"]["num_fewshot"] = 0
+    table = paired_table(a, b, ("A", "B"), ("a.json", "b.json"), 200, 1, 0.05)
+    assert "sciq: A is 3-shot and B 0-shot, so Δ mixes the model and the shots" in table.notes
+    assert not any(n.startswith(("arc_challenge:", "lambada_openai:")) for n in table.notes)
+    card = next(t for t in reference_tables() if t["name"] == "neox20b_card")
+    assert reference_table(a, "A", card, 200, 1, 0.05).fewshot == ("lambada_openai", "sciq", "arc_challenge")
+    assert reference_table(b, "B", card, 200, 1, 0.05).fewshot == ("lambada_openai", "arc_challenge")
