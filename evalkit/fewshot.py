@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
-from evalkit.types import Doc, EvalkitError, Task
+from evalkit.types import Doc, EvalkitError, Task, TaskGroup
 
 SOURCE_NONE = "none"
 SOURCE_SPLIT = "split"
@@ -183,3 +183,106 @@ def choice_contexts(task: Task, doc: Doc, context: str) -> list[str]:
         raise ValueError(f"task '{task.name}': choice_contexts gave {len(partials)} contexts for {n} continuations")
     return [replace_last_piece(context, p) for p in partials]
 
+
+
+def document_contexts(
+    task: Task, eval_docs: Sequence[Doc], fewshot_docs: Sequence[Doc], plan: FewshotPlan, rows: Sequence[int]
+) -> list[list[str]]:
+    """For each of ``rows`` (row ids of the evaluated split), one full context per continuation
+    (:func:`fewshot_context` with the plan's examples, then :func:`choice_contexts`)."""
+    return [choice_contexts(task, eval_docs[r], fewshot_context(task, eval_docs[r],
+                                                                [fewshot_docs[j] for j in plan.examples[r]]))
+            for r in rows]
+
+
+def short_warning(task: Task, plan: FewshotPlan, rows: Sequence[int]) -> str | None:
+    """A warning naming the documents among ``rows`` that show fewer than k examples (route 3 duplicates), else
+    None."""
+    short = sorted(set(plan.short_rows) & set(rows))
+    if not short:
+        return None
+    return (f"{task.name}: {len(short)} documents show fewer than {plan.num_fewshot} few-shot examples: a "
+            f"value-equal duplicate of the document was drawn as well and dropped (as lm-eval v0.2.0 does); "
+            f"rows {short[:10]}")
+
+
+def _selected(tasks: Sequence[Task], name: str) -> Task | None:
+    return next((t for t in tasks if name == t.name or name in t.aliases), None)
+
+
+def resolve_shots(
+    tasks: Sequence[Task], num_fewshot: int, overrides: Mapping[str, int], groups: Mapping[str, TaskGroup]
+) -> dict[str, int]:
+    """Task name -> few-shot examples per document for a run.
+
+    ``num_fewshot`` for every task, then ``overrides`` (``--tasks name:K``): a group's count applies to its
+    members, and a task's own count (by name or alias) beats its group's.
+
+    Args:
+        tasks: the selected tasks.
+        num_fewshot: ``--num-fewshot``.
+        overrides: task, alias or group name -> count.
+        groups: the registry's groups by name.
+
+    Raises:
+        EvalkitError: a count that is not a non-negative int, or an override naming no selected task.
+    """
+    for given, k in [("--num-fewshot", num_fewshot), *overrides.items()]:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise EvalkitError(f"few-shot count for {given} must be a non-negative integer, got {k!r}")
+    shots = {t.name: num_fewshot for t in tasks}
+    ordered = sorted(overrides.items(), key=lambda item: item[0] not in groups)  # groups first, then tasks
+    for given, k in ordered:
+        members = groups[given].tasks if given in groups else (given,)
+        for member in members:
+            task = _selected(tasks, member)
+            if task is None:
+                raise EvalkitError(f"few-shot count given for '{given}', which is not among the selected tasks")
+            shots[task.name] = k
+    return shots
+
+
+def check_sources(
+    tasks: Sequence[Task], shots: Mapping[str, int], missing_file: Callable[[Task], str | None],
+    given: Sequence[str], overrides: Mapping[str, int],
+) -> None:
+    """Refuse, in one message, every task whose few-shot examples cannot be read: no few-shot split at all, or a
+    missing file for it.
+
+    Args:
+        tasks: the selected tasks.
+        shots: task name -> k (:func:`resolve_shots`).
+        missing_file: ``task -> path`` of its few-shot split's file when that file is missing, else None.
+        given: the ``--tasks`` names as given (without counts), to write the fix.
+        overrides: the counts given with them.
+
+    Raises:
+        EvalkitError: listing each such task and its reason, then the ``--tasks`` value that runs those zero-shot.
+    """
+    problems: dict[str, str] = {}
+    for task in tasks:
+        if shots[task.name] == 0:
+            continue
+        missing = missing_file(task) if task.fewshot_split is not None else None
+        if task.fewshot_split is None:
+            problems[task.name] = "has no few-shot source (no few-shot split)"
+        elif missing is not None:
+            problems[task.name] = f"needs its few-shot split '{task.fewshot_split}': {missing} not found"
+    if not problems:
+        return
+    fix = []
+    for name in given:
+        task = _selected(tasks, name)
+        if task is not None and task.name in problems:
+            fix.append(f"{name}:0")
+        else:
+            fix.append(f"{name}:{overrides[name]}" if name in overrides else name)
+    named = {item.split(":")[0] for item in fix}
+    fix += [f"{t.name}:0" for t in tasks if t.name in problems and not ({t.name, *t.aliases} & named)]
+    lines = [f"  {name} ({shots[name]}-shot) {why}" for name, why in problems.items()]
+    files = any("not found" in why for why in problems.values())
+    raise EvalkitError(
+        f"{len(problems)} of {len(tasks)} tasks cannot be run few-shot:\n" + "\n".join(lines)
+        + f"\nrun them zero-shot with --tasks {','.join(fix)}"
+        + (", or add the missing few-shot files to the data folder" if files else "")
+    )

@@ -22,10 +22,11 @@ import numpy as np
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, local_path, resolve_data_dir, size_warning, subset_ids
-from evalkit.fewshot import SOURCE_SPLIT, FewshotPlan, choice_contexts, draw_examples, fewshot_context, fewshot_source
+from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
+                             fewshot_source, resolve_shots, short_warning)
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
-from evalkit.registry import TaskRegistry, load_registry, resolve_model
+from evalkit.registry import load_registry, resolve_model
 from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
@@ -77,87 +78,22 @@ def prepare_task(
     if fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # route 3 draws from the evaluated split itself
         pool = load_docs(task, data_dir, task.fewshot_split)
     plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
-    contexts = [choice_contexts(task, doc, fewshot_context(task, doc, [pool[j] for j in plan.examples[i]]))
-                for i, doc in zip(ids, chosen)]
+    contexts = document_contexts(task, docs, pool, plan, ids)
     requests = [
         LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
         for doc_id, doc, ctxs in zip(ids, chosen, contexts)
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
-    short = sorted(set(plan.short_rows) & set(ids))
-    if short:
-        warnings.append(f"{task.name}: {len(short)} documents show fewer than {num_fewshot} few-shot examples: a "
-                        f"value-equal duplicate of the document was drawn as well and dropped (as lm-eval v0.2.0 "
-                        f"does); rows {short[:10]}")
+    warnings += [w for w in [short_warning(task, plan, ids)] if w]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts)
 
 
-def resolve_shots(registry: TaskRegistry, tasks: Sequence[Task], config: RunConfig) -> dict[str, int]:
-    """Task name -> few-shot examples per document for this run.
-
-    ``config.num_fewshot`` for every task, then ``config.fewshot_overrides``: a group's count applies to its
-    members, and a task's own count (by name or alias) beats its group's.
-
-    Raises:
-        EvalkitError: a count that is not a non-negative int, or an override naming no selected task.
-    """
-    shots = {t.name: config.num_fewshot for t in tasks}
-    groups = [(k, v) for k, v in config.fewshot_overrides.items() if k in registry.groups]
-    singles = [(k, v) for k, v in config.fewshot_overrides.items() if k not in registry.groups]
-    for given, k in [("--num-fewshot", config.num_fewshot), *config.fewshot_overrides.items()]:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise EvalkitError(f"few-shot count for {given} must be a non-negative integer, got {k!r}")
-    for given, k in groups:
-        for member in registry.groups[given].tasks:
-            shots[registry.get(member).name] = k
-    for given, k in singles:
-        name = registry.get(given).name
-        if name not in shots:
-            raise EvalkitError(f"few-shot count given for '{given}', which is not among the selected tasks")
-        shots[name] = k
-    return shots
-
-
-def check_fewshot_sources(tasks: Sequence[Task], shots: dict[str, int], data_dir: Path | None,
-                          given: Sequence[str], overrides: dict[str, int]) -> None:
-    """Refuse, in one message, every task whose few-shot examples cannot be read: no few-shot split at all, or
-    (with a data folder) a missing ``<task>/<few-shot split>.jsonl``.
-
-    Raises:
-        EvalkitError: listing each such task with its reason, and the ``--tasks`` value that runs the others
-            few-shot and those zero-shot.
-    """
-    problems: dict[str, str] = {}
-    missing = False
-    for task in tasks:
-        k = shots[task.name]
-        if k == 0:
-            continue
-        if task.fewshot_split is None:
-            problems[task.name] = "has no few-shot source (no few-shot split)"
-        elif data_dir is not None and task.fewshot_split != task.dataset.split:
-            path = local_path(task, data_dir, task.fewshot_split)
-            if not path.is_file():
-                problems[task.name] = f"needs its few-shot split '{task.fewshot_split}': {path} not found"
-                missing = True
-    if not problems:
-        return
-    names = {t.name: t for t in tasks}
-    suggestion = []
-    for name in given:
-        task = next((t for t in tasks if name == t.name or name in t.aliases), None)
-        if task is not None and task.name in problems:
-            suggestion.append(f"{name}:0")
-        else:
-            suggestion.append(f"{name}:{overrides[name]}" if name in overrides else name)
-    listed = {s.split(":")[0] for s in suggestion}
-    suggestion += [f"{n}:0" for n in problems if n not in listed and not any(a in listed for a in names[n].aliases)]
-    lines = [f"  {name} ({shots[name]}-shot) {why}" for name, why in problems.items()]
-    raise EvalkitError(
-        f"{len(problems)} of {len(tasks)} tasks cannot be run few-shot:\n" + "\n".join(lines) +
-        f"\nrun them zero-shot with --tasks {','.join(suggestion)}" +
-        (", or add the missing few-shot files to the data folder" if missing else "")
-    )
+def _missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
+    """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
+    if data_dir is None or task.fewshot_split in (None, task.dataset.split):
+        return None
+    path = local_path(task, data_dir, task.fewshot_split)
+    return None if path.is_file() else str(path)
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -262,8 +198,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
-    shots = resolve_shots(registry, tasks, config)
-    check_fewshot_sources(tasks, shots, data_dir, config.tasks, dict(config.fewshot_overrides))
+    shots = resolve_shots(tasks, config.num_fewshot, config.fewshot_overrides, registry.groups)
+    check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed)
                 for t in tasks]
     for p in prepared:

@@ -296,13 +296,15 @@ def test_shot_counts_in_tasks_and_bad_values(capsys):
 
 
 def test_group_counts_apply_to_members_and_a_task_count_beats_its_group(registry):
-    from evalkit.runner import resolve_shots
+    from evalkit.fewshot import resolve_shots
 
     tasks = registry.expand(["neox20b_card"])
-    config = RunConfig(model="m", tasks=("neox20b_card", "piqa"), num_fewshot=1,
-                       fewshot_overrides={"neox20b_card": 5, "piqa": 0, "arc": 2})
-    assert resolve_shots(registry, tasks, config) == {
+    overrides = {"piqa": 0, "neox20b_card": 5, "arc": 2}  # the task's own count wins whatever the order
+    assert resolve_shots(tasks, 1, overrides, registry.groups) == {
         "lambada_openai": 5, "sciq": 5, "piqa": 0, "triviaqa": 5, "arc_challenge": 2}
+    assert resolve_shots(tasks, 1, {}, registry.groups) == dict.fromkeys(
+        ["lambada_openai", "sciq", "piqa", "triviaqa", "arc_challenge"], 1)
     with pytest.raises(EvalkitError, match="not among the selected tasks"):
-        resolve_shots(registry, registry.expand(["piqa"]), RunConfig(model="m", tasks=("piqa",),
-                                                                     fewshot_overrides={"sciq": 1}))
+        resolve_shots(registry.expand(["piqa"]), 0, {"sciq": 1}, registry.groups)
+    with pytest.raises(EvalkitError, match="few-shot count for piqa must be a non-negative integer, got -2"):
+        resolve_shots(registry.expand(["piqa"]), 0, {"piqa": -2}, registry.groups)
