@@ -1,6 +1,6 @@
 """Few-shot contexts with lm-evaluation-harness v0.2.0's exact semantics (SPEC-suite part A).
 
-Three jobs, all pure (standard library and :mod:`evalkit.types` only):
+Everything few-shot, pure (standard library and :mod:`evalkit.types` only):
 
 * :func:`draw_examples`: which rows of the few-shot split each document of the evaluated split shows, in prompt
   order. One ``random.Random(seed)`` (v0.2.0: ``random.Random()`` then ``.seed(42)``) first shuffles the evaluated
@@ -20,6 +20,8 @@ Three jobs, all pure (standard library and :mod:`evalkit.types` only):
   ``context(doc)`` (A.2).
 * :func:`choice_contexts`: WinoGrande's partial evaluation (SPEC-suite B.4): per continuation, the assembled
   context with its last ``"\\n\\n"``-separated piece replaced by that choice's partial context.
+* :func:`resolve_shots` and :func:`check_sources`: k per task from ``--num-fewshot`` and ``--tasks name:K``, and one
+  refusal, before any model loads, that lists every task whose examples cannot be read.
 """
 
 from __future__ import annotations
