@@ -63,11 +63,27 @@ def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
     requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
+        LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
         for doc_id, doc in zip(ids, chosen)
-        for k, cont in enumerate(task.continuations(doc))
+        for k, (ctx, cont) in enumerate(zip(choice_contexts(task, doc), task.continuations(doc)))
     ]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+
+
+def choice_contexts(task: Task, doc: Any) -> list[str]:
+    """The zero-shot context of each continuation: ``task.choice_contexts(doc)`` where the task defines it
+    (WinoGrande's partial evaluation puts each option in its own context), else ``task.context(doc)`` for all.
+
+    Raises:
+        EvalkitError: ``choice_contexts`` gives not as many contexts as there are continuations.
+    """
+    n = len(task.continuations(doc))
+    if task.choice_contexts is None:
+        return [task.context(doc)] * n
+    contexts = list(task.choice_contexts(doc))
+    if len(contexts) != n:
+        raise EvalkitError(f"task '{task.name}': choice_contexts gave {len(contexts)} contexts for {n} continuations")
+    return contexts
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
