@@ -71,7 +71,7 @@ def validate(doc: Doc) -> None:
     if doc["label"] not in (0, 1):
         raise ValueError(f"field 'label': {doc['label']!r} is not 0 or 1")
     text = clean_text(doc)
-    if not 2 <= doc["pronoun_loc"] <= len(text):
+    if not 0 <= doc["pronoun_loc"] < len(text):
         raise ValueError(f"field 'pronoun_loc': {doc['pronoun_loc']} is outside the text ({len(text)} characters)")
     if not text[doc["pronoun_loc"] + len(doc["pronoun"]) :].strip():
         raise ValueError("field 'text': nothing after the pronoun to score")

@@ -409,6 +409,20 @@ def test_mmlu_groups(registry):
     assert sorted(members) == sorted(registry.groups["mmlu"].tasks)
 
 
+def test_bad_rows_name_file_line_and_field(registry, tmp_path):
+    folder = tmp_path / "cb"
+    folder.mkdir()
+    good = '{"premise": "p", "hypothesis": "h", "idx": 0, "label": 0}'
+    (folder / "validation.jsonl").write_text(good + "\n" + good.replace('"label": 0', '"label": -1') + "\n")
+    with pytest.raises(EvalkitError, match=r"cb/validation\.jsonl line 2: field 'label': -1 is not 0, 1 or 2"):
+        load_docs(registry.get("cb"), tmp_path)
+    folder = tmp_path / "mmlu" / "anatomy"
+    folder.mkdir(parents=True)
+    (folder / "test.jsonl").write_text('{"question": "q", "choices": ["a", "b", "c"], "answer": 0}\n')
+    with pytest.raises(EvalkitError, match=r"mmlu/anatomy/test\.jsonl line 1: field 'choices': 3 choices, expected 4"):
+        load_docs(registry.get("hendrycksTest-anatomy"), tmp_path)
+
+
 # --- metrics ------------------------------------------------------------------------------------------------------
 
 def test_yes_no_tie_predicts_no():
