@@ -21,8 +21,9 @@ Data: v0.2.0 downloaded ``https://people.eecs.berkeley.edu/~hendrycks/data.tar``
 read ``test/<subject>_test.csv`` and ``dev/<subject>_dev.csv`` (no header; question, A, B, C, D, answer letter).
 The hub dataset ``cais/mmlu`` (config = subject) holds the same questions in the fields ``question``,
 ``choices`` (4 strings) and ``answer`` (int 0-3); locally ``<data dir>/mmlu/<subject>/{test,dev}.jsonl``.
-Some subjects' CSVs changed after the tar v0.2.0 pinned, so the rows can differ from those v0.2.0 scored (the
-fixture tests list which subjects reproduce v0.2.0's request hash).
+With these rows (the ``shared/data`` copy of ``cais/mmlu``) the complete zero-shot request list of every one of
+the 57 subjects has the sha256 that v0.2.0's own fixtures pin (tests/test_v020_fixtures.py), so they are the rows
+v0.2.0 scored; the 2020 CSVs in hendrycks/test's history differ for 19 subjects.
 
 Groups: ``mmlu_stem``, ``mmlu_humanities``, ``mmlu_social_sciences``, ``mmlu_other`` follow ``categories.py``
 of the MMLU authors' repository (hendrycks/test commit 1668818, 2021-08-30): ``anatomy`` (subcategory
