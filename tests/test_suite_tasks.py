@@ -36,6 +36,8 @@ def docs(registry, data_dir):
 
 
 def prompt(task, doc):
+    """(context, continuations, gold, per-option contexts or None) of a document that passes the task's checks."""
+    validate_doc(task, doc, "document")
     contexts = task.choice_contexts(doc) if task.choice_contexts else None
     return task.context(doc), task.continuations(doc), task.gold(doc), contexts
 
