@@ -11,6 +11,13 @@ Definitions follow lm-evaluation-harness v0.2.0 (the GPT-NeoX-20B card) and SPEC
   never from log-likelihood floats (lm-eval issue 456 made every answer count that way).
 * ``perplexity``: exp(-mean over documents of the target's log-likelihood); per document the value kept is
   ``loglikelihood`` (nats).
+* ``acc`` (yes/no, SuperGLUE BoolQ/WiC/WSC, ETHICS): two continuations, yes first; v0.2.0 predicts yes only when
+  ``ll_yes > ll_no``, so an exact tie predicts *no* (the second), unlike argmax's first index.
+* ``f1`` (classification, CB): macro F1 over the classes, computed once over all documents (v0.2.0 ``cb`` uses
+  scikit-learn ``f1_score(golds, preds, average="macro")``). Per document the value kept is ``class_pair`` =
+  predicted class x :data:`CLASS_BASE` + gold class, so per-document arrays stay one float a document (the
+  bootstrap and paired comparisons resample them like any other); v0.2.0 reports no stderr for f1, and no
+  closed form exists.
 """
 
 from __future__ import annotations
@@ -20,15 +27,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-SCORINGS = ("multiple_choice", "target", "any_greedy")
+SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification")
 
-SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",)}
+SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",),
+                   "yes_no": ("acc",), "classification": ("acc", "f1")}
 """Scoring rule -> the aggregate metrics its per-document values can give."""
 
-HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False}
+HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True}
 
-PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood"}
+PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood", "f1": "class_pair"}
 """Aggregate metric -> the per-document value it is computed from."""
+
+CLASS_BASE = 1000
+"""``class_pair`` = predicted class x CLASS_BASE + gold class (classes are 0 .. CLASS_BASE - 1)."""
 
 
 def choice_length(continuation: str) -> int:
@@ -45,6 +56,34 @@ def multiple_choice(loglikelihoods: Sequence[float], continuations: Sequence[str
         "acc": float(int(np.argmax(lls)) == gold),
         "acc_norm": float(int(np.argmax(lls / lengths)) == gold),
     }
+
+
+def yes_no(loglikelihoods: Sequence[float], gold: int) -> dict[str, float]:
+    """``acc`` (0.0/1.0) for a two-continuation yes/no document: predicted 0 (yes) only when
+    ``loglikelihoods[0] > loglikelihoods[1]`` strictly, so a tie predicts 1 (no), as lm-eval v0.2.0's
+    ``ll_yes > ll_no`` (BoolQ, WiC, SuperGLUE WSC, ETHICS commonsense).
+
+    Raises:
+        ValueError: not exactly two log-likelihoods.
+    """
+    if len(loglikelihoods) != 2:
+        raise ValueError(f"yes/no scoring needs exactly 2 continuations, got {len(loglikelihoods)}")
+    predicted = 0 if loglikelihoods[0] > loglikelihoods[1] else 1
+    return {"acc": float(predicted == gold)}
+
+
+def classification(loglikelihoods: Sequence[float], gold: int) -> dict[str, float]:
+    """``acc`` (argmax, ties to the lowest index, equals gold) and ``class_pair`` (predicted x CLASS_BASE + gold)
+    for one document of a classification task scored with ``f1`` (CB).
+
+    Raises:
+        ValueError: more continuations (classes) than CLASS_BASE, or a gold class outside them.
+    """
+    if len(loglikelihoods) > CLASS_BASE or not 0 <= gold < len(loglikelihoods):
+        raise ValueError(f"classification needs 1..{CLASS_BASE} classes and a gold among them, "
+                         f"got {len(loglikelihoods)} classes and gold {gold}")
+    predicted = int(np.argmax(np.asarray(loglikelihoods, dtype=np.float64)))
+    return {"acc": float(predicted == gold), "class_pair": float(predicted * CLASS_BASE + gold)}
 
 
 def target(loglikelihood: float, greedy: bool) -> dict[str, float]:
@@ -78,6 +117,10 @@ def doc_metrics(
         return target(loglikelihoods[0], greedy[0])
     if scoring == "any_greedy":
         return any_greedy(greedy)
+    if scoring == "yes_no":
+        return yes_no(loglikelihoods, gold)
+    if scoring == "classification":
+        return classification(loglikelihoods, gold)
     raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
 
 
@@ -103,6 +146,28 @@ def perplexity(loglikelihoods: np.ndarray) -> np.ndarray:
     return np.exp(-np.mean(loglikelihoods, axis=-1))
 
 
+def macro_f1(class_pairs: np.ndarray) -> np.ndarray:
+    """Macro F1 along the last axis of ``class_pairs`` (predicted x CLASS_BASE + gold, shape (..., n_docs)).
+
+    As scikit-learn's ``f1_score(gold, predicted, average="macro")`` (the source of v0.2.0 ``cb``'s f1): the
+    unweighted mean, over the classes that occur as gold or predicted, of each class's binary F1 =
+    2·TP / (2·TP + FP + FN), which is 0 for a class with no true positive. Returns float64, shape (...).
+    """
+    pairs = np.asarray(class_pairs, dtype=np.int64)
+    predicted, gold = np.divmod(pairs, CLASS_BASE)
+    n_classes = int(max(predicted.max(initial=0), gold.max(initial=0))) + 1
+    total = np.zeros(pairs.shape[:-1], dtype=np.float64)
+    present = np.zeros(pairs.shape[:-1], dtype=np.float64)
+    for c in range(n_classes):
+        tp = np.sum((predicted == c) & (gold == c), axis=-1)
+        fp = np.sum((predicted == c) & (gold != c), axis=-1)
+        fn = np.sum((predicted != c) & (gold == c), axis=-1)
+        denominator = 2 * tp + fp + fn
+        total += np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+        present += denominator > 0
+    return total / np.maximum(present, 1)
+
+
 def mean(values: np.ndarray) -> np.ndarray:
     """Mean along the last axis."""
     return np.mean(values, axis=-1)
@@ -118,11 +183,13 @@ def aggregator(metric: str) -> Callable[[np.ndarray], np.ndarray]:
         return mean
     if metric == "perplexity":
         return perplexity
+    if metric == "f1":
+        return macro_f1
     raise ValueError(f"unknown metric {metric!r}")
 
 
 def has_closed_form_stderr(metric: str) -> bool:
-    """True for means of per-document values; perplexity has no closed form (bootstrap only)."""
+    """True for means of per-document values; perplexity and f1 have no closed form (bootstrap only)."""
     return aggregator(metric) is mean
 
 

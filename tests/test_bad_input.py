@@ -110,8 +110,8 @@ def test_missing_data_folder(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("tasks, message", [
-    ("piqaa", "unknown task 'piqaa'; did you mean piqa? (`evalkit tasks` lists them)"),
-    ("sciq,lambda", "unknown task 'lambda'; did you mean lambada, lambada_openai? (`evalkit tasks` lists them)"),
+    ("piqaa", "unknown task 'piqaa'; did you mean piqa, logiqa? (`evalkit tasks` lists them)"),
+    ("sciq,lambda", "unknown task 'lambda'; did you mean lambada, lambada_openai, headqa? (`evalkit tasks` lists them)"),
 ], ids=["unknown_task", "unknown_alias"])
 def test_unknown_task_or_alias_suggests_the_closest_names(capsys, tmp_path, tasks, message):
     status, err = run_cli(capsys, tmp_path, tasks=tasks)
