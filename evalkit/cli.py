@@ -83,6 +83,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    run.add_argument("--skip-missing-data", action="store_true",
+                     help="with --data-dir: leave out (and name) the tasks whose local files are missing")
     run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=int, default=16, help="packed sequences per forward pass")
@@ -124,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,
-        use_cache=not args.no_cache, extra=extra,
+        use_cache=not args.no_cache, extra=extra, skip_missing_data=args.skip_missing_data,
     )
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,35 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
 def local_path(task: Task, data_dir: Path, split: str | None = None) -> Path:
     """``data_dir/<task name or dataset.local_dir>/<split>.jsonl`` (``split`` defaults to the evaluated split)."""
     return data_dir / (task.dataset.local_dir or task.name) / f"{split or task.dataset.split}.jsonl"
+
+
+def needed_splits(task: Task, shots: int) -> list[str]:
+    """The splits a run reads for ``task``: the evaluated split, and the few-shot split when ``shots`` > 0 and it
+    differs (a route-3 task draws its examples from the evaluated split itself)."""
+    splits = [task.dataset.split]
+    if shots > 0 and task.fewshot_split is not None and task.fewshot_split not in splits:
+        splits.append(task.fewshot_split)
+    return splits
+
+
+def missing_local_files(tasks: Sequence[Task], data_dir: Path, shots: Mapping[str, int]) -> dict[str, list[Path]]:
+    """Task name -> the local files it needs (:func:`needed_splits`, :func:`local_path`) that do not exist.
+
+    Args:
+        tasks: the run's tasks.
+        data_dir: the local data folder (must exist).
+        shots: task name -> few-shot examples per document (absent means 0).
+
+    Returns:
+        only the tasks with at least one missing file, in ``tasks`` order; each list in split order.
+    """
+    missing = {}
+    for task in tasks:
+        paths = [local_path(task, data_dir, split) for split in needed_splits(task, shots.get(task.name, 0))]
+        absent = [path for path in paths if not path.is_file()]
+        if absent:
+            missing[task.name] = absent
+    return missing
 
 
 def _field(doc: Doc, dotted: str) -> Any:
