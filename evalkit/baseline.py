@@ -166,6 +166,8 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append(f"--max-length {config['max_length']}")
     if not extra.get("share_context", True):
         parts.append("--no-shared-context")
+    if config.get("skip_missing_data"):
+        parts.append("--skip-missing-data")
     return " ".join(parts + ["--log-samples"])
 
 
@@ -259,6 +261,7 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         limit=cfg["limit"], seed=cfg["seed"], batch_size=cfg["batch_size"], max_length=cfg["max_length"],
         dtype=cfg["dtype"], device=cfg["device"], bootstrap_iters=cfg["bootstrap_iters"], output_dir=output_dir,
         log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),
+        skip_missing_data=bool(cfg.get("skip_missing_data", False)),
     )
 
 

@@ -10,6 +10,9 @@ Documents. v0.2.0 reads ``wikitext-2-raw/wiki.test.raw`` from
 ``wikitext-2-raw-v1``, split ``test``, field ``page``, was built from the same zip by the same rule (its loading
 script splits on ``"\\n"``, normalises ``= = =``/``= =``, starts a page at ``"= ... ="`` lines, drops all-whitespace
 pages except the last), so its rows are already these documents, in file order; this task reads them as they are.
+(Not checked offline: that the parquet files the hub now serves still hold that script's output byte for byte;
+a row count other than 62 is warned about like any trimmed split. v0.2.0 opens the file with the platform's default
+encoding, the script with UTF-8: the same text on a UTF-8 system.)
 :func:`split_documents` is kept for a user holding only the raw file: write one ``{"page": ...}`` line per document
 to ``<data dir>/wikitext/test.jsonl``.
 

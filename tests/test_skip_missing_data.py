@@ -167,3 +167,19 @@ def test_arithmetic_acc_is_the_greedy_flag_of_a_naive_scorer(skip_run, tokenizer
 
 def test_registry_group_arithmetic_expands_to_ten_tasks():
     assert [t.name for t in load_registry().expand(["arithmetic"])] == ARITHMETIC
+
+
+def test_a_baseline_repeats_the_flag(tmp_path):
+    """A baseline frozen with --skip-missing-data re-runs the same selection (a task whose file has since vanished
+    then shows up as missing from the new results, not as a crash)."""
+    from dataclasses import asdict
+
+    from evalkit.baseline import config_from_baseline, run_command
+
+    cfg = asdict(_config(tmp_path, skip_missing_data=True))
+    assert run_command(cfg).endswith("--bootstrap-iters 0 --skip-missing-data --log-samples")
+    again = config_from_baseline({"config": cfg}, tmp_path / "b.json", str(DATA_DIR), str(tmp_path))
+    assert again.skip_missing_data is True
+    cfg.pop("skip_missing_data")  # a baseline written before the flag existed
+    assert config_from_baseline({"config": cfg}, tmp_path / "b.json", str(DATA_DIR), str(tmp_path)).skip_missing_data \
+        is False
