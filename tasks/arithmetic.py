@@ -13,9 +13,12 @@ from that same split without the document; an example shows its context and its 
 Data: v0.2.0 downloaded ``https://raw.githubusercontent.com/openai/gpt-3/master/data/<file>`` (2000 lines each; the
 files and their sha256 are in :data:`FILES`). The hub dataset ``EleutherAI/arithmetic`` holds the same rows with the
 same two string fields ``context`` and ``completion``, one config per task (``arithmetic_2da`` ...) with a single
-``validation`` split of 2000 rows (its dataset card); its contexts may already carry the ``Question:``/``Answer:`` form,
-which the transform leaves unchanged (it is idempotent: neither ``Question:`` nor ``Answer:`` contains ``Q:`` or
-``A:``, and no ``"\\n\\n"`` is left). Local copies go in ``<data dir>/arithmetic_<x>/validation.jsonl`` in that schema.
+``validation`` split of 2000 rows (its dataset card). Its loading script reads the same URLs and applies this very
+transform while building the rows, so hub contexts already read ``Question: ...\\nAnswer:``. Applying it again
+changes nothing on rows of this shape (neither ``Question:`` nor ``Answer:`` contains ``Q:`` or ``A:``, and a context
+``"\\n\\nQ: ...\\n\\nA:"`` keeps no ``"\\n\\n"``; only a run of three or more newlines would shrink again), so raw and hub
+rows give the same prompt. Local copies go in ``<data dir>/arithmetic_<x>/validation.jsonl``, raw or
+converted.
 
 Group ``arithmetic`` is a plain selection (no aggregate row): the paper reports the ten tasks one by one, and a
 pooled accuracy over skills as different as 2-digit addition and 5-digit subtraction has no published counterpart.
