@@ -1,4 +1,5 @@
-"""One split of a dataset -> a validated list of documents, plus the seeded ``--limit`` subset.
+"""One split of a dataset -> a validated list of documents, plus the seeded ``--limit`` subset; which tasks of a run
+have their local files.
 
 Local layout (as in ``shared/data``): ``DIR/<task>/<split>.jsonl``, one JSON object a line with the
 field names of the Hugging Face dataset. Without a data folder, documents come from the hub through
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evalkit.types import Doc, EvalkitError, Task
+from evalkit.types import Doc, EvalkitError, RunConfig, Task
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,41 @@ def missing_local_files(tasks: Sequence[Task], data_dir: Path, shots: Mapping[st
         if absent:
             missing[task.name] = absent
     return missing
+
+
+def drop_tasks_without_data(
+    tasks: Sequence[Task], data_dir: Path | None, config: RunConfig
+) -> tuple[list[Task], dict[str, list[str]]]:
+    """The tasks whose local files all exist, and the others (task name -> missing paths) when
+    ``config.skip_missing_data`` is set; each skipped task is named on one line of stderr (``skipped <task>: no
+    <path>``). Runs before any document is read or any model work starts. Without a data folder nothing is checked
+    (documents come from the hub).
+
+    Raises:
+        EvalkitError: missing files without ``--skip-missing-data`` (every one named in one message);
+            ``--skip-missing-data`` without a data folder; a data folder that does not exist; every task skipped.
+    """
+    if data_dir is None:
+        if config.skip_missing_data:
+            raise EvalkitError(f"--skip-missing-data needs --data-dir (or ${DATA_DIR_ENV}): without a data folder "
+                               f"documents come from the hub")
+        return list(tasks), {}
+    if not data_dir.is_dir():
+        raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
+    shots = {t.name: config.fewshot_overrides.get(t.name, config.num_fewshot) for t in tasks}
+    missing = missing_local_files(tasks, data_dir, shots)
+    if missing and not config.skip_missing_data:
+        listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths)}" for name, paths in missing.items())
+        verb = "has" if len(missing) == 1 else "have"
+        hint = " (add --skip-missing-data to run the others)" if len(missing) < len(tasks) else ""
+        raise EvalkitError(f"{len(missing)} of {len(tasks)} selected tasks {verb} no local data file under {data_dir}: "
+                           f"{listed}{hint}")
+    for name, paths in missing.items():
+        print(f"skipped {name}: no {', '.join(str(p) for p in paths)}", file=sys.stderr, flush=True)
+    kept = [t for t in tasks if t.name not in missing]
+    if not kept:
+        raise EvalkitError(f"nothing to run: all {len(tasks)} selected tasks lack local data under {data_dir}")
+    return kept, {name: [str(p) for p in paths] for name, paths in missing.items()}
 
 
 def _field(doc: Doc, dotted: str) -> Any:

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -22,7 +21,7 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import DATA_DIR_ENV, load_docs, missing_local_files, resolve_data_dir, size_warning, subset_ids
+from evalkit.data import drop_tasks_without_data, load_docs, resolve_data_dir, size_warning, subset_ids
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
 from evalkit.registry import load_registry, resolve_model
@@ -249,41 +248,6 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
-
-
-def drop_tasks_without_data(
-    tasks: Sequence[Task], data_dir: Path | None, config: RunConfig
-) -> tuple[list[Task], dict[str, list[str]]]:
-    """The tasks whose local files all exist, and the others (task name -> missing paths) when
-    ``config.skip_missing_data`` is set; each skipped task is named on one line of stderr (``skipped <task>: no
-    <path>``). Runs before any document is read or any model work starts. Without a data folder nothing is checked
-    (documents come from the hub).
-
-    Raises:
-        EvalkitError: missing files without ``--skip-missing-data`` (every one named in one message);
-            ``--skip-missing-data`` without a data folder; a data folder that does not exist; every task skipped.
-    """
-    if data_dir is None:
-        if config.skip_missing_data:
-            raise EvalkitError(f"--skip-missing-data needs --data-dir (or ${DATA_DIR_ENV}): without a data folder "
-                               f"documents come from the hub")
-        return list(tasks), {}
-    if not data_dir.is_dir():
-        raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
-    shots = {t.name: config.fewshot_overrides.get(t.name, config.num_fewshot) for t in tasks}
-    missing = missing_local_files(tasks, data_dir, shots)
-    if missing and not config.skip_missing_data:
-        listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths)}" for name, paths in missing.items())
-        verb = "has" if len(missing) == 1 else "have"
-        hint = " (add --skip-missing-data to run the others)" if len(missing) < len(tasks) else ""
-        raise EvalkitError(f"{len(missing)} of {len(tasks)} selected tasks {verb} no local data file under {data_dir}: "
-                           f"{listed}{hint}")
-    for name, paths in missing.items():
-        print(f"skipped {name}: no {', '.join(str(p) for p in paths)}", file=sys.stderr, flush=True)
-    kept = [t for t in tasks if t.name not in missing]
-    if not kept:
-        raise EvalkitError(f"nothing to run: all {len(tasks)} selected tasks lack local data under {data_dir}")
-    return kept, {name: [str(p) for p in paths] for name, paths in missing.items()}
 
 
 def task_summary(
