@@ -73,8 +73,12 @@ def drop_tasks_without_data(
     <path>``). Runs before any document is read or any model work starts. Without a data folder nothing is checked
     (documents come from the hub).
 
+    The files needed are the evaluated split and, for a task run with shots (``config.num_fewshot`` or its
+    ``fewshot_overrides`` entry), its few-shot split (:func:`needed_splits`).
+
     Raises:
-        EvalkitError: missing files without ``--skip-missing-data`` (every one named in one message);
+        EvalkitError: missing files without ``--skip-missing-data`` (every one named in one message, a few-shot
+            split marked as such);
             ``--skip-missing-data`` without a data folder; a data folder that does not exist; every task skipped.
     """
     if data_dir is None:
@@ -87,7 +91,12 @@ def drop_tasks_without_data(
     shots = {t.name: config.fewshot_overrides.get(t.name, config.num_fewshot) for t in tasks}
     missing = missing_local_files(tasks, data_dir, shots)
     if missing and not config.skip_missing_data:
-        listed = "; ".join(f"{name}: {', '.join(str(p) for p in paths)}" for name, paths in missing.items())
+        split_of = {t.name: t.dataset.split for t in tasks}
+
+        def named(name: str, path: Path) -> str:  # a few-shot split is only needed because shots were asked for
+            return str(path) if path.stem == split_of[name] else f"{path} (few-shot examples, {shots[name]} shots)"
+
+        listed = "; ".join(f"{name}: {', '.join(named(name, p) for p in paths)}" for name, paths in missing.items())
         verb = "has" if len(missing) == 1 else "have"
         hint = " (add --skip-missing-data to run the others)" if len(missing) < len(tasks) else ""
         raise EvalkitError(f"{len(missing)} of {len(tasks)} selected tasks {verb} no local data file under {data_dir}: "

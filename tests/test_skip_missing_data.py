@@ -183,3 +183,24 @@ def test_a_baseline_repeats_the_flag(tmp_path):
     cfg.pop("skip_missing_data")  # a baseline written before the flag existed
     assert config_from_baseline({"config": cfg}, tmp_path / "b.json", str(DATA_DIR), str(tmp_path)).skip_missing_data \
         is False
+
+
+def test_a_missing_few_shot_split_is_named_as_such(tmp_path, no_model):
+    from evalkit.runner import run
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "toy.py").write_text(
+        "from evalkit.types import DatasetSpec, Task\n"
+        "TASK = Task(name='toy', version='1', dataset=DatasetSpec('org/toy', None, 'test', 1, {'q': str}),\n"
+        "            context=lambda d: d['q'], continuations=lambda d: [' y'], gold=lambda d: 0, scoring='target',\n"
+        "            metrics=('acc',), fewshot_split='train')\n", encoding="utf-8")
+    data = tmp_path / "data"
+    (data / "toy").mkdir(parents=True)
+    (data / "toy" / "test.jsonl").write_text('{"q": "x"}\n', encoding="utf-8")
+    config = _config(tmp_path, tasks=("toy", "wikitext"), data_dir=str(data), include_paths=(str(tmp_path / "tasks"),),
+                     fewshot_overrides={"toy": 2})
+    with pytest.raises(EvalkitError) as caught:
+        run(config, progress=False)
+    assert str(caught.value) == (
+        f"2 of 2 selected tasks have no local data file under {data}: toy: {data / 'toy' / 'train.jsonl'} "
+        f"(few-shot examples, 2 shots); wikitext: {data / 'wikitext' / 'test.jsonl'}")
