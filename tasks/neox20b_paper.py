@@ -37,7 +37,8 @@ MMLU_SUBJECTS = (
 )
 """MMLU's 57 subjects (SPEC-suite Part C), alphabetical as v0.2.0 registers them."""
 
-ARITHMETIC_TASKS = tuple(f"arithmetic_{s}" for s in ("2da", "2ds", "3da", "3ds", "4da", "4ds", "5da", "5ds", "2dm", "1dc"))
+ARITHMETIC_TASKS = tuple(f"arithmetic_{s}"
+                         for s in ("2da", "2ds", "3da", "3ds", "4da", "4ds", "5da", "5ds", "2dm", "1dc"))
 
 PAPER_TASKS = (
     CARD_TASKS + MULTIPLE_CHOICE_TASKS + tuple(f"hendrycksTest-{s}" for s in MMLU_SUBJECTS) + ARITHMETIC_TASKS

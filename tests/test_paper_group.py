@@ -1,5 +1,5 @@
-"""The ``neox20b_paper`` group: its list equals SPEC-suite B.0's registry names and the card's five, and groups naming unknown tasks are
-refused when selected."""
+"""The ``neox20b_paper`` group: its list equals SPEC-suite B.0's registry names and the card's five; groups naming
+unknown tasks are refused when selected."""
 
 from __future__ import annotations
 
