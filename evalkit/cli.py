@@ -247,7 +247,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         ds = task.dataset
         print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}")
     for name, group in sorted(registry.groups.items()):
-        print(f"{name} (group): {', '.join(group.tasks)}")
+        unknown = registry.unknown_members(name)
+        note = f" [not selectable: {len(unknown)} of its tasks are not defined]" if unknown else ""
+        print(f"{name} (group): {', '.join(group.tasks)}{note}")
     return 0
 
 

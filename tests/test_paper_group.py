@@ -74,3 +74,14 @@ def test_a_group_naming_unknown_tasks_is_refused_when_selected_only(tmp_path):
         registry.expand(["sciq", "broken"])
     assert str(caught.value) == (f"group 'broken' ({tmp_path / 'broken_group.py'}) names 2 unknown tasks: "
                                  f"no_such_task, nor_this")
+
+
+def test_tasks_command_marks_a_group_that_cannot_be_selected(tmp_path, capsys):
+    from evalkit.cli import main
+
+    (tmp_path / "broken_group.py").write_text(
+        "from evalkit.types import TaskGroup\nGROUP = TaskGroup('broken', ('piqa', 'no_such_task'))\n", encoding="utf-8")
+    assert main(["tasks", "--include-path", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "broken (group): piqa, no_such_task [not selectable: 1 of its tasks are not defined]" in lines
+    assert "neox20b_card (group): lambada_openai, sciq, piqa, triviaqa, arc_challenge" in lines
