@@ -175,6 +175,8 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append(f"--fewshot-seed {config['fewshot_seed']}")
     if not extra.get("share_context", True):
         parts.append("--no-shared-context")
+    if config.get("skip_missing_data"):
+        parts.append("--skip-missing-data")
     return " ".join(parts + ["--log-samples"])
 
 
@@ -272,6 +274,7 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),
         num_fewshot=cfg.get("num_fewshot", 0), fewshot_overrides=dict(cfg.get("fewshot_overrides", {})),
         fewshot_seed=cfg.get("fewshot_seed", 42),
+        skip_missing_data=bool(cfg.get("skip_missing_data", False)),
     )
 
 

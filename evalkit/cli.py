@@ -115,6 +115,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    run.add_argument("--skip-missing-data", action="store_true",
+                     help="with --data-dir: leave out (and name) the tasks whose local files are missing")
     run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=int, default=16, help="packed sequences per forward pass")
@@ -158,7 +160,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,
         use_cache=not args.no_cache, num_fewshot=args.num_fewshot, fewshot_overrides=shots,
-        fewshot_seed=args.fewshot_seed, extra=extra,
+        fewshot_seed=args.fewshot_seed, extra=extra, skip_missing_data=args.skip_missing_data,
     )
 
 
@@ -281,7 +283,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         shots = f"; few-shot from {task.fewshot_split}{same}" if task.fewshot_split else "; zero-shot only"
         print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}{shots}")
     for name, group in sorted(registry.groups.items()):
-        print(f"{name} (group): {', '.join(group.tasks)}")
+        unknown = registry.unknown_members(name)
+        note = f" [not selectable: {len(unknown)} of its tasks are not defined]" if unknown else ""
+        print(f"{name} (group): {', '.join(group.tasks)}{note}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""One split of a dataset -> a validated list of documents, plus the seeded ``--limit`` subset.
+"""One split of a dataset -> a validated list of documents, plus the seeded ``--limit`` subset; which tasks of a run
+have their local files.
 
 Local layout (as in ``shared/data``): ``DIR/<task>/<split>.jsonl``, one JSON object a line with the
 field names of the Hugging Face dataset. Without a data folder, documents come from the hub through
@@ -10,12 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evalkit.types import Doc, EvalkitError, Task
+from evalkit.types import Doc, EvalkitError, RunConfig, Task
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,85 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
 def local_path(task: Task, data_dir: Path, split: str | None = None) -> Path:
     """``data_dir/<task name or dataset.local_dir>/<split>.jsonl`` (``split`` defaults to the evaluated split)."""
     return data_dir / (task.dataset.local_dir or task.name) / f"{split or task.dataset.split}.jsonl"
+
+
+def needed_splits(task: Task, shots: int) -> list[str]:
+    """The splits a run reads for ``task``: the evaluated split, and the few-shot split when ``shots`` > 0 and it
+    differs (a route-3 task draws its examples from the evaluated split itself)."""
+    splits = [task.dataset.split]
+    if shots > 0 and task.fewshot_split is not None and task.fewshot_split not in splits:
+        splits.append(task.fewshot_split)
+    return splits
+
+
+def missing_local_files(tasks: Sequence[Task], data_dir: Path, shots: Mapping[str, int]) -> dict[str, list[Path]]:
+    """Task name -> the local files it needs (:func:`needed_splits`, :func:`local_path`) that do not exist.
+
+    Args:
+        tasks: the run's tasks.
+        data_dir: the local data folder (must exist).
+        shots: task name -> few-shot examples per document (absent means 0).
+
+    Returns:
+        only the tasks with at least one missing file, in ``tasks`` order; each list in split order.
+    """
+    missing = {}
+    for task in tasks:
+        paths = [local_path(task, data_dir, split) for split in needed_splits(task, shots.get(task.name, 0))]
+        absent = [path for path in paths if not path.is_file()]
+        if absent:
+            missing[task.name] = absent
+    return missing
+
+
+def drop_tasks_without_data(
+    tasks: Sequence[Task], data_dir: Path | None, config: RunConfig, shots: Mapping[str, int] | None = None
+) -> tuple[list[Task], dict[str, list[str]]]:
+    """The tasks whose local files all exist, and the others (task name -> missing paths) when
+    ``config.skip_missing_data`` is set; each skipped task is named on one line of stderr (``skipped <task>: no
+    <path>``). Runs before any document is read or any model work starts. Without a data folder nothing is checked
+    (documents come from the hub).
+
+    The files needed are the evaluated split and, for a task run with shots (``shots``, task name -> shots as
+    :func:`evalkit.fewshot.resolve_shots` gives them; None reads ``config.num_fewshot`` and its ``fewshot_overrides``
+    entry), its few-shot split (:func:`needed_splits`). Without ``--skip-missing-data``, a run whose only missing
+    files are few-shot splits is left to the few-shot check, whose message says how to run those tasks zero-shot.
+
+    Raises:
+        EvalkitError: missing files without ``--skip-missing-data`` (every one named in one message, a few-shot
+            split marked as such);
+            ``--skip-missing-data`` without a data folder; a data folder that does not exist; every task skipped.
+    """
+    if data_dir is None:
+        if config.skip_missing_data:
+            raise EvalkitError(f"--skip-missing-data needs --data-dir (or ${DATA_DIR_ENV}): without a data folder "
+                               f"documents come from the hub")
+        return list(tasks), {}
+    if not data_dir.is_dir():
+        raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
+    if shots is None:
+        shots = {t.name: config.fewshot_overrides.get(t.name, config.num_fewshot) for t in tasks}
+    missing = missing_local_files(tasks, data_dir, shots)
+    evaluated_missing = any(local_path(t, data_dir) in missing.get(t.name, ()) for t in tasks)
+    if missing and not config.skip_missing_data and not evaluated_missing:
+        return list(tasks), {}
+    if missing and not config.skip_missing_data:
+        split_of = {t.name: t.dataset.split for t in tasks}
+
+        def named(name: str, path: Path) -> str:  # a few-shot split is only needed because shots were asked for
+            return str(path) if path.stem == split_of[name] else f"{path} (few-shot examples, {shots[name]} shots)"
+
+        listed = "; ".join(f"{name}: {', '.join(named(name, p) for p in paths)}" for name, paths in missing.items())
+        verb = "has" if len(missing) == 1 else "have"
+        hint = " (add --skip-missing-data to run the others)" if len(missing) < len(tasks) else ""
+        raise EvalkitError(f"{len(missing)} of {len(tasks)} selected tasks {verb} no local data file under {data_dir}: "
+                           f"{listed}{hint}")
+    for name, paths in missing.items():
+        print(f"skipped {name}: no {', '.join(str(p) for p in paths)}", file=sys.stderr, flush=True)
+    kept = [t for t in tasks if t.name not in missing]
+    if not kept:
+        raise EvalkitError(f"nothing to run: all {len(tasks)} selected tasks lack local data under {data_dir}")
+    return kept, {name: [str(p) for p in paths] for name, paths in missing.items()}
 
 
 def _field(doc: Doc, dotted: str) -> Any:

@@ -27,13 +27,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification")
+SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification", "rolling")
 
 SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",),
-                   "yes_no": ("acc",), "classification": ("acc", "f1")}
-"""Scoring rule -> the aggregate metrics its per-document values can give."""
+                   "yes_no": ("acc",), "classification": ("acc", "f1"),
+                   "rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
+"""Scoring rule -> the aggregate metrics its per-document values can give. ``rolling`` (document perplexity, lm-eval
+v0.2.0 ``PerplexityTask``, SPEC-suite B.24): ``context(doc)`` is ``""``, ``continuations(doc)`` is [the text scored by
+rolling windows], ``gold`` is 0, ``units_text(doc)`` the raw text whose words and UTF-8 bytes normalise."""
 
-HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True}
+HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True,
+                    "word_perplexity": False, "byte_perplexity": False, "bits_per_byte": False}
 
 PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood", "f1": "class_pair"}
 """Aggregate metric -> the per-document value it is computed from."""

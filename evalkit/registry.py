@@ -71,7 +71,7 @@ class TaskRegistry:
         """Tasks selected by names, aliases and groups, without repeats, in the order given.
 
         Raises:
-            EvalkitError: an unknown name, or nothing selected.
+            EvalkitError: an unknown name, a group naming unknown tasks (:meth:`check_group`), or nothing selected.
         """
         chosen: dict[str, Task] = {}
         for raw in names:
@@ -79,12 +79,34 @@ class TaskRegistry:
             if not name:
                 continue
             members = self.groups[name].tasks if name in self.groups else (name,)
+            if name in self.groups:
+                self.check_group(name)
             for member in members:
                 task = self.get(member)
                 chosen.setdefault(task.name, task)
         if not chosen:
             raise EvalkitError("no task selected (--tasks is empty)")
         return list(chosen.values())
+
+    def unknown_members(self, group: str) -> list[str]:
+        """The members of ``group`` that name no task or alias of this registry, in the group's order."""
+        return [m for m in self.groups[group].tasks
+                if m not in self.tasks and not any(m in t.aliases for t in self.tasks.values())]
+
+    def check_group(self, group: str) -> None:
+        """Refuse to select a group that names tasks this registry does not define.
+
+        The check runs when the group is selected, not when the folders are scanned: a group spanning task files
+        that are not all present (another ``--include-path`` folder, a task family not installed) then stops only
+        the runs that select it, while every other task and group stays usable.
+
+        Raises:
+            EvalkitError: naming the group, its file and every unknown member in one message.
+        """
+        unknown = self.unknown_members(group)
+        if unknown:
+            raise EvalkitError(f"group '{group}' ({self.files[group]}) names {len(unknown)} unknown task"
+                               f"{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
 
 
 def _load_module(path: Path) -> Any:
@@ -143,9 +165,6 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
         if group.aggregation not in (None, "micro", "macro"):
             raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
                                f"expected None, 'micro' or 'macro'")
-        for member in group.tasks:
-            if member not in tasks and not any(member in t.aliases for t in tasks.values()):
-                raise EvalkitError(f"group '{group.name}' ({files[group.name]}) names unknown task '{member}'")
     return TaskRegistry(tasks, groups, files)
 
 
@@ -154,8 +173,8 @@ def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
 
     Raises:
         EvalkitError: a missing folder, a task file that fails to load or defines a name twice, a task whose
-            metrics its scoring rule cannot give (:func:`evalkit.metrics.check_task_metrics`), or a group naming an
-            unknown task.
+            metrics its scoring rule cannot give (:func:`evalkit.metrics.check_task_metrics`), or a bad group
+            aggregation. A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
     """
     folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
     return _scan(folders)

@@ -19,18 +19,34 @@ from evalkit.figure import IntervalPoint, Panel, draw_intervals
 from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr
 from evalkit.results_io import atomic_write_text
 from evalkit.significance import wilson_interval
+from evalkit.suite_report import suite_context
 
 _HERE = Path(__file__).resolve().parent
 
 
 @lru_cache(maxsize=1)
+def reference_files() -> tuple[dict[str, Any], ...]:
+    """Every published-reference file in ``evalkit/references/*.json``, parsed, in file-name order.
+
+    A file's ``kind`` says its shape: absent for a card-style table (name, title, source, stderr, columns keyed by
+    task, rows of ``{"model", "values": {task: [value, stderr]}}``), ``"suite"`` for the paper suite's sources
+    (:mod:`evalkit.suite_report`).
+    """
+    return tuple(json.loads(path.read_text(encoding="utf-8"))
+                 for path in sorted((_HERE / "references").glob("*.json")))
+
+
+@lru_cache(maxsize=1)
 def reference_tables() -> tuple[dict[str, Any], ...]:
-    """Published tables from ``evalkit/references/*.json`` (name, title, source, columns, rows)."""
-    tables = []
-    for path in sorted((_HERE / "references").glob("*.json")):
-        tables.append(json.loads(path.read_text(encoding="utf-8")))
+    """Card-style published tables (name, title, source, columns, rows), the model card's first."""
+    tables = [t for t in reference_files() if t.get("kind") is None]
     order = {"neox20b_card": 0}
     return tuple(sorted(tables, key=lambda t: order.get(t["name"], 1)))
+
+
+def suite_references() -> tuple[dict[str, Any], ...]:
+    """Suite references (``"kind": "suite"``): the paper's columns and every source's rows with provenance."""
+    return tuple(t for t in reference_files() if t.get("kind") == "suite")
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -145,6 +161,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "timing": results["timing"],
         "tasks": tasks,
         "subset": any(t["subset"] for t in tasks),
+        "skipped": list(results.get("skipped_tasks", {})),
     }
 
 
@@ -214,9 +231,12 @@ def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] 
     """
     sources = list(sources) + [None] * (len(runs) - len(sources))
     tables = [t for t in (table_context(ref, runs) for ref in reference_tables()) if t is not None]
+    labels = [run_label(r) for r in runs]
+    suites = [s for s in (suite_context(ref, runs, labels) for ref in suite_references()) if s is not None]
     context = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tables": tables,
+        "suites": suites,
         "runs": [run_context(r, s) for r, s in zip(runs, sources)],
         "figure": figure,
     }

@@ -21,7 +21,7 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import load_docs, local_path, resolve_data_dir, size_warning, subset_ids
+from evalkit.data import drop_tasks_without_data, load_docs, local_path, resolve_data_dir, size_warning, subset_ids
 from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
                              fewshot_source, resolve_shots, short_warning)
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
@@ -199,6 +199,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
     shots = resolve_shots(tasks, config.num_fewshot, config.fewshot_overrides, registry.groups)
+    tasks, skipped = drop_tasks_without_data(tasks, data_dir, config, shots)
     check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed)
                 for t in tasks]
@@ -275,6 +276,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "cache": cache_info,
         "timing": timing,
         "tasks": task_results,
+        "skipped_tasks": skipped,
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)

@@ -234,6 +234,8 @@ class RunConfig:
         extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
             True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float).
+        skip_missing_data: with a data folder, leave out (and name) the tasks whose local files are missing instead
+            of failing the run.
     """
 
     model: str
@@ -256,6 +258,7 @@ class RunConfig:
     fewshot_overrides: Mapping[str, int] = field(default_factory=dict)
     fewshot_seed: int = 42
     extra: Mapping[str, Any] = field(default_factory=dict)
+    skip_missing_data: bool = False
 
 
 BatchCallback = Callable[[Sequence[int], Sequence[LoglikelihoodResponse]], None]

@@ -99,7 +99,8 @@ def test_missing_data_file(capsys, tmp_path):
     (data / "piqa").mkdir(parents=True)
     status, err = run_cli(capsys, tmp_path, data_dir=data)
     assert status == 2
-    assert f"evalkit: error: data file not found: {data / 'piqa' / 'validation.jsonl'}" in err
+    assert (f"evalkit: error: 1 of 1 selected tasks has no local data file under {data}: "
+            f"piqa: {data / 'piqa' / 'validation.jsonl'}") in err
 
 
 def test_missing_data_folder(capsys, tmp_path):
