@@ -57,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")
     compare.add_argument("--no-references", action="store_true", help="leave out the published tables")
 
+    export = sub.add_parser("export", help="write a results file in lm-evaluation-harness 0.4's layout or as CSV")
+    export.add_argument("results", nargs="+", help="results JSON files (csv: one table over all of them)")
+    export.add_argument("--format", choices=["lm-eval", "csv"], default="lm-eval",
+                        help="lm-eval: a folder with results_<date>.json (and samples_<task>_<date>.jsonl when the "
+                             "run logged samples); csv: one row per run, task and metric")
+    export.add_argument("--output", help="lm-eval: folder (default: <results stem>_lm-eval/ beside the file); "
+                                         "csv: file (default: <first results stem>.csv beside it)")
+
     baseline = sub.add_parser("baseline", help="run a configuration and freeze it as a baseline for `evalkit check`")
     add_run_flags(baseline)
     baseline.add_argument("--output", required=True, help="baseline JSON to write")
@@ -170,9 +178,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if output is None:  # a data-parallel rank other than 0
         return 0
-    for name, task in output.results["tasks"].items():
-        parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
-        print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts))
+    from evalkit.summary import format_summary, subset_banner
+
+    print(format_summary(output.results))
+    banner = subset_banner(output.results)
+    if banner:
+        print(banner)
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
@@ -208,6 +219,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"report: {output.report_path}")
     if output.figure_path:
         print(f"figure: {output.figure_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``evalkit export``: prints the paths written."""
+    from evalkit.results_io import load_results
+
+    runs = [(Path(p), load_results(p)) for p in args.results]  # every file is checked before anything is written
+    if args.format == "csv":
+        from evalkit.frames import write_csv
+
+        first = runs[0][0]
+        path = Path(args.output) if args.output else first.with_suffix(".csv")
+        print(f"csv: {write_csv([p for p, _ in runs], path)}")
+        return 0
+    from evalkit.export import write_lm_eval
+
+    if args.output and len(runs) > 1:
+        raise EvalkitError("--output names one folder: export one results file at a time with --format lm-eval")
+    for path, results in runs:
+        folder = Path(args.output) if args.output else path.with_name(f"{path.stem}_lm-eval")
+        for written in write_lm_eval(results, path, folder):
+            print(f"lm-eval: {written}")
     return 0
 
 
@@ -256,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
-                "baseline": cmd_baseline, "check": cmd_check}
+                "baseline": cmd_baseline, "export": cmd_export, "check": cmd_check}
     where = _rank_label()
     try:
         return commands[args.command](args)

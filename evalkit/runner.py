@@ -48,10 +48,10 @@ class PreparedTask:
 
 @dataclass
 class RunOutput:
-    """Paths written by a run and the in-memory results dict."""
+    """Paths written by a run (None when the run wrote no files) and the in-memory results dict."""
 
-    results_path: Path
-    report_path: Path
+    results_path: Path | None
+    report_path: Path | None
     samples_path: Path | None
     results: dict[str, Any]
 
@@ -154,8 +154,9 @@ def check_config(config: RunConfig) -> None:
         raise EvalkitError(f"--output-dir {out}: {existing} is not writable")
 
 
-def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
-    """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report.
+def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutput | None:
+    """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report (``write=False``:
+    only return the results; the request cache is still used unless ``config.use_cache`` is False).
 
     Under ``torchrun`` every rank scores a share of the requests and rank 0 alone writes the files
     (:mod:`evalkit.distributed`); the other ranks return None.
@@ -245,6 +246,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "tasks": task_results,
     }
     ranks.annotate(results)
+    if not write:
+        return RunOutput(None, None, None, results)
     return write_outputs(results, doc_results, prepared, config)
 
 
