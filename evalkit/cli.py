@@ -22,6 +22,24 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or 'auto', got '{value}'") from None
+
+
+def _model_args(value: str) -> dict:
+    from evalkit.model_args import parse_model_args
+
+    try:
+        return parse_model_args(value)
+    except EvalkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _max_memory(value: str) -> dict:
     from evalkit.placement import parse_max_memory
 
@@ -88,12 +106,20 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--model", required=True,
                      help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
     run.add_argument("--tasks", required=True, type=_csv, help="comma-separated task, alias or group names")
+    run.add_argument("--revision", help="hub branch, tag or commit of the model (recorded; default: main)")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="allow the model's own Python code from the hub (off unless given; recorded)")
+    run.add_argument("--model-args", metavar="KEY=VALUE,...", type=_model_args, default={},
+                     help="more from_pretrained keywords, e.g. attn_implementation=eager,cache_dir=/data/hf "
+                          "(recorded, part of the cache key)")
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
     run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
-    run.add_argument("--batch-size", type=int, default=16, help="packed sequences per forward pass")
+    run.add_argument("--batch-size", type=_batch_size, default=16,
+                     help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits, probed on "
+                          "each task's longest batch; on CPU 16 (memory is bounded by --max-batch-tokens)")
     run.add_argument("--max-batch-tokens", type=int, default=32768, help="padded tokens per forward pass")
     run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
@@ -121,6 +147,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "tokenization": args.tokenization,
         "share_context": not args.no_shared_context,
     }
+    if args.revision is not None:
+        extra["revision"] = args.revision
+    if args.trust_remote_code:
+        extra["trust_remote_code"] = True
+    if args.model_args:
+        extra["model_args"] = dict(args.model_args)
     if args.max_memory and not args.parallelize:
         raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:

@@ -127,6 +127,23 @@ SEED_LIMIT = 2 ** 64
 """Seeds run from 0 to 2**64 - 1: ``torch.manual_seed`` takes at most that, numpy's generators no negative value."""
 
 
+def hub_options(config: RunConfig) -> dict[str, Any]:
+    """``revision``, ``trust_remote_code`` (bool), ``model_args`` (dict) and the ``hub_kwargs`` among them
+    (where files come from) of a run, from ``config.extra``; ``model_args`` may be a dict or ``key=value,...``.
+
+    Raises:
+        EvalkitError: a model argument that has its own flag, or one that is not key=value.
+    """
+    from evalkit.model_args import HUB_LOCATION_KEYS, check_key, parse_model_args
+
+    raw = config.extra.get("model_args") or {}
+    model_args = parse_model_args(raw) if isinstance(raw, str) else dict(raw)
+    for key in model_args:
+        check_key(key)
+    return {"revision": config.extra.get("revision"), "trust_remote_code": bool(config.extra.get("trust_remote_code")),
+            "model_args": model_args, "hub_kwargs": {k: v for k, v in model_args.items() if k in HUB_LOCATION_KEYS}}
+
+
 def check_config(config: RunConfig) -> None:
     """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
 
@@ -137,13 +154,17 @@ def check_config(config: RunConfig) -> None:
     Raises:
         EvalkitError: naming the flag and the value.
     """
-    sizes = (("--batch-size", config.batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
+    if isinstance(config.batch_size, str) and config.batch_size != "auto":
+        raise EvalkitError(f"--batch-size must be a whole number or 'auto', got {config.batch_size!r}")
+    batch_size = None if config.batch_size == "auto" else config.batch_size
+    sizes = (("--batch-size", batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
              ("--max-length", config.max_length))
     for flag, value in sizes:
         if value is not None and value < 1:
             raise EvalkitError(f"{flag} must be at least 1, got {value}")
     if config.bootstrap_iters < 0 or config.bootstrap_iters == 1:
         raise EvalkitError(f"--bootstrap-iters must be 0 (no bootstrap) or at least 2, got {config.bootstrap_iters}")
+    hub_options(config)
     if not 0 <= config.seed < SEED_LIMIT:
         raise EvalkitError(f"--seed must be between 0 and 2**64 - 1, got {config.seed}")
     out = Path(config.output_dir)
@@ -169,6 +190,9 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     registry = load_registry(config.include_paths)
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
+    if resolved["kind"] == "random" and config.extra.get("revision") is not None:
+        raise EvalkitError(f"--revision {config.extra['revision']}: {config.model} has random weights, no hub "
+                           f"revision (its seed is its revision)")
     data_dir = resolve_data_dir(config.data_dir)
     prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
     for p in prepared:
@@ -180,8 +204,12 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
-    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs)
+    hub = hub_options(config)
+    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
+                                          hub["trust_remote_code"], hub["hub_kwargs"])
+    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
+                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
+                                            model_args=hub["model_args"])
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:
         raise EvalkitError(
@@ -195,14 +223,18 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
                                   config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
+    start_size, per_task = initial_batch_size(config.batch_size, hf_backend.execution_device(
+        model.get_input_embeddings()).type)
     backend = hf_backend.HFBackend(
-        model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
+        model, window, batch_size=start_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
     versions = library_versions()
     t0 = time.perf_counter()
+    parts = [(p.task.name, len(p.requests)) for p in prepared] if per_task else None
+    task_sizes: dict[str, int | None] = {}
     responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
-                                           tokenizer.identity["sha256"], versions)
+                                           tokenizer.identity["sha256"], versions, parts, task_sizes)
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
@@ -233,6 +265,8 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         "batch_size_final": backend.batch_size,
         "oom_retries": backend.oom_retries,
     }
+    if config.batch_size == "auto":
+        timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -290,26 +324,69 @@ def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[Tokeni
             log.warning(warning)
 
 
+AUTO_BATCH_CUDA = 512
+"""``--batch-size auto`` on CUDA: the size each task's probe starts from (halved on out-of-memory)."""
+
+AUTO_BATCH_CPU = 16
+"""``--batch-size auto`` on CPU (and other devices without an out-of-memory error to probe with): a fixed size;
+``--max-batch-tokens`` bounds the memory of a batch."""
+
+
+def initial_batch_size(batch_size: int | str, device_type: str) -> tuple[int, bool]:
+    """The batch size scoring starts with, and whether it is probed again for every task.
+
+    ``--batch-size auto`` on CUDA starts each task at :data:`AUTO_BATCH_CUDA` sequences: batches run longest
+    first, so the task's first batch is the probe; on out-of-memory it is halved and retried (down to 1) and the
+    size that fits is kept for the rest of the task, whose batches are no longer (a size found on short requests
+    is never reused on long ones: lm-evaluation-harness PR 3654). Elsewhere ``auto`` is :data:`AUTO_BATCH_CPU`.
+    A number is used as given. Results do not depend on the batch size.
+    """
+    if batch_size != "auto":
+        return int(batch_size), False
+    if device_type == "cuda":
+        return AUTO_BATCH_CUDA, True
+    return AUTO_BATCH_CPU, False
+
+
+def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[TokenizedRequest],
+             parts: Sequence[tuple[str, int]] | None, sizes: dict[str, int | None]) -> list[Any] | None:
+    """``ranks.loglikelihood`` over all requests, or task by task (``parts``: (name, requests)) with the batch
+    size reset to its start before each task; ``sizes`` gets each task's final size (None: nothing scored)."""
+    if parts is None:
+        return ranks.loglikelihood(scorer, tokenized)
+    start, out, k = backend.batch_size, [], 0
+    for name, n in parts:
+        backend.batch_size, calls = start, backend.forward_calls
+        got = ranks.loglikelihood(scorer, tokenized[k : k + n])
+        k += n
+        sizes[name] = backend.batch_size if backend.forward_calls > calls else None
+        out = None if got is None or out is None else out + list(got)
+    return out
+
+
 def _score(
     ranks: Any, backend: Any, tokenized: Sequence[TokenizedRequest], config: RunConfig, identity: dict[str, Any],
-    tokenizer_sha256: str, versions: dict[str, str],
+    tokenizer_sha256: str, versions: dict[str, str], parts: Sequence[tuple[str, int]] | None = None,
+    sizes: dict[str, int | None] | None = None,
 ) -> tuple[list[Any] | None, dict[str, str] | None, tuple[int, int]]:
     """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is
     False.
 
-    Each rank answers its share from the cache and commits what its model scores, batch by batch.
+    Each rank answers its share from the cache and commits what its model scores, batch by batch. With
+    ``parts``, tasks are scored one after the other, each probing its batch size afresh (:func:`_by_task`).
 
     Returns:
         (responses in request order, None on ranks other than 0; ``{"path", "model_key"}`` of the cache or None;
         (requests answered from the cache, requests scored by the model) on this rank).
     """
+    sizes = {} if sizes is None else sizes
     if not config.use_cache:
-        return ranks.loglikelihood(backend, tokenized), None, (0, len(tokenized))
+        return _by_task(ranks, backend, backend, tokenized, parts, sizes), None, (0, len(tokenized))
     key, fields = model_key(identity, tokenizer_sha256, "hf", versions)
     with RequestCache(resolve_cache_dir(config.cache_dir)) as cache:
         cache.register_model(key, fields)
         caching = CachingBackend(backend, cache, key)
-        responses = ranks.loglikelihood(caching, tokenized)
+        responses = _by_task(ranks, caching, backend, tokenized, parts, sizes)
         log.info("%d requests answered from the cache %s, %d scored by the model",
                  caching.requests_cached, cache.path, caching.requests_scored)
         return responses, {"path": str(cache.path), "model_key": key}, (caching.requests_cached,
