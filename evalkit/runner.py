@@ -22,6 +22,7 @@ import numpy as np
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
 from evalkit.registry import load_registry, resolve_model
@@ -194,6 +195,10 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         raise EvalkitError(f"--revision {config.extra['revision']}: {config.model} has random weights, no hub "
                            f"revision (its seed is its revision)")
     data_dir = resolve_data_dir(config.data_dir)
+    if resolved["kind"] == "random" and config.tokenizer is None:
+        raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
+                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
+    check_hub(tasks, data_dir, resolved, config.model, config.tokenizer)  # one message for all that is missing
     prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
     for p in prepared:
         for warning in p.warnings:
