@@ -280,13 +280,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``evalkit compare``: prints one line per paired difference and the report's path."""
     from evalkit.compare import compare
+    from evalkit.summary import format_signed
 
     output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha, not args.no_references)
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
+        for note in table.notes:
+            print(f"  note: {note}")
         for r in table.rows:
             verdict = "significant" if r.significant else "not significant"
-            print(f"  {r.task:16s} {r.metric:10s} Δ {r.delta:+.4f} [{r.low:+.4f}, {r.high:+.4f}] "
+            delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
+            print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
     print(f"report: {output.report_path}")
     if output.figure_path:

@@ -121,6 +121,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "timing": results["timing"],
         "tasks": tasks,
         "subset": any(t["subset"] for t in tasks),
+        "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
     }
 
 

@@ -83,6 +83,12 @@ def format_number(value: float | None, metric: str = "") -> str:
     return f"{value:.4f}"
 
 
+def format_signed(value: float | None, metric: str = "") -> str:
+    """:func:`format_number` with an explicit sign, for differences (``+0.0333``, ``-4.39e+04``)."""
+    text = format_number(value, metric)
+    return text if text[0] in "-—i" else "+" + text
+
+
 def _table_cells(row: Mapping[str, Any]) -> list[str]:
     stderr = row["stderr"] if row["stderr"] is not None else row["stderr_bootstrap"]
     err = format_number(stderr, row["metric"]) if stderr is not None else "—"

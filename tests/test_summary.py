@@ -72,3 +72,20 @@ def test_subset_banner_names_only_the_subset_tasks():
     assert subset_banner(data) == "subset (--limit 4, seed 1234): piqa 4 of 1,838"
     data["tasks"]["piqa"]["subset"] = False
     assert subset_banner(data) is None
+
+
+def test_report_banner_names_only_the_subset_tasks(tmp_path):
+    from evalkit.report import render_report
+
+    data = small()
+    data["tasks"]["lambada_openai"]["subset"] = False
+    for task in data["tasks"].values():  # the report reads these too
+        task.setdefault("n_split", task["n"])
+        task.update(expected_n=task["n_split"], requests=8, truncated_requests=0, warnings=[])
+    data.update(tokenizer={"name": "t", "sha256": "x"},
+                timing={"wall_time_s": 1.0, "requests": 16, "requests_per_s": 16.0, "batch_size": 16,
+                        "batch_size_final": 16, "oom_retries": 0, "requests_cached": 0, "requests_scored": 16})
+    text = render_report([data])
+    [banner] = [line for line in text.splitlines() if line.startswith("> **Subset:**")]
+    assert "a seeded random subset of the documents of piqa (4 of 1,838) (`--limit 4`, seed 1234)" in banner
+    assert "lambada_openai" not in banner
