@@ -47,12 +47,13 @@ def _offline_env() -> bool:
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on") for name in OFFLINE_ENV)
 
 
-def hub_reachable() -> bool:
-    """False in offline mode (``HF_HUB_OFFLINE`` and friends); else whether one HEAD request to the hub endpoint
-    (``HF_ENDPOINT``, default https://huggingface.co) answers within :data:`TIMEOUT_S` seconds (any HTTP status
-    counts as an answer)."""
+def unreachable_reason() -> str | None:
+    """None when the hub answers; else why not: offline mode (``HF_HUB_OFFLINE`` and friends), or what one HEAD
+    request to the hub endpoint (``HF_ENDPOINT``, default https://huggingface.co) met within :data:`TIMEOUT_S`
+    seconds (any HTTP status counts as an answer)."""
     if _offline_env():
-        return False
+        return "offline mode (HF_HUB_OFFLINE)"
+    import socket
     import urllib.error
     import urllib.request
 
@@ -60,10 +61,22 @@ def hub_reachable() -> bool:
     try:
         urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=TIMEOUT_S)
     except urllib.error.HTTPError:
-        return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    return True
+        return None
+    except (socket.timeout, TimeoutError):
+        return f"{endpoint} did not answer within {TIMEOUT_S:g} s"
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if isinstance(reason, (socket.timeout, TimeoutError)):
+            return f"{endpoint} did not answer within {TIMEOUT_S:g} s"
+        return f"{endpoint} did not answer: {reason}"
+    except (OSError, ValueError) as exc:
+        return f"{endpoint} did not answer: {exc}"
+    return None
+
+
+def hub_reachable() -> bool:
+    """True when :func:`unreachable_reason` finds none."""
+    return unreachable_reason() is None
 
 
 def hub_needs(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any], tokenizer: str | None) -> list[HubNeed]:
@@ -124,7 +137,7 @@ def check_hub(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any
               tokenizer: str | None) -> None:
     """Fail at once, naming everything missing, when the run needs the hub and cannot reach it.
 
-    Does nothing when nothing comes from the hub. Otherwise checks reachability once (:func:`hub_reachable`);
+    Does nothing when nothing comes from the hub. Otherwise checks reachability once (:func:`unreachable_reason`);
     unreachable with every piece in the local caches, switches the process to offline mode
     (``HF_HUB_OFFLINE=1``) and returns.
 
@@ -135,9 +148,9 @@ def check_hub(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any
     needs = hub_needs(tasks, data_dir, model, tokenizer)
     if not needs:
         return
-    if hub_reachable():
+    why = unreachable_reason()
+    if why is None:
         return
-    why = "offline mode (HF_HUB_OFFLINE)" if _offline_env() else f"no answer within {TIMEOUT_S:g} s"
     missing = [n for n in needs if not in_local_cache(n)]
     if missing:
         lines = [f"the Hugging Face hub is unreachable ({why}) and this run needs {len(missing)} piece(s) that "

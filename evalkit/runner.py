@@ -26,7 +26,6 @@ from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
 from evalkit.registry import load_registry, resolve_model
-from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
 from evalkit.tokenization import tokenize_requests
@@ -420,6 +419,8 @@ def write_outputs(
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
         raise
+    from evalkit.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
+
     report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
     return RunOutput(path, report_path, samples_path, results)
 

@@ -75,7 +75,8 @@ def test_offline_mode_names_every_missing_piece_at_once(empty_caches, capsys, tm
 def test_unreachable_hub_is_asked_once_with_a_short_timeout(empty_caches, unreachable, capsys, tmp_path):
     code = main(["run", "--model", "neox-20b", "--tasks", "lambada,piqa", "--output-dir", str(tmp_path)])
     assert code == 2
-    assert capsys.readouterr().err == EXPECTED.format(why="no answer within 3 s")
+    why = "https://huggingface.co did not answer: no route to host (simulated)"
+    assert capsys.readouterr().err == EXPECTED.format(why=why)
     assert unreachable == [("https://huggingface.co", "HEAD", hub_check.TIMEOUT_S)]
 
 
@@ -111,6 +112,17 @@ def test_local_runs_never_ask_the_hub(unreachable, data_dir):
     assert hub_check.hub_needs(tasks, data_dir, resolve_model("random:pythia-14m"), str(TOKENIZER_JSON)) == []
     hub_check.check_hub(tasks, data_dir, resolve_model("random:pythia-14m"), "random:pythia-14m", str(TOKENIZER_JSON))
     assert unreachable == []
+
+
+def test_a_timeout_is_named(monkeypatch):
+    for name in hub_check.OFFLINE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+    def slow(request, timeout):
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", slow)
+    assert hub_check.unreachable_reason() == "https://huggingface.co did not answer within 3 s"
 
 
 def test_any_http_answer_means_reachable(monkeypatch):
