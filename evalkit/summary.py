@@ -64,7 +64,8 @@ def summary_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         if shots is None:
             member_shots = {int(tasks[t].get("num_fewshot", 0) or 0) for t in group.get("tasks", ()) if t in tasks}
             shots = member_shots.pop() if len(member_shots) == 1 else None
-        rows.extend(metric_row(name, "group", m, e, shots) for m, e in group.get("metrics", {}).items())
+        for metric, entry in group.get("metrics", {}).items():
+            rows.append(metric_row(name, "group", metric, entry, shots) | {"aggregation": group.get("aggregation")})
     return rows
 
 
@@ -95,7 +96,8 @@ def _table_cells(row: Mapping[str, Any]) -> list[str]:
     if row["stderr"] is None and stderr is not None:
         err += "*"
     ci = (f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]" if row["ci_low"] is not None else "")
-    name = row["task"] if row["kind"] == "task" else f"{row['task']} (group)"
+    aggregation = row.get("aggregation")
+    name = row["task"] if row["kind"] == "task" else f"{row['task']} ({aggregation + ' ' if aggregation else ''}group)"
     shots = "" if row["shots"] is None else str(row["shots"])
     n = "" if row["n"] is None else f"{row['n']:,}"
     return [name, shots, row["metric"], format_number(row["value"], row["metric"]), "±", err, ci, n]

@@ -18,13 +18,13 @@ def test_summary_table_of_a_fixed_run():
     # Wilson 95% by hand: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.959964;
     # p = 0.75, n = 4: centre 0.6275, half 0.3269 -> [0.3006, 0.9544]
     assert format_summary(small()) == "\n".join([
-        "| task           | shots | metric     |    value |   |   stderr | 95% CI           | n |",
-        "|----------------|------:|------------|---------:|---|---------:|------------------|--:|",
-        "| piqa           |     5 | acc        |   0.7500 | ± |   0.2500 | [0.3006, 0.9544] | 4 |",
-        "| piqa           |     5 | acc_norm   |   0.5000 | ± |   0.2887 | [0.1500, 0.8500] | 4 |",
-        "| lambada_openai |     0 | acc        |   0.2500 | ± |   0.2500 | [0.0456, 0.6994] | 4 |",
-        "| lambada_openai |     0 | perplexity | 1.23e+04 | ± | 2345.50* |                  | 4 |",
-        "| mini (group)   |       | acc        |   0.5000 | ± |   0.1890 | [0.2152, 0.7848] | 8 |",
+        "| task               | shots | metric     |    value |   |   stderr | 95% CI           | n |",
+        "|--------------------|------:|------------|---------:|---|---------:|------------------|--:|",
+        "| piqa               |     5 | acc        |   0.7500 | ± |   0.2500 | [0.3006, 0.9544] | 4 |",
+        "| piqa               |     5 | acc_norm   |   0.5000 | ± |   0.2887 | [0.1500, 0.8500] | 4 |",
+        "| lambada_openai     |     0 | acc        |   0.2500 | ± |   0.2500 | [0.0456, 0.6994] | 4 |",
+        "| lambada_openai     |     0 | perplexity | 1.23e+04 | ± | 2345.50* |                  | 4 |",
+        "| mini (micro group) |       | acc        |   0.5000 | ± |   0.1890 | [0.2152, 0.7848] | 8 |",
         "* bootstrap stderr (the metric has no closed form)",
     ])
 
