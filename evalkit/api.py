@@ -56,6 +56,10 @@ def make_config(model: str, tasks: str | Iterable[str], **options: Any) -> RunCo
             fields[key] = str(fields[key])
     extra = {"max_batch_tokens": 32768, "tokenization": "separate", "share_context": True}
     extra |= {k: v for k, v in options.items() if k in EXTRA_OPTIONS}
+    if isinstance(extra.get("model_args"), str):
+        from evalkit.model_args import parse_model_args
+
+        extra["model_args"] = parse_model_args(extra["model_args"])
     return RunConfig(model=model, tasks=names, extra=extra, **fields)
 
 

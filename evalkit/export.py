@@ -67,7 +67,7 @@ def model_args_string(results: Mapping[str, Any]) -> str:
     ``--model-args``, comma-separated ``key=value``."""
     model = results.get("model", {})
     parts = {"pretrained": model.get("name"), "revision": model.get("revision"), "dtype": model.get("dtype")}
-    parts |= dict(results.get("config", {}).get("extra", {}).get("model_args", {}) or {})
+    parts |= dict(model.get("model_args") or {})
     return ",".join(f"{k}={v}" for k, v in parts.items() if v is not None)
 
 

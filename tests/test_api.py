@@ -53,6 +53,14 @@ def test_api_writes_no_files_unless_asked(data_dir, tmp_path, monkeypatch):
     assert len(list((tmp_path / "o" / "results" / "random_pythia-14m").glob("*.json"))) == 1
 
 
+def test_model_args_as_text_are_parsed():
+    config = evalkit.make_config("org/m", "piqa,sciq", model_args="attn_implementation=eager,low_cpu_mem_usage=true",
+                                 revision="v2", batch_size="auto")
+    assert config.tasks == ("piqa", "sciq") and config.batch_size == "auto"
+    assert config.extra["model_args"] == {"attn_implementation": "eager", "low_cpu_mem_usage": True}
+    assert config.extra["revision"] == "v2"
+
+
 def test_unknown_option_is_named():
     with pytest.raises(EvalkitError, match="unknown option.*batchsize.*accepted: .*batch_size"):
         evalkit.make_config("random:pythia-14m", ["piqa"], batchsize=4)

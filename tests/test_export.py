@@ -35,6 +35,13 @@ def test_export_round_trips_values_stderrs_and_n():
             assert out["higher_is_better"][name][metric] is entry["higher_is_better"]
 
 
+def test_model_args_are_part_of_lm_evals_model_args():
+    data = small()
+    data["model"] |= {"model_args": {"attn_implementation": "eager"}, "revision": "abc"}
+    assert to_lm_eval(data)["config"]["model_args"] == (
+        "pretrained=random:pythia-14m,revision=abc,dtype=float32,attn_implementation=eager")
+
+
 def test_a_metric_without_any_stderr_is_marked_not_available():
     data = small()
     data["tasks"]["lambada_openai"]["metrics"]["perplexity"]["stderr_bootstrap"] = None  # --bootstrap-iters 0
