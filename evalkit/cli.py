@@ -364,15 +364,22 @@ NOISY_LIBRARIES = ("matplotlib", "PIL", "httpx", "httpcore", "urllib3", "fileloc
 """Libraries whose info lines (matplotlib's font cache, hub requests) are hidden unless -v is given."""
 
 
+OWN_HANDLER_LIBRARIES = ("huggingface_hub", "datasets")
+"""Libraries that attach their own stderr handler to their root logger and still propagate to the root one
+(transformers already does not)."""
+
+
 def configure_logging(verbose: int, quiet: bool) -> None:
     """Log format and levels: evalkit's info lines by default, warnings only with ``-q``, evalkit's debug lines
-    and other libraries' info lines with ``-v`` (``-vv``: their debug lines too)."""
+    and other libraries' info lines with ``-v`` (``-vv``: their debug lines too). Every warning prints once."""
     own = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     others = logging.WARNING if quiet or not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=own, format="%(levelname)s %(name)s: %(message)s")  # no-op when configured
     logging.getLogger().setLevel(own)
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(others)
+    for name in OWN_HANDLER_LIBRARIES:  # their lines reach stderr through their own handler only: once, not twice
+        logging.getLogger(name).propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -126,3 +126,18 @@ def test_two_included_folders_defining_one_name_is_an_error(tmp_path):
     a, b = copy_of_piqa(tmp_path / "a"), copy_of_piqa(tmp_path / "b")
     with pytest.raises(EvalkitError, match="task name 'piqa' defined twice"):
         load_registry([str(a), str(b)])
+
+
+def test_hub_library_warnings_print_once():
+    import subprocess
+    import sys
+
+    code = ("from evalkit.cli import configure_logging; configure_logging(0, False)\n"
+            "import huggingface_hub.utils.logging as h, datasets.utils.logging as d, transformers.utils.logging as t\n"
+            "h.get_logger('huggingface_hub.x').warning('hub warning')\n"
+            "d.get_logger('datasets.x').warning('datasets warning')\n"
+            "t.get_logger('transformers.x').warning('transformers warning')\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)}).stderr
+    for text in ("hub warning", "datasets warning", "transformers warning"):
+        assert err.count(text) == 1, err
