@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
 from evalkit.results_io import atomic_write_text, model_dir_name
 from evalkit.types import EvalkitError
+
+log = logging.getLogger(__name__)
 
 FILTER = "none"
 
@@ -47,11 +50,24 @@ def _metric_block(name: str, metrics: Mapping[str, Mapping[str, Any]], n: int | 
     return block
 
 
+ROLLING_METRICS = {"word_perplexity", "byte_perplexity", "bits_per_byte"}
+
+
+def output_type(metrics: Mapping[str, Any]) -> str:
+    """lm-eval's ``output_type`` of a task from its metrics: ``multiple_choice`` (acc_norm: choices scored side by
+    side), ``loglikelihood_rolling`` (document perplexities), else ``loglikelihood`` (one target, LAMBADA)."""
+    if "acc_norm" in metrics:
+        return "multiple_choice"
+    if ROLLING_METRICS & set(metrics):
+        return "loglikelihood_rolling"
+    return "loglikelihood"
+
+
 def _task_config(name: str, task: Mapping[str, Any], shots: int) -> dict[str, Any]:
     dataset = task.get("dataset", {})
     split = dataset.get("split")
     config = {"task": name, "dataset_path": dataset.get("hub_id"), "dataset_name": dataset.get("config"),
-              "output_type": "loglikelihood", "num_fewshot": shots,
+              "output_type": output_type(task.get("metrics", {})), "num_fewshot": shots,
               "metric_list": [{"metric": m, "higher_is_better": e.get("higher_is_better")}
                               for m, e in task.get("metrics", {}).items()],
               "description": task.get("description", ""), "metadata": {"version": task.get("version")}}
@@ -187,7 +203,8 @@ def samples_path_of(results: Mapping[str, Any], results_path: Path) -> Path | No
 
 def write_lm_eval(results: Mapping[str, Any], results_path: Path, out_dir: Path) -> list[Path]:
     """Write ``out_dir/results_<date>.json`` and, when the run logged samples, ``samples_<task>_<date>.jsonl``
-    per task (lm-eval's output folder for one model).
+    per task (lm-eval's output folder for one model). A samples file named by the results but missing is
+    warned about and left out.
 
     Returns:
         the written paths, the results file first.
@@ -196,7 +213,10 @@ def write_lm_eval(results: Mapping[str, Any], results_path: Path, out_dir: Path)
     written = [out_dir / f"results_{stamp}.json"]
     atomic_write_text(written[0], json.dumps(to_lm_eval(results), indent=2, ensure_ascii=False) + "\n")
     samples = samples_path_of(results, results_path)
-    if samples is not None:
+    if samples is not None and not samples.is_file():
+        log.warning("%s names the samples file %s, which is not there: exported the results without samples",
+                    results_path, samples)
+    elif samples is not None:
         by_task: dict[str, list[str]] = {}
         for row in read_samples(samples):
             by_task.setdefault(row["task"], []).append(json.dumps(to_lm_eval_sample(row), ensure_ascii=False))

@@ -132,3 +132,19 @@ def test_to_lm_eval_refuses_other_dicts(key):
     del data[key]
     with pytest.raises(EvalkitError, match="not an evalkit results dict"):
         to_lm_eval(data)
+
+
+def test_a_missing_samples_file_is_warned_about_and_left_out(tmp_path, capsys, caplog):
+    results = write_run(tmp_path, with_samples=True)
+    results.with_suffix(".samples.jsonl").unlink()
+    assert main(["export", str(results), "--output", str(tmp_path / "x")]) == 0
+    assert [p.name for p in (tmp_path / "x").iterdir()] == ["results_2026-11-30T12-00-00.json"]
+    assert "which is not there: exported the results without samples" in caplog.text
+
+
+def test_output_types():
+    from evalkit.export import output_type
+
+    assert output_type({"acc": {}, "acc_norm": {}}) == "multiple_choice"
+    assert output_type({"acc": {}, "perplexity": {}}) == "loglikelihood"
+    assert output_type({"word_perplexity": {}, "bits_per_byte": {}}) == "loglikelihood_rolling"
