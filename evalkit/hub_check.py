@@ -102,12 +102,13 @@ def _is_local(path: str | None) -> bool:
     return bool(path) and Path(path).expanduser().exists()
 
 
-def in_local_cache(need: HubNeed) -> bool:
-    """Whether a repository has files in the hub cache (``HF_HUB_CACHE``), or, for a dataset, in the datasets
-    cache (``HF_DATASETS_CACHE``) as well."""
+def in_local_cache(need: HubNeed, cache_dir: str | None = None) -> bool:
+    """Whether a repository has files in the hub cache (``cache_dir`` for models when ``--model-args cache_dir=``
+    names one, else ``HF_HUB_CACHE``), or, for a dataset, in the datasets cache (``HF_DATASETS_CACHE``)."""
     from huggingface_hub import constants
 
-    folder = Path(constants.HF_HUB_CACHE) / f"{need.repo_type}s--{need.repo_id.replace('/', '--')}" / "snapshots"
+    hub_cache = cache_dir if cache_dir and need.repo_type == "model" else constants.HF_HUB_CACHE
+    folder = Path(hub_cache) / f"{need.repo_type}s--{need.repo_id.replace('/', '--')}" / "snapshots"
     if folder.is_dir() and any(folder.iterdir()):
         return True
     if need.repo_type == "dataset":
@@ -134,12 +135,12 @@ def fixes(missing: Sequence[HubNeed], model_spec: str) -> list[str]:
 
 
 def check_hub(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any], model_spec: str,
-              tokenizer: str | None) -> None:
+              tokenizer: str | None, cache_dir: str | None = None) -> None:
     """Fail at once, naming everything missing, when the run needs the hub and cannot reach it.
 
     Does nothing when nothing comes from the hub. Otherwise checks reachability once (:func:`unreachable_reason`);
-    unreachable with every piece in the local caches, switches the process to offline mode
-    (``HF_HUB_OFFLINE=1``) and returns.
+    unreachable with every piece in the local caches (``cache_dir``: the model cache named by ``--model-args``),
+    switches the process to offline mode (``HF_HUB_OFFLINE=1``) and returns.
 
     Raises:
         EvalkitError: the hub is unreachable and some pieces are not cached: one message listing each (data,
@@ -151,7 +152,7 @@ def check_hub(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any
     why = unreachable_reason()
     if why is None:
         return
-    missing = [n for n in needs if not in_local_cache(n)]
+    missing = [n for n in needs if not in_local_cache(n, cache_dir)]
     if missing:
         lines = [f"the Hugging Face hub is unreachable ({why}) and this run needs {len(missing)} piece(s) that "
                  f"are not on this machine:"]
@@ -159,8 +160,10 @@ def check_hub(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any
         lines.append("fixes:")
         lines += [f"  - {f}" for f in fixes(missing, model_spec)]
         raise EvalkitError("\n".join(lines))
-    log.warning("the Hugging Face hub is unreachable (%s); everything the run needs is cached: running offline", why)
-    go_offline()
+    if not _offline_env():  # found unreachable by the probe: keep the libraries from retrying it
+        log.warning("the Hugging Face hub is unreachable (%s); everything the run needs is cached: running offline",
+                    why)
+        go_offline()
 
 
 def go_offline() -> None:

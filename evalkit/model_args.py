@@ -1,4 +1,5 @@
-"""``--model-args key=value,...``: keyword arguments for ``from_pretrained`` that have no flag of their own.
+"""``--model-args key=value,...``: keyword arguments for ``from_pretrained`` that have no flag of their own, and
+the hub options of a run (:func:`hub_options`: ``--revision``, ``--trust-remote-code``, ``--model-args``).
 
 Values are read as lm-evaluation-harness reads its ``--model_args``: ``true``/``false`` (any case) are booleans,
 ``none`` is None, whole numbers are ints, other numbers floats, anything else a string.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evalkit.types import EvalkitError
+from evalkit.types import EvalkitError, RunConfig
 
 OWN_FLAGS = {"pretrained": "--model", "revision": "--revision", "trust_remote_code": "--trust-remote-code",
              "dtype": "--dtype", "torch_dtype": "--dtype", "device_map": "--parallelize", "max_memory": "--max-memory",
@@ -64,3 +65,18 @@ def check_key(key: str) -> None:
     """
     if key in OWN_FLAGS:
         raise EvalkitError(f"--model-args: use {OWN_FLAGS[key]} instead of '{key}' (the results record the flag)")
+
+
+def hub_options(config: RunConfig) -> dict[str, Any]:
+    """``revision``, ``trust_remote_code`` (bool), ``model_args`` (dict) and the ``hub_kwargs`` among them
+    (where files come from) of a run, from ``config.extra``; ``model_args`` may be a dict or ``key=value,...``.
+
+    Raises:
+        EvalkitError: a model argument that has its own flag, or one that is not key=value.
+    """
+    raw = config.extra.get("model_args") or {}
+    model_args = parse_model_args(raw) if isinstance(raw, str) else dict(raw)
+    for key in model_args:
+        check_key(key)
+    return {"revision": config.extra.get("revision"), "trust_remote_code": bool(config.extra.get("trust_remote_code")),
+            "model_args": model_args, "hub_kwargs": {k: v for k, v in model_args.items() if k in HUB_LOCATION_KEYS}}

@@ -22,9 +22,11 @@ import numpy as np
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.batching import initial_batch_size
 from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
+from evalkit.model_args import hub_options
 from evalkit.registry import load_registry, resolve_model
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
@@ -127,23 +129,6 @@ SEED_LIMIT = 2 ** 64
 """Seeds run from 0 to 2**64 - 1: ``torch.manual_seed`` takes at most that, numpy's generators no negative value."""
 
 
-def hub_options(config: RunConfig) -> dict[str, Any]:
-    """``revision``, ``trust_remote_code`` (bool), ``model_args`` (dict) and the ``hub_kwargs`` among them
-    (where files come from) of a run, from ``config.extra``; ``model_args`` may be a dict or ``key=value,...``.
-
-    Raises:
-        EvalkitError: a model argument that has its own flag, or one that is not key=value.
-    """
-    from evalkit.model_args import HUB_LOCATION_KEYS, check_key, parse_model_args
-
-    raw = config.extra.get("model_args") or {}
-    model_args = parse_model_args(raw) if isinstance(raw, str) else dict(raw)
-    for key in model_args:
-        check_key(key)
-    return {"revision": config.extra.get("revision"), "trust_remote_code": bool(config.extra.get("trust_remote_code")),
-            "model_args": model_args, "hub_kwargs": {k: v for k, v in model_args.items() if k in HUB_LOCATION_KEYS}}
-
-
 def check_config(config: RunConfig) -> None:
     """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
 
@@ -197,7 +182,8 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     if resolved["kind"] == "random" and config.tokenizer is None:
         raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
                            f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
-    check_hub(tasks, data_dir, resolved, config.model, config.tokenizer)  # one message for all that is missing
+    check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
+              hub_options(config)["hub_kwargs"].get("cache_dir"))
     prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
     for p in prepared:
         for warning in p.warnings:
@@ -326,30 +312,6 @@ def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[Tokeni
                        f"{max(cut)} from one request)")
             p.warnings.append(warning)
             log.warning(warning)
-
-
-AUTO_BATCH_CUDA = 512
-"""``--batch-size auto`` on CUDA: the size each task's probe starts from (halved on out-of-memory)."""
-
-AUTO_BATCH_CPU = 16
-"""``--batch-size auto`` on CPU (and other devices without an out-of-memory error to probe with): a fixed size;
-``--max-batch-tokens`` bounds the memory of a batch."""
-
-
-def initial_batch_size(batch_size: int | str, device_type: str) -> tuple[int, bool]:
-    """The batch size scoring starts with, and whether it is probed again for every task.
-
-    ``--batch-size auto`` on CUDA starts each task at :data:`AUTO_BATCH_CUDA` sequences: batches run longest
-    first, so the task's first batch is the probe; on out-of-memory it is halved and retried (down to 1) and the
-    size that fits is kept for the rest of the task, whose batches are no longer (a size found on short requests
-    is never reused on long ones: lm-evaluation-harness PR 3654). Elsewhere ``auto`` is :data:`AUTO_BATCH_CPU`.
-    A number is used as given. Results do not depend on the batch size.
-    """
-    if batch_size != "auto":
-        return int(batch_size), False
-    if device_type == "cuda":
-        return AUTO_BATCH_CUDA, True
-    return AUTO_BATCH_CPU, False
 
 
 def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[TokenizedRequest],

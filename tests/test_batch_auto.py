@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import hf_loading, runner
+from evalkit import batching, hf_loading, runner
+from evalkit.batching import AUTO_BATCH_CPU, initial_batch_size
 from evalkit.cli import main
-from evalkit.runner import AUTO_BATCH_CPU, initial_batch_size
 
 from .conftest import TOKENIZER_JSON
 
@@ -42,7 +42,7 @@ def pretend_gpu(monkeypatch):
     """The CUDA plan (start at 8 sequences, re-probe per task) and an out-of-memory error above BUDGET tokens;
     yields the (rows, width) of every forward pass."""
     shapes: list[tuple[int, int]] = []
-    monkeypatch.setattr(runner, "AUTO_BATCH_CUDA", 8)
+    monkeypatch.setattr(batching, "AUTO_BATCH_CUDA", 8)
     monkeypatch.setattr(runner, "initial_batch_size", lambda size, device: initial_batch_size(size, "cuda"))
     real = hf_loading.load_model
 
@@ -91,7 +91,7 @@ def test_auto_probes_each_task_and_matches_a_fixed_size(tmp_path, data_dir, pret
 
 def test_auto_on_cpu_is_a_fixed_default():
     assert initial_batch_size("auto", "cpu") == (AUTO_BATCH_CPU, False)
-    assert initial_batch_size("auto", "cuda") == (runner.AUTO_BATCH_CUDA, True)
+    assert initial_batch_size("auto", "cuda") == (batching.AUTO_BATCH_CUDA, True)
     assert initial_batch_size(5, "cuda") == (5, False)
 
 
