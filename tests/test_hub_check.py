@@ -139,3 +139,11 @@ def test_any_http_answer_means_reachable(monkeypatch):
 def test_random_weights_without_a_tokenizer_fail_before_the_data(capsys, tmp_path):
     code = main(["run", "--model", "random:pythia-14m", "--tasks", "piqa", "--output-dir", str(tmp_path)])
     assert code == 2 and "random weights and no tokenizer of its own: add --tokenizer" in capsys.readouterr().err
+
+
+def test_a_model_in_the_cache_dir_of_model_args_is_found(empty_caches, tmp_path):
+    own = tmp_path / "own-cache"
+    (own / "models--org--tiny" / "snapshots" / ("d" * 40)).mkdir(parents=True)
+    need = hub_check.HubNeed("model", "org/tiny", "model", "model org/tiny")
+    assert not hub_check.in_local_cache(need)
+    assert hub_check.in_local_cache(need, str(own))
