@@ -1,4 +1,4 @@
-"""Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``baseline`` and ``check``.
+"""Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``export``, ``baseline`` and ``check``.
 
 Each subcommand parses its flags, builds its inputs and calls one function; errors that are the user's
 (:class:`~evalkit.types.EvalkitError`) are printed as one line without a traceback, exit status 2.
