@@ -89,3 +89,11 @@ def test_report_banner_names_only_the_subset_tasks(tmp_path):
     [banner] = [line for line in text.splitlines() if line.startswith("> **Subset:**")]
     assert "a seeded random subset of the documents of piqa (4 of 1,838) (`--limit 4`, seed 1234)" in banner
     assert "lambada_openai" not in banner
+
+
+def test_report_cells_write_large_perplexities_in_scientific_notation():
+    from evalkit.report import cell, fmt
+
+    assert fmt(2584176.5089, 4) == "2.584e+06" and fmt(27.123456, 4) == "27.1235" and fmt(None) == "—"
+    assert cell(2584176.5, 3571503.7) == "2.584e+06 ± 3.572e+06"
+    assert cell(0.5, 0.0288) == "0.500 ± 0.029" and cell(0.5, None) == "0.500"
