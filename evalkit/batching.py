@@ -169,7 +169,8 @@ def initial_batch_size(batch_size: int | str, device_type: str) -> tuple[int, bo
     first, so the task's first batch is the probe; on out-of-memory it is halved and retried (down to 1) and the
     size that fits is kept for the rest of the task, whose batches are no longer (a size found on short requests
     is never reused on long ones: lm-evaluation-harness PR 3654). Elsewhere ``auto`` is :data:`AUTO_BATCH_CPU`.
-    A number is used as given. Results do not depend on the batch size.
+    A number is used as given. Batches also hold at most ``--max-batch-tokens`` padded tokens, whatever the size.
+    Results do not depend on the batch size.
     """
     if batch_size != "auto":
         return int(batch_size), False
