@@ -155,8 +155,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=_batch_size, default=16,
-                     help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits, probed on "
-                          "each task's longest batch; on CPU 16 (memory is bounded by --max-batch-tokens)")
+                     help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits (within "
+                          "--max-batch-tokens), probed on each task's longest batch; on CPU 16")
     run.add_argument("--max-batch-tokens", type=int, default=32768,
                      help="padded tokens per forward pass (bounds a batch's memory)")
     run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")

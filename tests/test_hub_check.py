@@ -147,3 +147,17 @@ def test_a_model_in_the_cache_dir_of_model_args_is_found(empty_caches, tmp_path)
     need = hub_check.HubNeed("model", "org/tiny", "model", "model org/tiny")
     assert not hub_check.in_local_cache(need)
     assert hub_check.in_local_cache(need, str(own))
+
+
+def test_what_needs_the_hub(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    tasks = load_registry().expand(["piqa"])
+    local = {"kind": "pretrained", "path": str(folder)}
+    assert hub_check.hub_needs(tasks, tmp_path, local, None) == []  # a local model brings its own tokenizer
+    needs = hub_check.hub_needs(tasks, tmp_path, local, "EleutherAI/gpt-neox-20b")
+    assert [(n.what, n.repo_id) for n in needs] == [("tokenizer", "EleutherAI/gpt-neox-20b")]
+    hub = resolve_model("pythia-70m")
+    needs = hub_check.hub_needs(tasks, None, hub, str(folder))
+    assert [(n.what, n.repo_id, n.repo_type) for n in needs] == [
+        ("data", "baber/piqa", "dataset"), ("model", "EleutherAI/pythia-70m", "model")]
