@@ -152,3 +152,28 @@ def split_requests(
     groups = pack_groups(requests, max_length, share_context)
     parts = split_by_cost([group_cost(g) for g in groups], n_parts)
     return [sorted(i for g in part for indices in groups[g].request_indices for i in indices) for part in parts]
+
+
+AUTO_BATCH_CUDA = 512
+"""``--batch-size auto`` on CUDA: the size each task's probe starts from (halved on out-of-memory)."""
+
+AUTO_BATCH_CPU = 16
+"""``--batch-size auto`` on CPU (and other devices without an out-of-memory error to probe with): a fixed size;
+``--max-batch-tokens`` bounds the memory of a batch."""
+
+
+def initial_batch_size(batch_size: int | str, device_type: str) -> tuple[int, bool]:
+    """The batch size scoring starts with, and whether it is probed again for every task.
+
+    ``--batch-size auto`` on CUDA starts each task at :data:`AUTO_BATCH_CUDA` sequences: batches run longest
+    first, so the task's first batch is the probe; on out-of-memory it is halved and retried (down to 1) and the
+    size that fits is kept for the rest of the task, whose batches are no longer (a size found on short requests
+    is never reused on long ones: lm-evaluation-harness PR 3654). Elsewhere ``auto`` is :data:`AUTO_BATCH_CPU`.
+    A number is used as given. Batches also hold at most ``--max-batch-tokens`` padded tokens, whatever the size.
+    Results do not depend on the batch size.
+    """
+    if batch_size != "auto":
+        return int(batch_size), False
+    if device_type == "cuda":
+        return AUTO_BATCH_CUDA, True
+    return AUTO_BATCH_CPU, False

@@ -44,6 +44,10 @@ SCHEMA_VERSION = 1
 MODEL_KEY_FIELDS = ("name", "kind", "revision", "dtype", "config_sha256")
 """Fields of the model identity (see :func:`evalkit.hf_loading.load_model`) that enter the model key."""
 
+OPTIONAL_KEY_FIELDS = {"trust_remote_code": False, "model_args": {}, "revision_requested": None}
+"""Identity fields that enter the model key when they differ from these defaults (``--trust-remote-code``,
+``--model-args``, ``--revision``; the resolved hub commit is ``revision`` itself)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
     model_key TEXT PRIMARY KEY,
@@ -74,7 +78,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
     """The cache key of a (model, tokenizer, backend, software) combination.
 
     Args:
-        identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used. The device is not:
+        identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used, and those in
+            :data:`OPTIONAL_KEY_FIELDS` when set. The device is not:
             a run resumed on another device reuses its answers (devices differ only by float rounding).
         tokenizer_sha256: sha256 of the tokenizer's serialized form.
         backend: backend name, e.g. ``"hf"``.
@@ -92,6 +97,10 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
             f"model identity lacks {', '.join(missing)}: cannot key the request cache (use --no-cache)"
         )
     fields: dict[str, Any] = {f: identity[f] for f in MODEL_KEY_FIELDS}
+    # loading options enter the key only when set, so the keys of plain runs (and their cached answers) stay
+    for option, default in OPTIONAL_KEY_FIELDS.items():
+        if identity.get(option, default) != default:
+            fields[option] = identity[option]
     fields.update(tokenizer_sha256=tokenizer_sha256, backend=backend,
                   **{f"{lib}_version": versions.get(lib, "") for lib in ("evalkit", "torch", "transformers")})
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))

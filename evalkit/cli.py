@@ -1,4 +1,4 @@
-"""Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``baseline`` and ``check``.
+"""Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``export``, ``baseline`` and ``check``.
 
 Each subcommand parses its flags, builds its inputs and calls one function; errors that are the user's
 (:class:`~evalkit.types.EvalkitError`) are printed as one line without a traceback, exit status 2.
@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from evalkit.types import EvalkitError, RunConfig
 
@@ -49,6 +49,24 @@ def split_shots(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, int]]:
     return tuple(plain), shots
 
 
+def _batch_size(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or 'auto', got '{value}'") from None
+
+
+def _model_args(value: str) -> dict:
+    from evalkit.model_args import parse_model_args
+
+    try:
+        return parse_model_args(value)
+    except EvalkitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _max_memory(value: str) -> dict:
     from evalkit.placement import parse_max_memory
 
@@ -58,25 +76,62 @@ def _max_memory(value: str) -> dict:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after a flag's help when it has a default worth showing (not None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or action.default in (None, False, [], {}, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+def _verbosity_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="count", default=0 if default is None else default,
+                       help="more log lines: -v adds evalkit's debug lines and other libraries' info lines")
+    group.add_argument("-q", "--quiet", action="store_true", default=False if default is None else default,
+                       help="warnings and errors only")
+
+
+def _subcommand(sub: Any, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=description or summary[:1].upper() + summary[1:] + ".",
+                            formatter_class=HelpFormatter)
+    _verbosity_flags(parser, argparse.SUPPRESS)  # also after the command; the top-level value stays otherwise
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``evalkit`` command."""
-    parser = argparse.ArgumentParser(prog="evalkit", description="Evaluate causal LMs by log-likelihood.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from evalkit import __version__
 
-    run = sub.add_parser("run", help="evaluate a model on tasks; writes results/ and reports/")
+    parser = argparse.ArgumentParser(
+        prog="evalkit", formatter_class=HelpFormatter,
+        description="Evaluate causal language models by log-likelihood (lm-evaluation-harness v0.2.0 semantics), "
+                    "with standard errors and published reference rows.",
+        epilog="`evalkit <command> --help` shows each command's flags and their defaults.")
+    parser.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    _verbosity_flags(parser, None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = _subcommand(sub, "run", "evaluate a model on tasks; writes results/ and reports/",
+                      "Evaluate a model on tasks. Prints a summary table (value ± stderr, Wilson 95% interval, n, "
+                      "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<time>.md.")
     add_run_flags(run)
     run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
-    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    run.add_argument("--no-progress", action="store_true",
+                     help="hide the progress bar (on a terminal it redraws in place; when stderr is a file or a "
+                          "pipe it prints one line every 10 s)")
 
-    report = sub.add_parser("report", help="re-render a Markdown report (and its figure) from saved results")
+    report = _subcommand(sub, "report", "re-render a Markdown report (and its figure) from saved results")
     report.add_argument("results", nargs="+", help="results JSON files")
     report.add_argument("--output", help="report path ending in .md (default: reports/<first results stem>.md)")
 
-    tasks = sub.add_parser("tasks", help="list tasks, aliases and groups")
+    tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
     tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
 
-    compare = sub.add_parser("compare", help="paired comparison of runs over the same documents, and against "
-                                             "published rows; writes a Markdown report and a figure")
+    compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents, and against "
+                                          "published rows; writes a Markdown report and a figure")
     compare.add_argument("results", nargs="+", help="two or more results JSON files; each is compared with the first")
     compare.add_argument("--output", help="report path (default: <A stem>_vs_<B stem>.md in the reports/ folder beside A's results/); figure beside it")
     compare.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples")
@@ -84,13 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")
     compare.add_argument("--no-references", action="store_true", help="leave out the published tables")
 
-    baseline = sub.add_parser("baseline", help="run a configuration and freeze it as a baseline for `evalkit check`")
+    export = _subcommand(sub, "export", "write a results file in lm-evaluation-harness 0.4's layout or as CSV")
+    export.add_argument("results", nargs="+", help="results JSON files (csv: one table over all of them)")
+    export.add_argument("--format", choices=["lm-eval", "csv"], default="lm-eval",
+                        help="lm-eval: a folder with results_<date>.json (and samples_<task>_<date>.jsonl when the "
+                             "run logged samples); csv: one row per run, task and metric")
+    export.add_argument("--output", help="lm-eval: folder (default: <results stem>_lm-eval/ beside the file); "
+                                         "csv: file (default: <first results stem>.csv beside it)")
+
+    baseline = _subcommand(sub, "baseline", "run a configuration and freeze it as a baseline for `evalkit check`")
     add_run_flags(baseline)
     baseline.add_argument("--output", required=True, help="baseline JSON to write")
     baseline.add_argument("--atol", type=float, default=1e-4, help="log-likelihood tolerance, nats (absolute)")
     baseline.add_argument("--rtol", type=float, default=1e-5, help="log-likelihood tolerance (relative)")
 
-    check = sub.add_parser("check", help="re-run a baseline exactly; exit 1 on any difference")
+    check = _subcommand(sub, "check", "re-run a baseline exactly; exit 1 on any difference")
     check.add_argument("--baseline", required=True, help="baseline JSON written by `evalkit baseline`")
     check.add_argument("--data-dir", help="data folder; resolves the baseline's {data_dir} paths ($EVALKIT_DATA_DIR)")
     check.add_argument("--output-dir", default=".", help="the new run's results/ and reports/ go here")
@@ -112,6 +175,12 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
                      help="few-shot examples per document for every task (default 0: zero-shot)")
     run.add_argument("--fewshot-seed", type=_non_negative_int, default=42,
                      help="seed of the generator that draws few-shot examples (default 42, as lm-eval v0.2.0)")
+    run.add_argument("--revision", help="hub branch, tag or commit of the model (recorded; default: main)")
+    run.add_argument("--trust-remote-code", action="store_true",
+                     help="allow the model's own Python code from the hub (off unless given; recorded)")
+    run.add_argument("--model-args", metavar="KEY=VALUE,...", type=_model_args, default={},
+                     help="more from_pretrained keywords, e.g. attn_implementation=eager,cache_dir=/data/hf "
+                          "(recorded, part of the cache key)")
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
@@ -119,10 +188,15 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
                      help="with --data-dir: leave out (and name) the tasks whose local files are missing")
     run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
-    run.add_argument("--batch-size", type=int, default=16, help="packed sequences per forward pass")
-    run.add_argument("--max-batch-tokens", type=int, default=32768, help="padded tokens per forward pass")
+    run.add_argument("--batch-size", type=_batch_size, default=16,
+                     help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits (within "
+                          "--max-batch-tokens), probed on each task's longest batch; on CPU 16")
+    run.add_argument("--max-batch-tokens", type=int, default=32768,
+                     help="padded tokens per forward pass (bounds a batch's memory)")
     run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")
-    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                     help="weights and activations: auto is float32 on CPU and the checkpoint's own dtype on GPU "
+                          "(bfloat16 when it names none); bfloat16/float16 halve the memory")
     run.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     run.add_argument("--parallelize", action="store_true",
                      help="spread layers over the visible GPUs (device_map=auto); under torchrun, over the rank's share")
@@ -147,6 +221,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "tokenization": args.tokenization,
         "share_context": not args.no_shared_context,
     }
+    if args.revision is not None:
+        extra["revision"] = args.revision
+    if args.trust_remote_code:
+        extra["trust_remote_code"] = True
+    if args.model_args:
+        extra["model_args"] = dict(args.model_args)
     if args.max_memory and not args.parallelize:
         raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:
@@ -206,9 +286,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if output is None:  # a data-parallel rank other than 0
         return 0
-    for name, task in output.results["tasks"].items():
-        parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
-        print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts) + f" shots={task.get('num_fewshot', 0)}")
+    from evalkit.summary import format_summary, subset_banner
+
+    print(format_summary(output.results))
+    banner = subset_banner(output.results)
+    if banner:
+        print(banner)
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
@@ -233,17 +316,44 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """``evalkit compare``: prints one line per paired difference and the report's path."""
     from evalkit.compare import compare
+    from evalkit.summary import format_signed
 
     output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha, not args.no_references)
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
+        for note in table.notes:
+            print(f"  note: {note}")
         for r in table.rows:
             verdict = "significant" if r.significant else "not significant"
-            print(f"  {r.task:16s} {r.metric:10s} Δ {r.delta:+.4f} [{r.low:+.4f}, {r.high:+.4f}] "
+            delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
+            print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
     print(f"report: {output.report_path}")
     if output.figure_path:
         print(f"figure: {output.figure_path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``evalkit export``: prints the paths written."""
+    from evalkit.results_io import load_results
+
+    runs = [(Path(p), load_results(p)) for p in args.results]  # every file is checked before anything is written
+    if args.format == "csv":
+        from evalkit.frames import write_csv
+
+        first = runs[0][0]
+        path = Path(args.output) if args.output else first.with_suffix(".csv")
+        print(f"csv: {write_csv([p for p, _ in runs], path)}")
+        return 0
+    from evalkit.export import write_lm_eval
+
+    if args.output and len(runs) > 1:
+        raise EvalkitError("--output names one folder: export one results file at a time with --format lm-eval")
+    for path, results in runs:
+        folder = Path(args.output) if args.output else path.with_name(f"{path.stem}_lm-eval")
+        for written in write_lm_eval(results, path, folder):
+            print(f"lm-eval: {written}")
     return 0
 
 
@@ -289,14 +399,36 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+NOISY_LIBRARIES = ("matplotlib", "PIL", "httpx", "httpcore", "urllib3", "filelock", "fsspec", "datasets",
+                   "huggingface_hub", "transformers", "accelerate", "torch")
+"""Libraries whose info lines (matplotlib's font cache, hub requests) are hidden unless -v is given."""
+
+
+OWN_HANDLER_LIBRARIES = ("huggingface_hub", "datasets")
+"""Libraries that attach their own stderr handler to their root logger and still propagate to the root one
+(transformers already does not)."""
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Log format and levels: evalkit's info lines by default, warnings only with ``-q``, evalkit's debug lines
+    and other libraries' info lines with ``-v`` (``-vv``: their debug lines too). Every warning prints once."""
+    own = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    others = logging.WARNING if quiet or not verbose else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=own, format="%(levelname)s %(name)s: %(message)s")  # no-op when configured
+    logging.getLogger().setLevel(own)
+    for name in NOISY_LIBRARIES:
+        logging.getLogger(name).setLevel(others)
+    for name in OWN_HANDLER_LIBRARIES:  # their lines reach stderr through their own handler only: once, not twice
+        logging.getLogger(name).propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``evalkit`` console script; returns the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
-                "baseline": cmd_baseline, "check": cmd_check}
+                "baseline": cmd_baseline, "export": cmd_export, "check": cmd_check}
     where = _rank_label()
     try:
         return commands[args.command](args)

@@ -14,16 +14,16 @@ See :mod:`evalkit.significance` for the tests and their sources.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from evalkit.figure import draw_intervals
+from evalkit.figure import DeltaPanel, DeltaPoint, draw_deltas
 from evalkit.metrics import PER_DOC_KEY, aggregator, has_closed_form_stderr
-from evalkit.report import environment, figure_panels, reference_tables, run_label
+from evalkit.report import environment, reference_tables, run_label
 from evalkit.results_io import atomic_write_text, default_reports_dir, load_results
 from evalkit.significance import (
     holm, mcnemar_exact, metric_interval, paired_bootstrap, proportion_stderr, unpaired_z_test,
@@ -266,7 +266,8 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
         return [r.reference, r.task, r.metric, _plain(r.published, r.metric), se,
                 f"{_plain(r.value, r.metric)} [{_plain(r.low, r.metric)}, {_plain(r.high, r.metric)}]",
                 _signed(r.delta, r.metric), "—" if r.z is None else f"{r.z:+.2f}", _p(r.p_value), _p(r.p_holm),
-                "**yes**" if r.significant else "no", "yes" if r.in_interval else "**no**"]
+                "—" if r.p_value is None else "**yes**" if r.significant else "no",
+                "yes" if r.in_interval else "**no**"]
 
     context = {
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -278,6 +279,29 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
                         "rows": [reference_cells(r) for r in t.rows]} for t in references],
     }
     return environment().get_template("compare.md.j2").render(**context)
+
+
+def delta_panels(paired: Sequence[PairedTable]) -> list[DeltaPanel]:
+    """The figure's panels: accuracies (acc, acc_norm and other 0/1 means) in one, each other metric in its own;
+    a row per (comparison, task, metric), labelled ``task metric`` (``B: task metric`` with several comparisons)."""
+    by_unit: dict[str, list[DeltaPoint]] = {}
+    for table in paired:
+        prefix = f"{table.label_b.split(':')[0]}: " if len(paired) > 1 else ""
+        for r in table.rows:
+            unit = "accuracy" if has_closed_form_stderr(r.metric) else r.metric
+            by_unit.setdefault(unit, []).append(
+                DeltaPoint(f"{prefix}{r.task} {r.metric}", r.delta, r.low, r.high, r.significant))
+    titles = {"accuracy": "accuracy (fraction of documents)"}
+    return [DeltaPanel(titles.get(unit, unit), unit, tuple(reversed(points))) for unit, points in by_unit.items()]
+
+
+def same_run_note(path_a: str, path_b: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """A note when B is A (the same file, or a copy of the same run): every difference is 0 by construction."""
+    if Path(path_a).resolve() == Path(path_b).resolve():
+        return f"A and B are the same file ({path_a}): every Δ is 0 and nothing can be significant"
+    if a == b:
+        return f"A and B hold the same run ({path_b} is a copy of {path_a}): every Δ is 0 and nothing can be significant"
+    return None
 
 
 def default_output(paths: Sequence[str]) -> Path:
@@ -307,7 +331,8 @@ def compare(
 ) -> CompareOutput:
     """Compare every run with the first (paired) and each run with the published tables (unpaired).
 
-    Writes the Markdown report and, beside it, a PNG of each task's accuracy with 95% intervals.
+    Writes the Markdown report and, beside it, a PNG of each paired difference Δ = B − A with its 95% interval
+    (:func:`delta_panels`). Comparing a file with itself (or a copy) says so in a note.
 
     Args:
         paths: two or more results JSON files; the first is the one the others are compared with.
@@ -324,8 +349,11 @@ def compare(
     check_test_options(iters, seed, alpha)
     runs = [load_results(p) for p in paths]
     labels = [f"{chr(ord('A') + i) if i < 26 else i}: {run_label(r)}" for i, r in enumerate(runs)]
-    paired = tuple(paired_table(runs[0], run, (labels[0], label), (str(paths[0]), str(path)), iters, seed, alpha)
-                   for run, label, path in zip(runs[1:], labels[1:], paths[1:]))
+    paired = []
+    for run, label, path in zip(runs[1:], labels[1:], paths[1:]):
+        table = paired_table(runs[0], run, (labels[0], label), (str(paths[0]), str(path)), iters, seed, alpha)
+        note = same_run_note(str(paths[0]), str(path), runs[0], run)
+        paired.append(replace(table, notes=(note, *table.notes)) if note else table)
     references: list[ReferenceTable] = []
     if with_references:
         for run, label in zip(runs, labels):
@@ -334,10 +362,10 @@ def compare(
                 if found is not None:
                     references.append(found)
     path = Path(output) if output else default_output([str(p) for p in paths])
-    panels = figure_panels(runs, labels)
+    panels = delta_panels(paired)
     figure_path = None
     if panels:
-        figure_path = draw_intervals(panels, path.with_suffix(".png"), "Accuracy with 95% intervals (Wilson)")
+        figure_path = draw_deltas(panels, path.with_suffix(".png"), f"Paired differences Δ = B − A (A: {run_label(runs[0])})")
     text = render_comparison(paired, references, figure_path.name if figure_path else None, iters, seed, alpha)
     atomic_write_text(path, text)
-    return CompareOutput(path, figure_path, paired, tuple(references))
+    return CompareOutput(path, figure_path, tuple(paired), tuple(references))

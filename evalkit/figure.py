@@ -1,6 +1,6 @@
 """The report's figure: per task, each model's score with its 95% interval, measured runs highlighted.
 
-matplotlib is imported only inside :func:`draw_intervals` (through its object-oriented ``Figure`` API with the
+matplotlib is imported only inside :func:`draw_intervals` and :func:`draw_deltas` (through its object-oriented ``Figure`` API with the
 Agg canvas, never pyplot), so importing this module costs nothing and no display is needed.
 """
 
@@ -104,6 +104,79 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
+    fig.suptitle(title, fontsize=11)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+SIGNIFICANT_COLOUR = "tab:red"
+NOT_SIGNIFICANT_COLOUR = "0.45"
+
+
+@dataclass(frozen=True)
+class DeltaPoint:
+    """One paired difference Δ = B − A (task and metric) with its 95% interval.
+
+    Attributes:
+        label: y-axis label, e.g. ``"piqa acc"``.
+        delta, low, high: the difference and its interval, in the metric's units.
+        significant: after the family-wise correction (drawn filled and in colour, label marked ``*``).
+    """
+
+    label: str
+    delta: float
+    low: float
+    high: float
+    significant: bool
+
+
+@dataclass(frozen=True)
+class DeltaPanel:
+    """One panel of differences sharing a unit (accuracies together, perplexity apart)."""
+
+    title: str
+    unit: str
+    points: tuple[DeltaPoint, ...]
+
+
+def draw_deltas(panels: Sequence[DeltaPanel], path: Path, title: str, dpi: int = 100) -> Path:
+    """Draw paired differences: per panel, one row per point with its interval, a dashed zero line (no
+    difference), significant rows filled in colour and starred. Written atomically as PNG.
+
+    Raises:
+        ValueError: no panel, or a panel without points.
+    """
+    if not panels or any(not p.points for p in panels):
+        raise ValueError("draw_deltas needs at least one panel, each with at least one point")
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import and only figures need it
+
+    tallest = max(len(p.points) for p in panels)
+    widths = [max(1.0, len(p.points) / 3) for p in panels]  # a one-row perplexity panel needs less room
+    fig = Figure(figsize=(min(18.0, 3.2 * sum(widths) + 2.5), max(2.4, 0.34 * tallest + 1.5)), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, gridspec_kw={"width_ratios": widths}).ravel()
+    for ax, panel in zip(axes, panels):
+        if panel.unit != "accuracy":  # perplexity differences run to 1e5 and more: 300k, not 300000
+            from matplotlib.ticker import EngFormatter
+
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        for y, point in enumerate(panel.points):
+            colour = SIGNIFICANT_COLOUR if point.significant else NOT_SIGNIFICANT_COLOUR
+            ax.errorbar(point.delta, y, xerr=[[max(0.0, point.delta - point.low)], [max(0.0, point.high - point.delta)]],
+                        fmt="o", color=colour, markerfacecolor=colour if point.significant else "white",
+                        markersize=6, capsize=3, linewidth=1.4)
+        ax.axvline(0.0, color="0.2", linestyle="--", linewidth=1.0)
+        labels = [_label(p.label + (" *" if p.significant else "")) for p in panel.points]
+        ax.set_yticks(range(len(panel.points)), labels=labels)
+        for label, point in zip(ax.get_yticklabels(), panel.points):
+            if point.significant:
+                label.set_color(SIGNIFICANT_COLOUR)
+                label.set_fontweight("bold")
+        ax.set_ylim(-0.7, len(panel.points) - 0.3)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(f"Δ = B − A, {panel.unit} (paired 95% interval)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title, fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -294,7 +294,35 @@ def _packed_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return mask[:, None]
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+LOG_INTERVAL_S = 10.0
+"""Seconds between progress lines when stderr is not a terminal (a log file, a pipe, a batch job)."""
 
-    return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1)
+
+class _LineWriter:
+    """A stream for tqdm that turns its in-place redraws (``\r``) into whole lines, for logs and pipes."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").strip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _progress(total: int, enabled: bool, stream: Any = None):
+    """A tqdm bar over requests on stderr: redrawn in place on a terminal; elsewhere one line every
+    :data:`LOG_INTERVAL_S` seconds (and the last), never hundreds of ``\r`` updates."""
+    import sys
+
+    from tqdm import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    if getattr(stream, "isatty", lambda: False)():
+        return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1, file=stream)
+    return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1,
+                file=_LineWriter(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S * 6,
+                dynamic_ncols=False, ncols=100, ascii=True)

@@ -43,8 +43,12 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def load_tokenizer(spec: str | None, model_path: str | None) -> LoadedTokenizer:
+def load_tokenizer(spec: str | None, model_path: str | None, revision: str | None = None,
+                   trust_remote_code: bool = False, hub_kwargs: dict[str, Any] | None = None) -> LoadedTokenizer:
     """Load ``spec`` (a ``tokenizer.json`` file, a folder or a hub id), else the model's own tokenizer.
+
+    The model's own tokenizer is read at the model's ``revision``, with ``trust_remote_code`` and the hub-location
+    keywords of ``--model-args`` (``hub_kwargs``); a ``--tokenizer`` given apart is read as named.
 
     Raises:
         EvalkitError: nothing to load from, a missing file, or a tokenizer without an end-of-text token.
@@ -73,8 +77,9 @@ def load_tokenizer(spec: str | None, model_path: str | None) -> LoadedTokenizer:
         return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity)
     from transformers import AutoTokenizer
 
+    own = {"revision": revision, "trust_remote_code": trust_remote_code, **(hub_kwargs or {})} if not spec else {}
     try:
-        hf_tok = AutoTokenizer.from_pretrained(source)
+        hf_tok = AutoTokenizer.from_pretrained(source, **own)
     except Exception as exc:  # noqa: BLE001 - hub and file errors come in many types
         raise EvalkitError(f"could not load tokenizer '{source}': {exc}") from None
     eot = hf_tok.eos_token_id
@@ -165,6 +170,9 @@ def load_model(
     seed: int = 1234,
     device_map: str | dict | None = None,
     max_memory: dict | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build or download the model described by :func:`evalkit.registry.resolve_model`.
 
@@ -174,17 +182,28 @@ def load_model(
     with accelerate; layers placed on ``"disk"`` are offloaded to a temporary folder. A sharded random model is
     built on the CPU first, so its weights equal the unsharded CPU model's for the same seed.
 
+    ``revision`` (a hub branch, tag or commit), ``trust_remote_code`` and ``model_args`` (other keywords, see
+    :mod:`evalkit.model_args`) go to ``from_pretrained``; the config is read with the same revision, trust and
+    hub-location keywords (``cache_dir``, ``subfolder``, ...). A random model takes ``model_args`` in
+    ``from_config`` and refuses a revision.
+
     Returns:
         (model in eval mode, identity dict with name, kind, revision (hub commit, :func:`random_revision` for random
-        weights, or :func:`folder_fingerprint` for a local folder), dtype, device, parameters, config sha256).
+        weights, or :func:`folder_fingerprint` for a local folder), revision_requested (the ``revision`` asked
+        for, or None), trust_remote_code, model_args, dtype, device, parameters, config sha256).
 
     Raises:
-        EvalkitError: the model cannot be found or loaded.
+        EvalkitError: the model cannot be found or loaded, or a revision asked of random weights.
     """
+    from evalkit.model_args import HUB_LOCATION_KEYS
+
+    model_args = dict(model_args or {})
     from transformers import AutoConfig, AutoModelForCausalLM
 
     target = pick_device(device)
     if resolved["kind"] == "random":
+        if revision is not None:
+            raise EvalkitError(f"--revision {revision}: random weights have no hub revision (the seed is theirs)")
         cfg = dict(resolved["config"])
         config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
         torch_dtype = pick_dtype(dtype, target, config)
@@ -193,39 +212,65 @@ def load_model(
         init = target if device_map is None else torch.device("cpu")
         torch.manual_seed(seed)
         with init:
-            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+            try:
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **model_args)
+            except TypeError as exc:
+                raise EvalkitError(f"--model-args {model_args} not accepted by a random model: {exc}") from None
         if device_map is not None:
             model = dispatch(model, device_map, max_memory, torch_dtype)
         name = resolved.get("name", f"random:{resolved['alias']}")
-        revision = random_revision(seed, _generator_label(init))
+        resolved_revision = random_revision(seed, _generator_label(init))
     else:
         path = resolved["path"]
+        hub = {"revision": revision, "trust_remote_code": trust_remote_code,
+               **{k: v for k, v in model_args.items() if k in HUB_LOCATION_KEYS}}
         try:
-            config = AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(path, **hub)
             torch_dtype = pick_dtype(dtype, target, config)
-            kwargs: dict[str, Any] = {"dtype": torch_dtype}
+            kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision,
+                                      "trust_remote_code": trust_remote_code, **model_args}
             if device_map is not None:
                 kwargs.update(device_map=device_map, max_memory=dict(max_memory) if max_memory else None,
                               offload_folder=_offload_dir())
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise EvalkitError(f"could not load model '{path}': {exc}") from None
+        except (OSError, ValueError, TypeError) as exc:
+            raise EvalkitError(f"could not load model '{path}'{f' at revision {revision}' if revision else ''}: "
+                               f"{exc}") from None
         if device_map is None:
             model.to(target)
         name = path
-        revision = getattr(config, "_commit_hash", None) or folder_fingerprint(Path(path))
+        commit = getattr(config, "_commit_hash", None)
+        if commit is None and not Path(path).is_dir():
+            commit = hub_commit(path, hub)
+        resolved_revision = commit or folder_fingerprint(Path(path))
     model.eval()
     config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
     identity = {
         "name": name,
         "kind": resolved["kind"],
-        "revision": revision,
+        "revision": resolved_revision,
+        "revision_requested": revision,
+        "trust_remote_code": bool(trust_remote_code),
+        "model_args": model_args,
         "dtype": str(torch_dtype).replace("torch.", ""),
         "device": str(target) if device_map is None else describe_device_map(model, device_map),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config_sha256": _sha256_text(config_json),
     }
     return model, identity
+
+
+def hub_commit(repo_id: str, hub: dict[str, Any]) -> str:
+    """The commit of a hub model's files, from the snapshot folder its ``config.json`` was read from (offline
+    loads leave ``config._commit_hash`` unset); ``requested:<revision>`` when even that is unknown, so answers
+    cached for one revision are never served for another."""
+    from transformers.utils.hub import cached_file, extract_commit_hash
+
+    try:
+        found = cached_file(repo_id, "config.json", **hub)
+    except OSError:
+        found = None
+    return extract_commit_hash(found, None) or f"requested:{hub.get('revision') or 'main'}"
 
 
 def dispatch(

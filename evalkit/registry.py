@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Iterable
 
 from evalkit.metrics import check_task_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
+
+log = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -140,6 +143,7 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
     tasks: dict[str, Task] = {}
     groups: dict[str, TaskGroup] = {}
     files: dict[str, Path] = {}
+    builtin = Path(folders[0]) if folders else None
     for folder in folders:
         directory = Path(folder)
         if not directory.is_dir():
@@ -153,7 +157,11 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                     raise EvalkitError(f"task file {path}: TASK/GROUP (and TASKS/GROUPS items) must be a Task or "
                                        f"TaskGroup, got {type(obj).__name__}")
                 if obj.name in files:
-                    raise EvalkitError(f"task name '{obj.name}' defined twice: {files[obj.name]} and {path}")
+                    if not (files[obj.name].parent == builtin and directory != builtin):
+                        raise EvalkitError(f"task name '{obj.name}' defined twice: {files[obj.name]} and {path}")
+                    log.warning("%s from %s replaces the built-in one (%s)", obj.name, path, files[obj.name])
+                    tasks.pop(obj.name, None)
+                    groups.pop(obj.name, None)
                 if isinstance(obj, Task):
                     try:
                         check_task_metrics(obj.name, obj.scoring, obj.metrics, obj.primary_metric)
@@ -169,12 +177,17 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
 
 
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
-    """Registry of the built-in tasks plus those in ``include_paths`` (later folders may add, not override).
+    """Registry of the built-in tasks plus those in ``include_paths``.
+
+    A task or group in an included folder with a built-in's name replaces the built-in one, with a warning (copy
+    ``tasks/<name>.py`` into a folder, edit it, pass the folder with ``--include-path``); two included folders
+    defining one name is an error.
 
     Raises:
-        EvalkitError: a missing folder, a task file that fails to load or defines a name twice, a task whose
-            metrics its scoring rule cannot give (:func:`evalkit.metrics.check_task_metrics`), or a bad group
-            aggregation. A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
+        EvalkitError: a missing folder, a task file that fails to load or defines a name twice (other than an
+            included file replacing a built-in), a task whose metrics its scoring rule cannot give
+            (:func:`evalkit.metrics.check_task_metrics`), or a bad group aggregation. A group naming unknown tasks is
+            refused when selected (:meth:`TaskRegistry.check_group`).
     """
     folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
     return _scan(folders)

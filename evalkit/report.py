@@ -49,16 +49,24 @@ def suite_references() -> tuple[dict[str, Any], ...]:
     return tuple(t for t in reference_files() if t.get("kind") == "suite")
 
 
+LARGE = 1e4
+"""From this magnitude on (random-weight perplexities reach 1e6) numbers are written in scientific notation."""
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
-    """A number with ``digits`` decimals, or an em dash for missing values."""
-    return "—" if value is None else f"{value:.{digits}f}"
+    """A number with ``digits`` decimals (scientific notation with 3 from :data:`LARGE` on), or an em dash for
+    missing values."""
+    if value is None:
+        return "—"
+    return f"{value:.3e}" if abs(value) >= LARGE else f"{value:.{digits}f}"
 
 
 def cell(value: float | None, stderr: float | None) -> str:
-    """``value ± stderr`` (3 decimals), the value alone when there is no stderr, a dash when missing."""
+    """``value ± stderr`` (3 decimals, see :func:`fmt`), the value alone when there is no stderr, a dash when
+    missing."""
     if value is None:
         return "—"
-    return f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.3f}"
+    return f"{fmt(value)} ± {fmt(stderr)}" if stderr is not None else fmt(value)
 
 
 def run_label(results: dict[str, Any]) -> str:
@@ -162,6 +170,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "tasks": tasks,
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
+        "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
     }
 
 

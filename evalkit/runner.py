@@ -24,10 +24,12 @@ from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache
 from evalkit.data import drop_tasks_without_data, load_docs, local_path, resolve_data_dir, size_warning, subset_ids
 from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
                              fewshot_source, resolve_shots, short_warning)
+from evalkit.batching import initial_batch_size
+from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
+from evalkit.model_args import hub_options
 from evalkit.registry import load_registry, resolve_model
-from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
 from evalkit.tokenization import tokenize_requests
@@ -52,10 +54,10 @@ class PreparedTask:
 
 @dataclass
 class RunOutput:
-    """Paths written by a run and the in-memory results dict."""
+    """Paths written by a run (None when the run wrote no files) and the in-memory results dict."""
 
-    results_path: Path
-    report_path: Path
+    results_path: Path | None
+    report_path: Path | None
     samples_path: Path | None
     results: dict[str, Any]
 
@@ -164,13 +166,17 @@ def check_config(config: RunConfig) -> None:
     Raises:
         EvalkitError: naming the flag and the value.
     """
-    sizes = (("--batch-size", config.batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
+    if isinstance(config.batch_size, str) and config.batch_size != "auto":
+        raise EvalkitError(f"--batch-size must be a whole number or 'auto', got {config.batch_size!r}")
+    batch_size = None if config.batch_size == "auto" else config.batch_size
+    sizes = (("--batch-size", batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
              ("--max-length", config.max_length))
     for flag, value in sizes:
         if value is not None and value < 1:
             raise EvalkitError(f"{flag} must be at least 1, got {value}")
     if config.bootstrap_iters < 0 or config.bootstrap_iters == 1:
         raise EvalkitError(f"--bootstrap-iters must be 0 (no bootstrap) or at least 2, got {config.bootstrap_iters}")
+    hub_options(config)
     if not 0 <= config.seed < SEED_LIMIT:
         raise EvalkitError(f"--seed must be between 0 and 2**64 - 1, got {config.seed}")
     if not 0 <= config.fewshot_seed < SEED_LIMIT:
@@ -183,8 +189,9 @@ def check_config(config: RunConfig) -> None:
         raise EvalkitError(f"--output-dir {out}: {existing} is not writable")
 
 
-def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
-    """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report.
+def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutput | None:
+    """Evaluate ``config.model`` on ``config.tasks`` and write results, samples and a report (``write=False``:
+    only return the results; the request cache is still used unless ``config.use_cache`` is False).
 
     Under ``torchrun`` every rank scores a share of the requests and rank 0 alone writes the files
     (:mod:`evalkit.distributed`); the other ranks return None.
@@ -197,10 +204,18 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     registry = load_registry(config.include_paths)
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
+    if resolved["kind"] == "random" and config.extra.get("revision") is not None:
+        raise EvalkitError(f"--revision {config.extra['revision']}: {config.model} has random weights, no hub "
+                           f"revision (its seed is its revision)")
     data_dir = resolve_data_dir(config.data_dir)
     shots = resolve_shots(tasks, config.num_fewshot, config.fewshot_overrides, registry.groups)
     tasks, skipped = drop_tasks_without_data(tasks, data_dir, config, shots)
     check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
+    if resolved["kind"] == "random" and config.tokenizer is None:
+        raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
+                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
+    check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
+              hub_options(config)["hub_kwargs"].get("cache_dir"))
     prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed)
                 for t in tasks]
     for p in prepared:
@@ -212,8 +227,12 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
-    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs)
+    hub = hub_options(config)
+    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
+                                          hub["trust_remote_code"], hub["hub_kwargs"])
+    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
+                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
+                                            model_args=hub["model_args"])
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:
         raise EvalkitError(
@@ -227,14 +246,18 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
                                   config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
+    start_size, per_task = initial_batch_size(config.batch_size, hf_backend.execution_device(
+        model.get_input_embeddings()).type)
     backend = hf_backend.HFBackend(
-        model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
+        model, window, batch_size=start_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
     versions = library_versions()
     t0 = time.perf_counter()
+    parts = [(p.task.name, len(p.requests)) for p in prepared] if per_task else None
+    task_sizes: dict[str, int | None] = {}
     responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
-                                           tokenizer.identity["sha256"], versions)
+                                           tokenizer.identity["sha256"], versions, parts, task_sizes)
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
@@ -265,6 +288,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "batch_size_final": backend.batch_size,
         "oom_retries": backend.oom_retries,
     }
+    if config.batch_size == "auto":
+        timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -279,6 +304,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "skipped_tasks": skipped,
     }
     ranks.annotate(results)
+    if not write:
+        return RunOutput(None, None, None, results)
     return write_outputs(results, doc_results, prepared, config)
 
 
@@ -326,26 +353,45 @@ def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[Tokeni
             log.warning(warning)
 
 
+def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[TokenizedRequest],
+             parts: Sequence[tuple[str, int]] | None, sizes: dict[str, int | None]) -> list[Any] | None:
+    """``ranks.loglikelihood`` over all requests, or task by task (``parts``: (name, requests)) with the batch
+    size reset to its start before each task; ``sizes`` gets each task's final size (None: nothing scored)."""
+    if parts is None:
+        return ranks.loglikelihood(scorer, tokenized)
+    start, out, k = backend.batch_size, [], 0
+    for name, n in parts:
+        backend.batch_size, calls = start, backend.forward_calls
+        got = ranks.loglikelihood(scorer, tokenized[k : k + n])
+        k += n
+        sizes[name] = backend.batch_size if backend.forward_calls > calls else None
+        out = None if got is None or out is None else out + list(got)
+    return out
+
+
 def _score(
     ranks: Any, backend: Any, tokenized: Sequence[TokenizedRequest], config: RunConfig, identity: dict[str, Any],
-    tokenizer_sha256: str, versions: dict[str, str],
+    tokenizer_sha256: str, versions: dict[str, str], parts: Sequence[tuple[str, int]] | None = None,
+    sizes: dict[str, int | None] | None = None,
 ) -> tuple[list[Any] | None, dict[str, str] | None, tuple[int, int]]:
     """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is
     False.
 
-    Each rank answers its share from the cache and commits what its model scores, batch by batch.
+    Each rank answers its share from the cache and commits what its model scores, batch by batch. With
+    ``parts``, tasks are scored one after the other, each probing its batch size afresh (:func:`_by_task`).
 
     Returns:
         (responses in request order, None on ranks other than 0; ``{"path", "model_key"}`` of the cache or None;
         (requests answered from the cache, requests scored by the model) on this rank).
     """
+    sizes = {} if sizes is None else sizes
     if not config.use_cache:
-        return ranks.loglikelihood(backend, tokenized), None, (0, len(tokenized))
+        return _by_task(ranks, backend, backend, tokenized, parts, sizes), None, (0, len(tokenized))
     key, fields = model_key(identity, tokenizer_sha256, "hf", versions)
     with RequestCache(resolve_cache_dir(config.cache_dir)) as cache:
         cache.register_model(key, fields)
         caching = CachingBackend(backend, cache, key)
-        responses = ranks.loglikelihood(caching, tokenized)
+        responses = _by_task(ranks, caching, backend, tokenized, parts, sizes)
         log.info("%d requests answered from the cache %s, %d scored by the model",
                  caching.requests_cached, cache.path, caching.requests_scored)
         return responses, {"path": str(cache.path), "model_key": key}, (caching.requests_cached,
@@ -374,6 +420,8 @@ def write_outputs(
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
         raise
+    from evalkit.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
+
     report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
     return RunOutput(path, report_path, samples_path, results)
 

@@ -218,7 +218,8 @@ class RunConfig:
         include_paths: extra folders of task files.
         limit: seeded random subset of this many documents per task; None for all.
         seed: seed for the subset, the random model weights and the bootstrap.
-        batch_size: packed sequences per forward pass (each sequence: one context and its continuations).
+        batch_size: packed sequences per forward pass (each sequence: one context and its continuations), or
+            ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.runner.initial_batch_size``).
         max_length: model window override in tokens; None reads the model config.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: torch device string, or None to pick cuda when available.
@@ -245,7 +246,7 @@ class RunConfig:
     include_paths: tuple[str, ...] = ()
     limit: int | None = None
     seed: int = 1234
-    batch_size: int = 16
+    batch_size: int | str = 16
     max_length: int | None = None
     dtype: str = "auto"
     device: str | None = None

@@ -66,6 +66,7 @@ def test_compare_a_run_with_itself_finds_nothing(two_runs, tmp_path):
     assert "| piqa | acc | 12 |" in text
     assert text.count("| +0.0000 | [+0.0000, +0.0000] |") == 5
     assert "**yes**" not in text
+    assert f"> **Note:** A and B are the same file ({a}): every Δ is 0 and nothing can be significant" in text
 
 
 def test_compare_two_seeded_models_one_cell_by_hand(two_runs, tmp_path):
@@ -139,7 +140,7 @@ def test_compare_figure_is_a_png_linked_from_the_report(two_runs, tmp_path, caps
     assert f"report: {report}" in printed and f"figure: {report.with_suffix('.png')}" in printed
     assert "piqa             acc" in printed
     assert_valid_png(report.with_suffix(".png"))
-    assert "![Accuracy per task with 95% intervals](ab.png)" in report.read_text(encoding="utf-8")
+    assert "![Paired differences B − A per task with 95% intervals](ab.png)" in report.read_text(encoding="utf-8")
 
 
 def test_run_report_has_its_figure(two_runs):
@@ -176,3 +177,39 @@ def test_figure_of_one_point_with_a_long_label_lays_out(tmp_path):
         warnings.simplefilter("error")  # matplotlib warns when the axes collapse to nothing
         path = draw_intervals([Panel("PIQA (acc)", "acc", (point,))], tmp_path / "one.png", "title")
     assert_valid_png(path)
+
+
+def test_compare_says_when_b_is_a_copy_of_a(two_runs, tmp_path, capsys):
+    a, _ = two_runs
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(Path(a).read_bytes())
+    assert main(["compare", str(a), str(copy), "--output", str(tmp_path / "c.md"), "--bootstrap-iters", "50",
+                 "--no-references"]) == 0
+    assert f"  note: A and B hold the same run ({copy} is a copy of {a})" in capsys.readouterr().out
+
+
+def test_rows_without_a_test_show_a_dash(two_runs, tmp_path):
+    a, b = two_runs
+    out = compare([str(a), str(b)], tmp_path / "dash.md", iters=100)
+    text = out.report_path.read_text(encoding="utf-8")
+    # pythia-70m's published perplexity has no stderr: no z-test, so no verdict either
+    row = next(line for line in text.splitlines() if line.startswith("| pythia-70m | lambada_openai | perplexity |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[7:11] == ["—", "—", "—", "—"]  # z, p, p (Holm), significant
+
+
+def test_the_figure_shows_paired_differences(two_runs, tmp_path):
+    from evalkit.compare import delta_panels
+
+    a, b = two_runs
+    out = compare([str(a), str(b)], tmp_path / "d.md", iters=200, with_references=False)
+    panels = delta_panels(out.paired)
+    assert [p.unit for p in panels] == ["accuracy", "perplexity"]
+    rows = {(r.task, r.metric): r for r in out.paired[0].rows}
+    accuracy = {p.label: p for p in panels[0].points}
+    assert sorted(accuracy) == sorted(f"{t} {m}" for t, m in rows if m != "perplexity")
+    piqa = accuracy["piqa acc"]
+    assert (piqa.delta, piqa.low, piqa.high, piqa.significant) == (
+        rows["piqa", "acc"].delta, rows["piqa", "acc"].low, rows["piqa", "acc"].high, rows["piqa", "acc"].significant)
+    assert [p.label for p in panels[1].points] == ["lambada_openai perplexity"]
+    assert_valid_png(out.figure_path)
