@@ -42,11 +42,15 @@ class TokenizedRequest:
         context_ids: context token ids, already left-truncated to fit the window (tuple of int).
         continuation_ids: continuation token ids (tuple of int, never empty).
         truncated_tokens: how many context tokens were dropped on the left (int, >= 0).
+        joint_fallback: ``--tokenization joint`` only: True when a token spans the join of context and
+            continuation, so the request holds the separate encodings (the continuation's exact text) instead of
+            the split joint encoding (see :mod:`evalkit.tokenization`). Not part of the request's cache key.
     """
 
     context_ids: tuple[int, ...]
     continuation_ids: tuple[int, ...]
     truncated_tokens: int = 0
+    joint_fallback: bool = False
 
 
 @dataclass(frozen=True)
