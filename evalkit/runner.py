@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -21,12 +22,13 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.data import TaskCodeError, duplicate_rows, load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
 from evalkit.registry import load_registry, resolve_model
 from evalkit.report import write_report
-from evalkit.results_io import atomic_write_text, results_path
+from evalkit.results_io import atomic_write_text, results_path, strict_json
 from evalkit.stats import bootstrap_stderr, mean_stderr
 from evalkit.tokenization import tokenize_requests
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
@@ -44,30 +46,54 @@ class PreparedTask:
     docs: list[Any]
     requests: list[LoglikelihoodRequest]
     warnings: list[str]
+    duplicates: int = 0
 
 
 @dataclass
 class RunOutput:
-    """Paths written by a run and the in-memory results dict."""
+    """Paths written by a run and the in-memory results dict.
+
+    ``report_path`` is None and ``report_error`` says why when the results were written but the report could not
+    be (an unwritable ``reports/``): the results are complete, ``evalkit report`` re-renders the report.
+    """
 
     results_path: Path
-    report_path: Path
+    report_path: Path | None
     samples_path: Path | None
     results: dict[str, Any]
+    report_error: str | None = None
 
 
-def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int) -> PreparedTask:
-    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order)."""
-    docs = load_docs(task, data_dir)
+def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int,
+                 task_file: Path | None = None) -> PreparedTask:
+    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order).
+
+    Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
+    count.
+
+    Raises:
+        EvalkitError: bad data (file, line, field), or a task function raising on a document (names ``task_file``,
+            the document and the exception).
+    """
+    try:
+        docs = load_docs(task, data_dir)
+    except TaskCodeError as exc:
+        raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
     warnings = [w for w in [size_warning(task, len(docs))] if w]
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
+    duplicates = duplicate_rows(chosen)
+    if duplicates:
+        shown = ", ".join(f"doc {ids[i]} = doc {ids[j]}" for i, j in duplicates[:5])
+        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
+                        f"({shown}{more}); each copy is scored and counted in the metrics")
     requests = [
         LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
         for doc_id, doc in zip(ids, chosen)
         for k, cont in enumerate(task.continuations(doc))
     ]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, len(duplicates))
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -169,7 +195,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
-    prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
+    prepared = [prepare_task(t, data_dir, config.limit, config.seed, registry.files.get(t.name)) for t in tasks]
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
@@ -180,31 +206,57 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
     tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs)
-    rows = model.get_input_embeddings().weight.shape[0]
-    if tokenizer.vocab_size > rows:
-        raise EvalkitError(
-            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
-            f"has {rows} rows: wrong tokenizer for this model?"
+    run_warnings = []
+    own = hf_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
+    if own is not None and own.identity["sha256"] != tokenizer.identity["sha256"]:
+        run_warnings.append(
+            f"--tokenizer {config.tokenizer} (sha256 {tokenizer.identity['sha256'][:12]}…) is not the tokenizer "
+            f"the model folder ships (sha256 {own.identity['sha256'][:12]}…): a tokenizer whose vocabulary fits "
+            f"but that does not belong to the model scores garbage"
         )
-    window = hf_loading.model_window(model, config.max_length)
+    model_config = hf_loading.load_config(resolved)  # no weights yet: every input check runs before they load
+    window = hf_loading.config_window(model_config, config.max_length, config.model)
     all_requests = [r for p in prepared for r in p.requests]
     t0 = time.perf_counter()
     tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
                                   config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
+    _warn_joint_fallbacks(prepared, tokenized)
+    revision = None
+    if resolved["kind"] == "pretrained" and Path(resolved["path"]).is_dir():
+        memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
+        revision = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
+                                                 memo)
+    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
+                                            revision=revision)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.vocab_size > rows:
+        raise EvalkitError(
+            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"has {rows} rows: wrong tokenizer for this model?"
+        )
+    for warning in run_warnings:
+        log.warning(warning)
     backend = hf_backend.HFBackend(
         model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
     versions = library_versions()
+    allow_non_finite = bool(config.extra.get("allow_non_finite"))
     t0 = time.perf_counter()
-    responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
-                                           tokenizer.identity["sha256"], versions)
+    try:
+        responses, cache_info, counts = _score(ranks, FiniteGuard(backend, allow_non_finite), tokenized, config,
+                                               identity, tokenizer.identity["sha256"], versions)
+    except NonFiniteScore as exc:
+        raise EvalkitError(_non_finite_message(all_requests[tokenized.index(exc.request)], exc.value, config)) \
+            from None
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
+    bad = non_finite(responses)
+    if bad and not allow_non_finite:  # answered by another rank
+        raise EvalkitError(_non_finite_message(all_requests[bad[0]], responses[bad[0]].loglikelihood, config))
 
     task_results: dict[str, Any] = {}
     doc_results: dict[str, list[DocResult]] = {}
@@ -214,8 +266,10 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         resp, toks = responses[k : k + n], tokenized[k : k + n]
         k += n
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
+        kept = _drop_non_finite(p, docs)
         doc_results[p.task.name] = docs
-        task_results[p.task.name] = task_summary(p, docs, toks, config)
+        task_results[p.task.name] = task_summary(p, kept, toks, config) | {
+            "non_finite_requests": len(non_finite(resp)), "non_finite_documents": len(docs) - len(kept)}
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
         "tokenize_s": round(t_tok, 3),
@@ -232,16 +286,20 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "batch_size_final": backend.batch_size,
         "oom_retries": backend.oom_retries,
     }
+    tokenizer_info = tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size}
+    if own is not None:
+        tokenizer_info["model_tokenizer_sha256"] = own.identity["sha256"]
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": asdict(config),
         "model": identity,
-        "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size},
+        "tokenizer": tokenizer_info,
         "window": window,
         "versions": versions,
         "cache": cache_info,
         "timing": timing,
+        "warnings": run_warnings,
         "tasks": task_results,
     }
     ranks.annotate(results)
@@ -265,6 +323,8 @@ def task_summary(
         "requests": len(p.requests),
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
         "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
+        "joint_fallback_requests": int(sum(1 for t in toks if t.joint_fallback)),
+        "duplicate_documents": p.duplicates,
         "prompt_sha256": prompt_hash(p.requests),
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
@@ -285,6 +345,47 @@ def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[Tokeni
                        f"{max(cut)} from one request)")
             p.warnings.append(warning)
             log.warning(warning)
+
+
+def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest]) -> None:
+    """Add a warning to each task with requests that ``--tokenization joint`` scored with the separate encodings
+    (a token spans the join; the count is also in the results as ``joint_fallback_requests``)."""
+    k = 0
+    for p in prepared:
+        toks = tokenized[k : k + len(p.requests)]
+        k += len(p.requests)
+        fell_back = sum(1 for t in toks if t.joint_fallback)
+        if fell_back:
+            warning = (f"{p.task.name}: {fell_back} of {len(toks)} requests have a token spanning the join of "
+                       f"context and continuation; --tokenization joint scored them with the context and the "
+                       f"continuation encoded separately, so the continuation scored is exactly its text")
+            p.warnings.append(warning)
+            log.warning(warning)
+
+
+def _non_finite_message(request: LoglikelihoodRequest, value: float, config: RunConfig) -> str:
+    """The error that stops a run at a non-finite log-likelihood: task, document, request, and what was kept."""
+    kept = ("the finite answers scored so far are kept in the request cache" if config.use_cache
+            else "nothing was cached (--no-cache)")
+    return (f"task {request.task} doc {request.doc_id} choice {request.choice_index}: the model's log-likelihood is "
+            f"{value!r} (context {request.context[-60:]!r}, continuation {request.continuation[:60]!r}); a NaN or "
+            f"infinite weight, or an overflow (float16?), gives no valid score. No results were written; {kept}. "
+            f"--allow-non-finite counts such requests and leaves their documents out of the metrics instead")
+
+
+def _drop_non_finite(p: PreparedTask, docs: list[DocResult]) -> list[DocResult]:
+    """The documents whose log-likelihoods are all finite; warns (log and task warnings) when some are not."""
+    kept = [d for d in docs if all(math.isfinite(ll) for ll in d.loglikelihoods)]
+    if len(kept) < len(docs):
+        bad = sum(1 for d in docs for ll in d.loglikelihoods if not math.isfinite(ll))
+        warning = (f"{p.task.name}: {len(docs) - len(kept)} of {len(docs)} documents have a non-finite "
+                   f"log-likelihood ({bad} requests, --allow-non-finite); they are left out of the metrics, which "
+                   f"cover {len(kept)} documents")
+        p.warnings.append(warning)
+        log.warning(warning)
+    if not kept:
+        raise EvalkitError(f"{p.task.name}: every document has a non-finite log-likelihood: no metric can be computed")
+    return kept
 
 
 def _score(
@@ -325,18 +426,39 @@ def write_outputs(
     results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask],
     config: RunConfig,
 ) -> RunOutput:
-    """Write samples (optional), results JSON and the Markdown report; returns their paths."""
+    """Write samples (optional), results JSON (strict: no NaN or Infinity) and the Markdown report.
+
+    The report gets a name of its own (``reports/<results stem>.md``, ``-N`` added when taken by another run that
+    finished in the same second). When it cannot be written, the results stay and the returned
+    :attr:`RunOutput.report_error` says what was not written and how to re-render it.
+
+    Raises:
+        EvalkitError: the results or samples cannot be written (nothing half written is left behind).
+    """
     out_dir = Path(config.output_dir)
     path = results_path(out_dir, results["model"]["name"])  # reserved (created empty) until written below
     try:
         samples_path = _write_samples(path, results, doc_results, prepared) if config.log_samples else None
-        atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+        atomic_write_text(path, strict_json(results, str(path), indent=1) + "\n")
     except BaseException:
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
         raise
-    report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
+    try:
+        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True)
+    except OSError as exc:
+        where = exc.filename or out_dir / "reports"
+        error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"
+                 + (f" and {samples_path}" if samples_path else "")
+                 + f"; re-render the report with: evalkit report {path} --output REPORT.md")
+        log.error(error)
+        return RunOutput(path, None, samples_path, results, error)
     return RunOutput(path, report_path, samples_path, results)
+
+
+def _finite_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Per-document metrics with non-finite values (a document left out under --allow-non-finite) as None."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
 
 
 def _write_samples(
@@ -350,9 +472,9 @@ def _write_samples(
             lines.append(json.dumps({
                 "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
                 "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
-                "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
-                "metrics": dict(result.metrics),
-            }))
+                "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],
+                "greedy": list(result.greedy), "metrics": _finite_metrics(result.metrics),
+            }, allow_nan=False))
     atomic_write_text(samples_path, "\n".join(lines) + "\n")
     results["samples_file"] = samples_path.name
     return samples_path
