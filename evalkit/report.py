@@ -38,11 +38,13 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def cell(value: float | None, stderr: float | None) -> str:
-    """``value ± stderr`` (3 decimals), the value alone when there is no stderr, a dash when missing."""
+def cell(value: float | None, stderr: float | None, interval: tuple[float, float] | None = None) -> str:
+    """``value ± stderr`` (3 decimals), the value alone when there is no stderr, a dash when missing; followed by
+    `` [low, high]`` when an interval (a measured accuracy's Wilson interval) is given."""
     if value is None:
         return "—"
-    return f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.3f}"
+    text = f"{value:.3f} ± {stderr:.3f}" if stderr is not None else f"{value:.3f}"
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval is not None else text
 
 
 def wilson_cell(metric: str, value: float, n: int, confidence: float = 0.95) -> str:
@@ -64,7 +66,9 @@ def _measured_row(results: dict[str, Any], columns: dict[str, Any]) -> dict[str,
     for task, column in columns.items():
         metric = results["tasks"].get(task, {}).get("metrics", {}).get(column["metric"])
         if metric is not None:
-            values[task] = (metric["value"], metric["stderr_bootstrap"])
+            interval = (wilson_interval(metric["value"], metric["n"]) if has_closed_form_stderr(column["metric"])
+                        and metric["n"] >= 1 else None)
+            values[task] = (metric["value"], metric["stderr_bootstrap"], interval)
     if not values:
         return None
     return {"model": run_label(results), "values": values, "measured": True}

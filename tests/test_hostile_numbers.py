@@ -417,6 +417,7 @@ def test_an_accuracy_of_100_percent_shows_its_wilson_interval_in_report_and_comp
     text = write_report_file([results], tmp_path / "r.md").read_text()
     assert "| piqa v1.0 | acc | 1.0000 | 0.0000 | [0.7575, 1.0000] |" in text
     assert "| 95% CI (Wilson) |" in text
+    assert "**1.000 [0.758, 1.000]**" in text  # the card table's measured PIQA cell (no bootstrap in this run)
     table = compare([str(perfect), str(done.results_path)], tmp_path / "c.md", 200, 1, 0.05, False).report_path
     acc_b = sum(json.loads(done.results_path.read_text())["tasks"]["piqa"]["documents"]["acc"]) / 12
     b_low, b_high = wilson_interval(acc_b, 12)
