@@ -206,7 +206,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     first = Path(args.results[0])
     path = Path(args.output) if args.output else default_reports_dir(first) / f"{first.stem}.md"
     replaced = path.exists()
-    written = write_report_file(runs, path, source_paths=args.results)
+    try:
+        written = write_report_file(runs, path, source_paths=args.results)
+    except OSError as exc:
+        raise EvalkitError(f"cannot write the report {exc.filename or path}: {exc.strerror or exc}") from None
     print(f"report: {written}" + (" (replaced the report that was there)" if replaced else ""))
     return 0
 
@@ -215,7 +218,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     """``evalkit compare``: prints one line per paired difference and the report's path."""
     from evalkit.compare import compare
 
-    output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha, not args.no_references)
+    try:
+        output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha,
+                         not args.no_references)
+    except OSError as exc:
+        raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
+            from None
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
         for r in table.rows:

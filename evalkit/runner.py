@@ -158,7 +158,8 @@ def check_config(config: RunConfig) -> None:
 
     Checks ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
     (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` (0 to 2**64 - 1) and that
-    ``--output-dir`` is, or can be created as, a writable folder. Nothing is created.
+    ``--output-dir`` is, or can be created as, a writable folder (and its ``results/`` and ``reports/``, where they
+    exist, are writable folders). Nothing is created.
 
     Raises:
         EvalkitError: naming the flag and the value.
@@ -178,6 +179,11 @@ def check_config(config: RunConfig) -> None:
         raise EvalkitError(f"--output-dir {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise EvalkitError(f"--output-dir {out}: {existing} is not writable")
+    for sub in ("results", "reports"):  # an existing subfolder may be read-only while its parent is not
+        folder = out / sub
+        if folder.exists() and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise EvalkitError(f"--output-dir {out}: {folder} is not a writable folder, so the "
+                               f"{'results' if sub == 'results' else 'report'} could not be written after scoring")
 
 
 def run(config: RunConfig, progress: bool = True) -> RunOutput | None:

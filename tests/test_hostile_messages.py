@@ -315,3 +315,30 @@ def test_baseline_paths_outside_the_data_folder_are_absolute_and_check_can_overr
     args = build_parser().parse_args(["check", "--baseline", "b.json", "--tokenizer", "t.json", "--include-path", "a",
                                       "--include-path", "b"])
     assert (args.tokenizer, args.include_path) == ("t.json", ["a", "b"])
+
+
+def test_an_existing_read_only_reports_folder_stops_the_run_before_the_model_loads(tmp_path, monkeypatch, no_model):
+    from evalkit import runner
+
+    reports = tmp_path / "out" / "reports"
+    reports.mkdir(parents=True)
+    real_access = os.access
+    monkeypatch.setattr(runner.os, "access",
+                        lambda p, mode: False if Path(p) == reports and mode & os.W_OK else real_access(p, mode))
+    with pytest.raises(EvalkitError) as caught:
+        runner.run(_config(tmp_path), progress=False)
+    assert str(caught.value) == (f"--output-dir {tmp_path / 'out'}: {reports} is not a writable folder, so the report "
+                                 f"could not be written after scoring")
+    assert not (tmp_path / "out" / "results").exists()
+
+
+def test_report_and_compare_name_a_report_they_cannot_write(good_results, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    assert main(["report", str(good_results), "--output", str(blocker / "r.md")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"evalkit: error: cannot write the report {blocker}")
+    assert main(["compare", str(good_results), str(good_results), "--output", str(blocker / "c.md"),
+                 "--bootstrap-iters", "20", "--no-references"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("evalkit: error: cannot write the comparison ")
