@@ -9,7 +9,8 @@ The schema language is small: ``"str"``, ``"int"``, ``"number"`` (int or float, 
 ``"any"``; a trailing ``?`` allows null; ``{"keys": {...}, "optional": {...}}`` is an object with those keys;
 ``("map", spec)`` an object whose values all match ``spec``; ``("list", spec)`` a list of such items.
 Beyond the types, a task's per-document arrays must all have one value per document (``n``), accuracies lie in
-{0, 1} per document and in [0, 1] aggregated, and every metric is one evalkit knows.
+{0, 1} per document and in [0, 1] aggregated, and every metric is one evalkit knows
+(:data:`evalkit.metrics.PER_DOC_KEY`, which ``report`` and ``compare`` look per-document values up in).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from evalkit.metrics import PER_DOC_KEY
 from evalkit.types import EvalkitError
 
 METRIC = {"keys": {"value": "number", "stderr": "number?", "stderr_bootstrap": "number?", "n": "int",
@@ -49,8 +51,8 @@ SCHEMA = {
 }
 """What ``report`` and ``compare`` read from a results file."""
 
-PER_DOC = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood"}
-"""Metric -> its per-document array (the same table as :data:`evalkit.metrics.PER_DOC_KEY`)."""
+ACCURACIES = ("acc", "acc_norm")
+"""Metrics whose per-document values are 0 or 1 and whose aggregate is a fraction."""
 
 _TYPES = {
     "str": (lambda v: isinstance(v, str), "a string"),
@@ -130,12 +132,12 @@ def _task_fault(name: str, task: dict[str, Any]) -> str | None:
             return (f"'{where}.documents.{key}': {len(values)} values for {task['n']} documents "
                     f"('{where}.n'); the file is truncated or edited")
     for metric, entry in task["metrics"].items():
-        if metric not in PER_DOC:
-            return f"'{where}.metrics.{metric}': unknown metric (expected one of {', '.join(PER_DOC)})"
-        key = PER_DOC[metric]
+        if metric not in PER_DOC_KEY:
+            return f"'{where}.metrics.{metric}': unknown metric (expected one of {', '.join(PER_DOC_KEY)})"
+        key = PER_DOC_KEY[metric]
         if key not in docs:
             return f"missing key '{where}.documents.{key}' (per-document values of {metric})"
-        if metric != "perplexity":
+        if metric in ACCURACIES:
             bad = next((i for i, v in enumerate(docs[key]) if v not in (0, 1)), None)
             if bad is not None:
                 return f"'{where}.documents.{key}[{bad}]': {docs[key][bad]!r} is not an accuracy (0 or 1)"
