@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +83,18 @@ def _bad_value(value: Any, path: str) -> str | None:
     return None
 
 
-def _call(task: Task, what: str, doc: Doc, where: str) -> Any:
+def _call(task: Task, what: str, doc: Doc, where: str, plain: bool = True) -> Any:
     """``task.<what>(doc)``; an exception of the task's own code becomes a :class:`TaskCodeError` naming the
-    document and the exception (ValueError, KeyError, TypeError and IndexError keep their old, shorter message:
-    they are how a task names a bad field)."""
+    document and the exception. With ``plain`` (``continuations``, ``gold``), ValueError, KeyError, TypeError and
+    IndexError pass unchanged: they are how those functions name a bad field."""
     try:
         return getattr(task, what)(doc)
     except (ValueError, KeyError, TypeError, IndexError):
-        raise
+        if plain:
+            raise
+        exc = sys.exc_info()[1]
+        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
+                            task.name) from None
     except Exception as exc:  # noqa: BLE001 - task files are user code and may fail in any way
         raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
                             task.name) from None
@@ -140,7 +145,7 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
             raise ValueError(f"gold index {gold} is out of range for {len(conts)} continuations")
         for what in ("context", "choice_contexts"):
             if getattr(task, what) is not None:
-                _call(task, what, doc, where)
+                _call(task, what, doc, where, plain=False)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise EvalkitError(f"{where}: {exc}") from None
 

@@ -106,6 +106,8 @@ from evalkit.types import DatasetSpec, Task
 
 
 def context(doc):
+    if doc["goal"] == "b":
+        return doc["missing"]
     return f"Question: {doc['goal']}\\nAnswer:" if doc["label"] == 0 else 1 / 0
 
 
@@ -123,12 +125,17 @@ def test_a_task_function_raising_on_a_document_names_file_document_and_exception
     (tasks / "fragile.py").write_text(RAISING_TASK, encoding="utf-8")
     data = tmp_path / "data" / "fragile" / "test.jsonl"
     data.parent.mkdir(parents=True)
-    data.write_text('{"goal": "a", "label": 0}\n{"goal": "b", "label": 0}\n{"goal": "c", "label": 1}\n',
-                    encoding="utf-8")
+    data.write_text('{"goal": "a", "label": 0}\n{"goal": "c", "label": 1}\n', encoding="utf-8")
     status, err = run_cli(capsys, tmp_path, "--include-path", str(tasks), tasks="fragile", data_dir=tmp_path / "data")
     assert status == 2
-    assert (f"evalkit: error: task file {tasks / 'fragile.py'}: {data} line 3: task 'fragile' context() raised "
-            "ZeroDivisionError: division by zero") in err
+    assert err == [f"evalkit: error: task file {tasks / 'fragile.py'}: {data} line 2: task 'fragile' context() raised "
+                   "ZeroDivisionError: division by zero"]
+    data.write_text('{"goal": "a", "label": 0}\n\n{"goal": "b", "label": 0}\n', encoding="utf-8")
+    (tmp_path / "again").mkdir()
+    status, err = run_cli(capsys, tmp_path / "again", "--include-path", str(tasks), tasks="fragile", data_dir=tmp_path / "data")
+    assert status == 2
+    assert err == [f"evalkit: error: task file {tasks / 'fragile.py'}: {data} line 3: task 'fragile' context() raised "
+                   "KeyError: 'missing'"]
 
 
 BAD_TEXT = [
