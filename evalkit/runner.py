@@ -192,8 +192,14 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     Under ``torchrun`` every rank scores a share of the requests and rank 0 alone writes the files
     (:mod:`evalkit.distributed`); the other ranks return None.
 
+    Order: flags, tasks, data (every document validated and its prompt built), cache, then the tokenizer and the
+    model's config (no weights): ``--max-length`` against the trained positions, tokenization (continuations that
+    cannot fit, text the tokenizer refuses), the local folder's content key; only then the weights.
+
     Raises:
-        EvalkitError: bad input of any kind, before the model is loaded.
+        EvalkitError: bad input of any kind, before the weights are loaded; or, after scoring, a non-finite
+            log-likelihood without ``extra["allow_non_finite"]`` (task, document and request named; no results
+            written; finite answers kept in the request cache).
     """
     started = time.perf_counter()
     check_config(config)
