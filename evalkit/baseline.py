@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit.data import resolve_data_dir
-from evalkit.results_io import atomic_write_text, read_json_object
+from evalkit.data import json_error, resolve_data_dir
+from evalkit.results_io import atomic_write_text, read_json_object, strict_json
 from evalkit.runner import run
 from evalkit.types import EvalkitError, RunConfig
 
@@ -86,15 +86,19 @@ def text_sha(text: str) -> str:
 
 
 def portable_path(path: str | None, data_dir: str | None) -> str | None:
-    """``{data_dir}/<relative>`` for a path inside ``data_dir``; other paths and hub ids unchanged."""
-    if path is None or data_dir is None:
+    """``{data_dir}/<relative>`` for a path inside ``data_dir``; another existing local path made absolute (so
+    ``evalkit check`` finds it from any directory of this machine; elsewhere ``--tokenizer`` / ``--include-path``
+    override it); hub ids unchanged."""
+    if path is None:
         return path
+    if data_dir is None:
+        return os.path.abspath(path) if Path(path).exists() else path
     # compare the paths as written (absolute, symlinks kept), then with symlinks resolved
     for target, root in ((Path(os.path.abspath(path)), Path(os.path.abspath(data_dir))),
                          (Path(path).resolve(), Path(data_dir).resolve())):
         if target == root or root in target.parents:
             return f"{DATA_DIR_MARK}/{target.relative_to(root).as_posix()}".rstrip("/")
-    return path
+    return os.path.abspath(path) if Path(path).exists() else path
 
 
 def resolve_path(stored: str | None, data_dir: str | None, baseline: Path) -> str | None:
@@ -125,7 +129,7 @@ def read_samples(path: Path) -> dict[str, list[dict[str, Any]]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise EvalkitError(f"{path} line {lineno}: malformed JSON ({exc.msg})") from None
+            raise EvalkitError(f"{path} line {lineno}: malformed JSON ({json_error(exc)})") from None
         out.setdefault(row["task"], []).append(row)
     return out
 
@@ -232,7 +236,7 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
         "tasks": tasks,
     }
     output = Path(output)
-    atomic_write_text(output, json.dumps(baseline, indent=1) + "\n")
+    atomic_write_text(output, strict_json(baseline, str(output), indent=1) + "\n")
     return BaselineOutput(output, done.results_path, sum(len(t["requests"]["doc_id"]) for t in tasks.values()))
 
 
@@ -257,18 +261,34 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
 
 
 def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | None, output_dir: str,
-                         model: str | None = None) -> RunConfig:
-    """The RunConfig that re-runs a baseline (``model`` overrides the model spec, for ``--statistical``).
+                         model: str | None = None, tokenizer: str | None = None,
+                         include_paths: Sequence[str] | None = None) -> RunConfig:
+    """The RunConfig that re-runs a baseline (``model`` overrides the model spec, for ``--statistical``;
+    ``tokenizer`` and ``include_paths`` override the baseline's, for paths outside its data folder).
 
     The request cache is off: a check must score every request with today's code, not replay old answers.
+
+    Raises:
+        EvalkitError: local data without ``data_dir``, or a stored tokenizer file or task folder outside the data
+            folder that does not exist here (names the override flag).
     """
     cfg = baseline["config"]
     if cfg["data_dir"] and data_dir is None:
         raise EvalkitError(f"{path}: the baseline read local data; pass --data-dir (or set $EVALKIT_DATA_DIR)")
+    tok = tokenizer or resolve_path(cfg["tokenizer"], data_dir, path)
+    if tokenizer is None and tok is not None and tok.endswith(".json") and not Path(tok).is_file():
+        raise EvalkitError(f"{path}: the baseline's tokenizer file {tok} does not exist here (it was outside the data "
+                           f"folder, so it is stored as written); pass --tokenizer PATH")
+    if include_paths is None:
+        include_paths = [resolve_path(p, data_dir, path) for p in cfg["include_paths"]]
+        missing = [p for p in include_paths if not Path(p).is_dir()]
+        if missing:
+            raise EvalkitError(f"{path}: the baseline's task folder {missing[0]} does not exist here (it was outside "
+                               f"the data folder, so it is stored as written); pass --include-path DIR")
     return RunConfig(
-        model=model or cfg["model"], tasks=tuple(cfg["tasks"]), tokenizer=resolve_path(cfg["tokenizer"], data_dir, path),
+        model=model or cfg["model"], tasks=tuple(cfg["tasks"]), tokenizer=tok,
         data_dir=data_dir if cfg["data_dir"] else None,
-        include_paths=tuple(resolve_path(p, data_dir, path) for p in cfg["include_paths"]),
+        include_paths=tuple(include_paths),
         limit=cfg["limit"], seed=cfg["seed"], batch_size=cfg["batch_size"], max_length=cfg["max_length"],
         dtype=cfg["dtype"], device=cfg["device"], bootstrap_iters=cfg["bootstrap_iters"], output_dir=output_dir,
         log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),

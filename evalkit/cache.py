@@ -9,7 +9,9 @@ Storage is one SQLite database in WAL mode (``<cache dir>/loglikelihood.sqlite3`
   prompt edit, a different tokenization mode or a different truncation is a different request.
 
 Log-likelihoods are stored as the 8 bytes of their IEEE-754 binary64 value (not as SQLite REAL, which turns -0.0
-into 0 and NaN into NULL), so a cached float is bit-identical to the one the model produced.
+into 0 and NaN into NULL), so a cached float is bit-identical to the one the model produced. A non-finite answer (NaN
+or infinite: a broken model, not a score) is never stored, and one found in a cache written by an older evalkit is
+treated as missing, so it is scored again rather than served as a number.
 :class:`CachingBackend` answers what it can from the cache, sends only the misses to the model and commits each
 batch as soon as the model has scored it: ``kill -9`` loses at most the batch in flight.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import struct
@@ -120,11 +123,13 @@ class RequestCache:
         cache_dir: folder of the database (created if missing).
 
     Raises:
-        EvalkitError: the folder cannot be created, or the file is not an evalkit cache of this schema.
+        EvalkitError: the folder cannot be created, is read-only, or the file is not an evalkit cache of this
+            schema.
     """
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = Path(cache_dir) / DB_NAME
+        self._refuse_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
@@ -143,9 +148,28 @@ class RequestCache:
             self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             self.conn.close()
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise EvalkitError(self._read_only_message()) from None
             raise EvalkitError(
                 f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache"
             ) from None
+
+    def _read_only_message(self) -> str:
+        return (f"request cache {self.path} is read-only (a read-only mount or no write permission): the cache "
+                f"stores every scored batch, so it must be writable; use --cache-dir with a writable folder, or "
+                f"--no-cache")
+
+    def _refuse_read_only(self) -> None:
+        """Raise when the database file, or the folder it would be created in, cannot be written."""
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if existing is None:
+            return
+        if existing == self.path:  # SQLite also writes the -wal and -shm files beside it
+            writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        else:
+            writable = existing.is_dir() and os.access(existing, os.W_OK)
+        if not writable:
+            raise EvalkitError(self._read_only_message())
 
     def __enter__(self) -> "RequestCache":
         return self
@@ -252,7 +276,7 @@ class CachingBackend:
         results: list[LoglikelihoodResponse | None] = [None] * len(requests)
         misses = []
         for index, (request, rkey) in enumerate(zip(requests, keys)):
-            if rkey in hits:
+            if rkey in hits and math.isfinite(hits[rkey][0]):
                 ll, greedy = hits[rkey]
                 results[index] = LoglikelihoodResponse(ll, greedy, len(request.continuation_ids),
                                                        request.truncated_tokens)
@@ -267,7 +291,7 @@ class CachingBackend:
         def commit(batch_indices: Sequence[int], responses: Sequence[LoglikelihoodResponse]) -> None:
             originals = [misses[i] for i in batch_indices]
             self.cache.put_many(self.key, [(keys[i], r.loglikelihood, r.greedy)
-                                           for i, r in zip(originals, responses)])
+                                           for i, r in zip(originals, responses) if math.isfinite(r.loglikelihood)])
             for i, response in zip(originals, responses):
                 results[i] = response
             if on_batch is not None:

@@ -149,7 +149,8 @@ def _statistical(baseline: dict[str, Any], results: dict[str, Any], path: str, n
 
 def run_check(
     baseline_path: str | Path, data_dir: str | None, output_dir: str = ".", statistical: bool = False,
-    alpha: float = 0.05, bootstrap_iters: int = 10000, model: str | None = None,
+    alpha: float = 0.05, bootstrap_iters: int = 10000, model: str | None = None, tokenizer: str | None = None,
+    include_paths: list[str] | None = None,
 ) -> CheckResult:
     """Re-run a baseline's configuration and compare the new run with it.
 
@@ -161,6 +162,8 @@ def run_check(
         alpha: family-wise significance level (``statistical`` only).
         bootstrap_iters: paired bootstrap resamples (``statistical`` only).
         model: another model spec to test against the baseline (``statistical`` use).
+        tokenizer, include_paths: replace the baseline's tokenizer and task folders (paths outside its data folder
+            are stored as written and may not exist in another checkout).
 
     Raises:
         EvalkitError: an unreadable baseline, missing data, ``--alpha`` or ``--bootstrap-iters`` out of range
@@ -171,7 +174,7 @@ def run_check(
         check_test_options(bootstrap_iters, 0, alpha)
     baseline = load_baseline(path)
     tolerance = Tolerance(**baseline["tolerance"])
-    config = config_from_baseline(baseline, path, data_dir, output_dir, model)
+    config = config_from_baseline(baseline, path, data_dir, output_dir, model, tokenizer, include_paths)
     done = run(config, progress=False)
     results = done.results
     notes = _notes(baseline, results)

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = _subcommand(sub, "report", "re-render a Markdown report (and its figure) from saved results")
     report.add_argument("results", nargs="+", help="results JSON files")
-    report.add_argument("--output", help="report path ending in .md (default: reports/<first results stem>.md)")
+    report.add_argument("--output", help="report path, written as named (default: reports/<first results stem>.md, "
+                                         "which replaces the run's own report); the figure goes beside it as .png")
 
     tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
     tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
@@ -162,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (--statistical)")
     check.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples (--statistical)")
     check.add_argument("--model", help="test another model spec against the baseline (with --statistical)")
+    check.add_argument("--tokenizer", help="the tokenizer to use instead of the baseline's (a path outside its "
+                                           "data folder, stored as written, may not exist here)")
+    check.add_argument("--include-path", action="append", default=None,
+                       help="task folders to use instead of the baseline's (repeatable)")
     return parser
 
 
@@ -212,6 +217,11 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--output-dir", default=".", help="results go to DIR/results, reports to DIR/reports")
     run.add_argument("--cache-dir", help="request cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="score every request, read and store nothing")
+    run.add_argument("--allow-non-finite", action="store_true",
+                     help="count NaN/inf log-likelihoods and leave their documents out of the metrics, instead of "
+                          "stopping the run")
+    run.add_argument("--full-weight-hash", action="store_true",
+                     help="key a local model folder by the sha256 of every weight byte (default: headers and samples)")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -233,6 +243,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["load_kwargs"] = {"device_map": "auto"} | ({"max_memory": args.max_memory} if args.max_memory else {})
     if args.dist_timeout is not None:
         extra["dist_timeout_s"] = args.dist_timeout
+    if args.allow_non_finite:
+        extra["allow_non_finite"] = True
+    if args.full_weight_hash:
+        extra["full_weight_hash"] = True
     tasks, shots = split_shots(args.tasks)
     return RunConfig(
         model=args.model, tasks=tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
@@ -295,21 +309,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
+    if output.report_error:
+        print(f"evalkit: error: {output.report_error}", file=sys.stderr)
+        return 1
     print(f"report: {output.report_path}")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``evalkit report``: re-renders a report (and its figure) from results files."""
-    from evalkit.report import write_report
+    from evalkit.report import write_report_file
     from evalkit.results_io import default_reports_dir, load_results
 
     runs = [load_results(p) for p in args.results]
     first = Path(args.results[0])
-    default = default_reports_dir(first) / f"{first.stem}.md"
-    path = Path(args.output) if args.output else default
-    written = write_report(runs, path.parent, path.stem, source_paths=args.results)
-    print(f"report: {written}")
+    path = Path(args.output) if args.output else default_reports_dir(first) / f"{first.stem}.md"
+    replaced = path.exists()
+    try:
+        written = write_report_file(runs, path, source_paths=args.results)
+    except OSError as exc:
+        raise EvalkitError(f"cannot write the report {exc.filename or path}: {exc.strerror or exc}") from None
+    print(f"report: {written}" + (" (replaced the report that was there)" if replaced else ""))
     return 0
 
 
@@ -318,7 +338,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from evalkit.compare import compare
     from evalkit.summary import format_signed
 
-    output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha, not args.no_references)
+    try:
+        output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha,
+                         not args.no_references)
+    except OSError as exc:
+        raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
+            from None
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
         for note in table.notes:
@@ -374,7 +399,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     data_dir = resolve_data_dir(args.data_dir)
     result = run_check(args.baseline, str(data_dir) if data_dir else None, args.output_dir, args.statistical,
-                       args.alpha, args.bootstrap_iters, args.model)
+                       args.alpha, args.bootstrap_iters, args.model, args.tokenizer, args.include_path)
     for line in result.lines:
         print(line)
     print(f"results: {result.results_path}")

@@ -23,7 +23,7 @@ import numpy as np
 
 from evalkit.figure import DeltaPanel, DeltaPoint, draw_deltas
 from evalkit.metrics import PER_DOC_KEY, aggregator, has_closed_form_stderr
-from evalkit.report import environment, reference_tables, run_label
+from evalkit.report import environment, figure_panels, figure_path_for, reference_tables, run_label, wilson_cell
 from evalkit.results_io import atomic_write_text, default_reports_dir, load_results
 from evalkit.significance import (
     holm, mcnemar_exact, metric_interval, paired_bootstrap, proportion_stderr, unpaired_z_test,
@@ -257,9 +257,11 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
     """The Markdown of a comparison (template ``compare.md.j2``); numbers formatted here, layout there."""
     def paired_cells(r: PairedRow) -> list[str]:
         discordant = f"{r.only_a} / {r.only_b}" if r.only_a is not None else "—"
+        wilson = (f"{wilson_cell(r.metric, r.value_a, r.n)} / {wilson_cell(r.metric, r.value_b, r.n)}"
+                  if has_closed_form_stderr(r.metric) else "—")
         return [r.task, r.metric, str(r.n), _plain(r.value_a, r.metric), _plain(r.value_b, r.metric),
                 _signed(r.delta, r.metric), f"[{_signed(r.low, r.metric)}, {_signed(r.high, r.metric)}]", r.test,
-                discordant, _p(r.p_value), _p(r.p_holm), "**yes**" if r.significant else "no"]
+                discordant, _p(r.p_value), _p(r.p_holm), "**yes**" if r.significant else "no", wilson]
 
     def reference_cells(r: ReferenceRow) -> list[str]:
         se = "—" if r.published_stderr is None else f"{r.published_stderr:.4f} ({r.stderr_source})"
@@ -365,7 +367,7 @@ def compare(
     panels = delta_panels(paired)
     figure_path = None
     if panels:
-        figure_path = draw_deltas(panels, path.with_suffix(".png"), f"Paired differences Δ = B − A (A: {run_label(runs[0])})")
+        figure_path = draw_deltas(panels, figure_path_for(path), f"Paired differences Δ = B − A (A: {run_label(runs[0])})")
     text = render_comparison(paired, references, figure_path.name if figure_path else None, iters, seed, alpha)
     atomic_write_text(path, text)
     return CompareOutput(path, figure_path, tuple(paired), tuple(references))

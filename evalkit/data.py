@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -124,8 +125,67 @@ def _field(doc: Doc, dotted: str) -> Any:
     return value
 
 
+class TaskCodeError(EvalkitError):
+    """A task's own ``context``, ``continuations``, ``gold`` or ``choice_contexts`` raised on a document.
+
+    Attributes:
+        task: the task's name; the runner adds the task file to the message.
+    """
+
+    def __init__(self, message: str, task: str) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+def _bad_value(value: Any, path: str) -> str | None:
+    """The first value inside a parsed document that no prompt can use: a NaN or infinite number (JSON has none;
+    Python's parser reads ``NaN`` and ``Infinity`` tokens) or a string with a lone surrogate (``"\\ud800"``, which
+    no tokenizer can encode). Returns ``"field 'a.b[2]': ..."`` or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"field '{path}' is {value!r}, a number JSON does not have (a missing value written as NaN?)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (f"field '{path}' holds a lone surrogate ({value[exc.start]!r} at character {exc.start}), "
+                    f"text no tokenizer can encode")
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _bad_value(item, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _bad_value(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _call(task: Task, what: str, doc: Doc, where: str, plain: bool = True) -> Any:
+    """``task.<what>(doc)``; an exception of the task's own code becomes a :class:`TaskCodeError` naming the
+    document and the exception. With ``plain`` (``continuations``, ``gold``), ValueError, KeyError, TypeError and
+    IndexError pass unchanged: they are how those functions name a bad field."""
+    try:
+        return getattr(task, what)(doc)
+    except (ValueError, KeyError, TypeError, IndexError):
+        if plain:
+            raise
+        exc = sys.exc_info()[1]
+        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
+                            task.name) from None
+    except Exception as exc:  # noqa: BLE001 - task files are user code and may fail in any way
+        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
+                            task.name) from None
+
+
 def validate_doc(task: Task, doc: Any, where: str) -> None:
-    """Check one document against the task's declared fields and its own ``validate``.
+    """Check one document against the task's declared fields and its own ``validate``, and build its prompt once.
+
+    Every string and number in the document is checked too: a NaN or infinite number or a lone surrogate is
+    named by its field path. The task's ``context``, ``continuations``, ``gold`` (and ``choice_contexts``) run on
+    the document, so a task that fails on some document fails here, before any model loads.
 
     Args:
         task: the task whose ``dataset.fields`` and ``validate`` apply.
@@ -134,9 +194,13 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
 
     Raises:
         EvalkitError: naming ``where`` and the offending field.
+        TaskCodeError: a task function raised something else than ValueError, KeyError, TypeError, IndexError.
     """
     if not isinstance(doc, dict):
         raise EvalkitError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+    bad = _bad_value(doc, "")
+    if bad:
+        raise EvalkitError(f"{where}: {bad}")
     for name, kind in task.dataset.fields.items():
         try:
             value = _field(doc, name)
@@ -150,15 +214,18 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
     try:
         if task.validate is not None:
             task.validate(doc)
-        conts = task.continuations(doc)
+        conts = _call(task, "continuations", doc, where)
         if not conts:
             raise ValueError("no continuation to score")
         for index, cont in enumerate(conts):
             if not isinstance(cont, str) or not cont.strip():
                 raise ValueError(f"continuation {index} ({cont!r:.40}) is blank: nothing to score")
-        gold = task.gold(doc)
+        gold = _call(task, "gold", doc, where)
         if not 0 <= gold < len(conts):
             raise ValueError(f"gold index {gold} is out of range for {len(conts)} continuations")
+        for what in ("context", "choice_contexts"):
+            if getattr(task, what) is not None:
+                _call(task, what, doc, where, plain=False)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise EvalkitError(f"{where}: {exc}") from None
 
@@ -199,10 +266,29 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
             except UnicodeDecodeError as exc:
                 raise EvalkitError(f"{path} line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             try:
-                rows.append((lineno, json.loads(line)))
+                rows.append((lineno, json.loads(line.rstrip("\r\n"))))
             except json.JSONDecodeError as exc:
-                raise EvalkitError(f"{path} line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+                raise EvalkitError(f"{path} line {lineno}: malformed JSON ({json_error(exc)})") from None
     return rows
+
+
+def json_error(exc: json.JSONDecodeError) -> str:
+    """``"<reason> at column N"`` for a JSON error in one line (the parser's own reasons sometimes end in "at")."""
+    reason = exc.msg[:-3] if exc.msg.endswith(" at") else exc.msg
+    return f"{reason} at column {exc.colno}"
+
+
+def duplicate_rows(rows: list[Any]) -> list[tuple[int, int]]:
+    """(index, index of its first copy) of every row identical to an earlier one (same JSON, key order aside)."""
+    first: dict[str, int] = {}
+    out = []
+    for index, row in enumerate(rows):
+        key = json.dumps(row, sort_keys=True, ensure_ascii=False)
+        if key in first:
+            out.append((index, first[key]))
+        else:
+            first[key] = index
+    return out
 
 
 def _load_hub(task: Task, split: str) -> list[Any]:

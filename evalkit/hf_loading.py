@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from evalkit.types import EvalkitError
+from evalkit.weights_hash import folder_digest
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +95,34 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
     return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity)
 
 
-def folder_fingerprint(folder: Path) -> str:
-    """``local:<sha256>`` over the (relative path, size, modification time in ns) of every file in a model folder.
+def folder_fingerprint(folder: Path, full: bool = False, memo_dir: Path | None = None) -> str:
+    """``local:<sha256>`` of a model folder's contents: :func:`evalkit.weights_hash.folder_digest` (safetensors
+    headers and samples of every weight file, or every byte with ``full``; remembered in ``memo_dir``).
 
-    Cheap (no weights are read) and changes whenever a checkpoint is rewritten in place, so answers cached for
-    one checkpoint are never served for another saved at the same path. ``local`` when ``folder`` is not a folder.
+    Answers cached for one checkpoint are never served for another saved at the same path, even one rewritten in
+    place with its old modification time restored. ``local`` when ``folder`` is not a folder.
     """
-    if not folder.is_dir():
-        return "local"
-    digest = hashlib.sha256()
-    for item in sorted(f for f in folder.rglob("*") if f.is_file()):
-        stat = item.stat()
-        digest.update(f"{item.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return f"local:{digest.hexdigest()}"
+    return folder_digest(folder, full, memo_dir)
+
+
+def own_tokenizer(model_path: str | None, spec: str | None) -> LoadedTokenizer | None:
+    """The tokenizer a local model folder ships, loaded the way ``spec`` would be (a ``tokenizer.json`` file
+    directly, else through transformers) so the two hashes compare like with like; None when ``model_path`` is
+    not a local folder with tokenizer files, or they cannot be loaded."""
+    if model_path is None or not Path(model_path).is_dir():
+        return None
+    folder = Path(model_path)
+    own_json = folder / "tokenizer.json"
+    if spec is not None and spec.endswith(".json") and own_json.is_file():
+        source: str | None = str(own_json)
+    elif any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        source = None
+    else:
+        return None
+    try:
+        return load_tokenizer(source, str(folder))
+    except EvalkitError:
+        return None
 
 
 def random_revision(seed: int, generator: str) -> str:
@@ -173,6 +189,7 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
     model_args: dict[str, Any] | None = None,
+    fingerprint: str | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build or download the model described by :func:`evalkit.registry.resolve_model`.
 
@@ -186,6 +203,8 @@ def load_model(
     :mod:`evalkit.model_args`) go to ``from_pretrained``; the config is read with the same revision, trust and
     hub-location keywords (``cache_dir``, ``subfolder``, ...). A random model takes ``model_args`` in
     ``from_config`` and refuses a revision.
+    ``fingerprint``, when given, is the identity's revision of a local model folder (the runner passes the folder's
+    content digest, computed before the weights load); otherwise the hub commit or :func:`folder_fingerprint`.
 
     Returns:
         (model in eval mode, identity dict with name, kind, revision (hub commit, :func:`random_revision` for random
@@ -198,14 +217,13 @@ def load_model(
     from evalkit.model_args import HUB_LOCATION_KEYS
 
     model_args = dict(model_args or {})
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     target = pick_device(device)
     if resolved["kind"] == "random":
         if revision is not None:
             raise EvalkitError(f"--revision {revision}: random weights have no hub revision (the seed is theirs)")
-        cfg = dict(resolved["config"])
-        config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+        config = load_config(resolved)
         torch_dtype = pick_dtype(dtype, target, config)
         if resolved.get("seed") is not None:  # random:<alias>@<seed> fixes the weights apart from --seed
             seed = resolved["seed"]
@@ -225,7 +243,7 @@ def load_model(
         hub = {"revision": revision, "trust_remote_code": trust_remote_code,
                **{k: v for k, v in model_args.items() if k in HUB_LOCATION_KEYS}}
         try:
-            config = AutoConfig.from_pretrained(path, **hub)
+            config = load_config(resolved, hub)
             torch_dtype = pick_dtype(dtype, target, config)
             kwargs: dict[str, Any] = {"dtype": torch_dtype, "revision": revision,
                                       "trust_remote_code": trust_remote_code, **model_args}
@@ -242,7 +260,7 @@ def load_model(
         commit = getattr(config, "_commit_hash", None)
         if commit is None and not Path(path).is_dir():
             commit = hub_commit(path, hub)
-        resolved_revision = commit or folder_fingerprint(Path(path))
+        resolved_revision = fingerprint or commit or folder_fingerprint(Path(path))
     model.eval()
     config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
     identity = {
@@ -271,6 +289,25 @@ def hub_commit(repo_id: str, hub: dict[str, Any]) -> str:
     except OSError:
         found = None
     return extract_commit_hash(found, None) or f"requested:{hub.get('revision') or 'main'}"
+
+
+def load_config(resolved: dict[str, Any], hub: dict[str, Any] | None = None) -> Any:
+    """The transformers config of a model described by :func:`evalkit.registry.resolve_model`, without weights
+    (the shipped config of a ``random:`` model; ``config.json`` of a folder or hub id, read with the ``hub``
+    keywords: revision, trust_remote_code, cache_dir, ...).
+
+    Raises:
+        EvalkitError: the config cannot be found or read.
+    """
+    from transformers import AutoConfig
+
+    if resolved["kind"] == "random":
+        cfg = dict(resolved["config"])
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    try:
+        return AutoConfig.from_pretrained(resolved["path"], **(hub or {}))
+    except (OSError, ValueError) as exc:
+        raise EvalkitError(f"could not load model '{resolved['path']}': {exc}") from None
 
 
 def dispatch(
@@ -322,14 +359,58 @@ def _offload_dir() -> str:
     return folder
 
 
-def model_window(model: torch.nn.Module, override: int | None) -> int:
-    """The model's context window in tokens: ``override`` (when not None) or the config's maximum positions
-    (else 2048)."""
-    if override is not None:
-        return int(override)
-    config = model.config
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")
+"""Config keys naming the positions a model was trained with, in the order they are read."""
+
+
+def learned_positions(config: Any) -> int | None:
+    """The positions a model was trained with (the first of :data:`POSITION_KEYS` its config sets), else None."""
+    for key in POSITION_KEYS:
         value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
-    return 2048
+    return None
+
+
+def position_scheme(config: Any) -> str:
+    """``"alibi"`` (BLOOM; MPT and Falcon configs with ALiBi on), ``"rotary"`` (GPT-NeoX, GPT-J, Llama and
+    others with rotary settings) or ``"learned"`` (absolute position embeddings, GPT-2, OPT, and anything else)."""
+    attn = getattr(config, "attn_config", None)
+    attn_alibi = attn.get("alibi") if isinstance(attn, dict) else getattr(attn, "alibi", False)
+    if getattr(config, "model_type", "") == "bloom" or getattr(config, "alibi", False) or attn_alibi:
+        return "alibi"
+    rotary_keys = ("rotary_pct", "rotary_dim", "rotary_emb_base", "rope_theta", "rope_scaling", "rope_parameters")
+    if any(getattr(config, key, None) is not None for key in rotary_keys):
+        return "rotary"
+    return "learned"
+
+
+EXTRAPOLATING_SCHEMES = ("alibi",)
+"""Position schemes that may run past the trained length (ALiBi; Press et al. 2022, "Train Short, Test Long")."""
+
+
+def config_window(config: Any, override: int | None, model_name: str = "the model") -> int:
+    """The context window in tokens: ``override`` (``--max-length``) or the config's positions (else 2048).
+
+    Raises:
+        EvalkitError: ``override`` above the positions the model was trained with, for a position scheme that does
+            not extrapolate (rotary positions, as GPT-NeoX's, and learned ones give garbage past them); names both
+            numbers.
+    """
+    positions = learned_positions(config)
+    if override is None:
+        return positions or 2048
+    scheme = position_scheme(config)
+    if positions is not None and override > positions and scheme not in EXTRAPOLATING_SCHEMES:
+        raise EvalkitError(
+            f"--max-length {override} is above the {positions} positions {model_name} was trained with "
+            f"(its config's max_position_embeddings or equivalent): its {scheme} positions do not extrapolate, so "
+            f"longer inputs would be scored with garbage; use --max-length {positions} or less (only ALiBi models, "
+            f"e.g. BLOOM, may go beyond their trained length)"
+        )
+    return int(override)
+
+
+def model_window(model: torch.nn.Module, override: int | None) -> int:
+    """The model's context window in tokens (:func:`config_window` of its config)."""
+    return config_window(model.config, override)

@@ -17,7 +17,7 @@ import jinja2
 
 from evalkit.figure import IntervalPoint, Panel, draw_intervals
 from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr
-from evalkit.results_io import atomic_write_text
+from evalkit.results_io import atomic_write_text, reserve_path
 from evalkit.significance import wilson_interval
 from evalkit.suite_report import suite_context
 
@@ -61,12 +61,22 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.3e}" if abs(value) >= LARGE else f"{value:.{digits}f}"
 
 
-def cell(value: float | None, stderr: float | None) -> str:
+def cell(value: float | None, stderr: float | None, interval: tuple[float, float] | None = None) -> str:
     """``value ± stderr`` (3 decimals, see :func:`fmt`), the value alone when there is no stderr, a dash when
-    missing."""
+    missing; followed by `` [low, high]`` when an interval (a measured accuracy's Wilson interval) is given."""
     if value is None:
         return "—"
-    return f"{fmt(value)} ± {fmt(stderr)}" if stderr is not None else fmt(value)
+    text = f"{fmt(value)} ± {fmt(stderr)}" if stderr is not None else fmt(value)
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval is not None else text
+
+
+def wilson_cell(metric: str, value: float, n: int, confidence: float = 0.95) -> str:
+    """``[low, high]`` (4 decimals): the Wilson score interval of an accuracy over ``n`` documents, which stays
+    informative at 0% and 100% where the closed-form stderr is 0; an em dash for other metrics (perplexity)."""
+    if not has_closed_form_stderr(metric) or n < 1:
+        return "—"
+    low, high = wilson_interval(value, n, confidence)
+    return f"[{low:.4f}, {high:.4f}]"
 
 
 def run_label(results: dict[str, Any]) -> str:
@@ -99,7 +109,9 @@ def _measured_row(results: dict[str, Any], columns: dict[str, Any]) -> dict[str,
         entry = results["tasks"].get(task, {})
         metric = entry.get("metrics", {}).get(column["metric"])
         if metric is not None:
-            values[task] = (metric["value"], metric["stderr_bootstrap"])
+            interval = (wilson_interval(metric["value"], metric["n"]) if has_closed_form_stderr(column["metric"])
+                        and metric["n"] >= 1 else None)
+            values[task] = (metric["value"], metric["stderr_bootstrap"], interval)
             shots[task] = entry.get("num_fewshot", 0)
     if not values:
         return None
@@ -148,6 +160,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
     for name, task in results["tasks"].items():
         metrics = [
             {"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+             "wilson": wilson_cell(m, v["value"], v["n"]),
              "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
              "direction": "higher" if v["higher_is_better"] else "lower"}
             for m, v in task["metrics"].items()
@@ -171,6 +184,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
         "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
+        "warnings": results.get("warnings", []),
     }
 
 
@@ -253,19 +267,51 @@ def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] 
 
 
 def write_report(
-    runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = ()
+    runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = (),
+    unique: bool = False,
 ) -> Path:
-    """Draw ``reports_dir/<stem>.png`` (when a task has an accuracy), then write ``reports_dir/<stem>.md``.
+    """Write ``reports_dir/<stem>.md`` and its figure (:func:`write_report_file`).
+
+    With ``unique`` the name is reserved first (``<stem>-N.md`` when another run took it, as results names are),
+    so two runs finishing in the same second into one folder keep both reports.
 
     Returns:
         the report's path.
+
+    Raises:
+        OSError: the folder or a file cannot be written (a reserved empty report is removed).
     """
-    path = Path(reports_dir) / f"{stem}.md"
+    if not unique:
+        return write_report_file(runs, Path(reports_dir) / f"{stem}.md", source_paths)
+    path = reserve_path(Path(reports_dir), stem, ".md")
+    try:
+        return write_report_file(runs, path, source_paths)
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        raise
+
+
+def write_report_file(runs: Sequence[dict[str, Any]], path: Path, source_paths: Sequence[Path] = ()) -> Path:
+    """Write the report to ``path`` exactly as named, and, when a task has an accuracy, its figure beside it
+    (``path`` with the suffix ``.png``).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
     panels = figure_panels(runs)
     figure = None
     if panels:
-        figure_path = draw_intervals(panels, path.with_suffix(".png"), "Accuracy with 95% intervals (Wilson)")
+        figure_path = draw_intervals(panels, figure_path_for(path), "Accuracy with 95% intervals (Wilson)")
         figure = figure_path.name
     text = render_report(runs, [str(p) for p in source_paths], figure)
     atomic_write_text(path, text)
     return path
+
+
+def figure_path_for(report: Path) -> Path:
+    """The figure beside a report: the same name with ``.png`` (``x.md`` -> ``x.png``; ``x.png`` -> ``x.fig.png``
+    so the figure never replaces the report)."""
+    report = Path(report)
+    return report.with_suffix(".fig.png") if report.suffix == ".png" else report.with_suffix(".png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import platform
 import time
@@ -21,16 +22,18 @@ import numpy as np
 
 from evalkit import __version__
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import drop_tasks_without_data, load_docs, local_path, resolve_data_dir, size_warning, subset_ids
+from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, local_path,
+                          resolve_data_dir, size_warning, subset_ids)
 from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
                              fewshot_source, resolve_shots, short_warning)
 from evalkit.batching import initial_batch_size
+from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr
 from evalkit.model_args import hub_options
 from evalkit.registry import load_registry, resolve_model
-from evalkit.results_io import atomic_write_text, results_path
+from evalkit.results_io import atomic_write_text, results_path, strict_json
 from evalkit.stats import bootstrap_stderr, mean_stderr
 from evalkit.tokenization import tokenize_requests
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
@@ -50,35 +53,55 @@ class PreparedTask:
     warnings: list[str]
     fewshot: FewshotPlan | None = None
     contexts: list[list[str]] | None = None
+    duplicates: int = 0
 
 
 @dataclass
 class RunOutput:
-    """Paths written by a run (None when the run wrote no files) and the in-memory results dict."""
+    """Paths written by a run (None when the run wrote no files) and the in-memory results dict.
+
+    ``report_path`` is None and ``report_error`` says why when the results were written but the report could not
+    be (an unwritable ``reports/``): the results are complete, ``evalkit report`` re-renders the report.
+    """
 
     results_path: Path | None
     report_path: Path | None
     samples_path: Path | None
     results: dict[str, Any]
+    report_error: str | None = None
 
 
 def prepare_task(
-    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42
+    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
+    task_file: Path | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
     (:mod:`evalkit.fewshot`; per-choice contexts where the task has them).
 
+    Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
+    count.
+
     Raises:
-        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw.
+        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
+            task function raising on a document (names ``task_file``, the document and the exception).
     """
-    docs = load_docs(task, data_dir)
+    try:
+        docs = load_docs(task, data_dir)
+        pool = docs
+        if fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # route 3 draws from the evaluated split itself
+            pool = load_docs(task, data_dir, task.fewshot_split)
+    except TaskCodeError as exc:
+        raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
     warnings = [w for w in [size_warning(task, len(docs))] if w]
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
-    pool = docs
-    if fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # route 3 draws from the evaluated split itself
-        pool = load_docs(task, data_dir, task.fewshot_split)
+    duplicates = duplicate_rows(chosen)
+    if duplicates:
+        shown = ", ".join(f"doc {ids[i]} = doc {ids[j]}" for i, j in duplicates[:5])
+        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
+        warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
+                        f"({shown}{more}); each copy is scored and counted in the metrics")
     plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
     contexts = document_contexts(task, docs, pool, plan, ids)
     requests = [
@@ -87,7 +110,7 @@ def prepare_task(
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
     warnings += [w for w in [short_warning(task, plan, ids)] if w]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts)
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
 
 
 def _missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
@@ -160,8 +183,8 @@ def check_config(config: RunConfig) -> None:
 
     Checks ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
     (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` and ``--fewshot-seed``
-    (0 to 2**64 - 1) and that
-    ``--output-dir`` is, or can be created as, a writable folder. Nothing is created.
+    (0 to 2**64 - 1) and that ``--output-dir`` is, or can be created as, a writable folder (and its ``results/``
+    and ``reports/``, where they exist, are writable folders). Nothing is created.
 
     Raises:
         EvalkitError: naming the flag and the value.
@@ -187,6 +210,11 @@ def check_config(config: RunConfig) -> None:
         raise EvalkitError(f"--output-dir {out}: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise EvalkitError(f"--output-dir {out}: {existing} is not writable")
+    for sub in ("results", "reports"):  # an existing subfolder may be read-only while its parent is not
+        folder = out / sub
+        if folder.exists() and not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+            raise EvalkitError(f"--output-dir {out}: {folder} is not a writable folder, so the "
+                               f"{'results' if sub == 'results' else 'report'} could not be written after scoring")
 
 
 def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutput | None:
@@ -196,8 +224,14 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     Under ``torchrun`` every rank scores a share of the requests and rank 0 alone writes the files
     (:mod:`evalkit.distributed`); the other ranks return None.
 
+    Order: flags, tasks, data (every document validated and its prompt built), cache, then the tokenizer and the
+    model's config (no weights): ``--max-length`` against the trained positions, tokenization (continuations that
+    cannot fit, text the tokenizer refuses), the local folder's content key; only then the weights.
+
     Raises:
-        EvalkitError: bad input of any kind, before the model is loaded.
+        EvalkitError: bad input of any kind, before the weights are loaded; or, after scoring, a non-finite
+            log-likelihood without ``extra["allow_non_finite"]`` (task, document and request named; no results
+            written; finite answers kept in the request cache).
     """
     started = time.perf_counter()
     check_config(config)
@@ -216,8 +250,8 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
                            f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
     check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
               hub_options(config)["hub_kwargs"].get("cache_dir"))
-    prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed)
-                for t in tasks]
+    prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed,
+                             registry.files.get(t.name)) for t in tasks]
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
@@ -230,22 +264,40 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     hub = hub_options(config)
     tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                           hub["trust_remote_code"], hub["hub_kwargs"])
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
-                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
-                                            model_args=hub["model_args"])
-    rows = model.get_input_embeddings().weight.shape[0]
-    if tokenizer.vocab_size > rows:
-        raise EvalkitError(
-            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
-            f"has {rows} rows: wrong tokenizer for this model?"
+    run_warnings = []
+    own = hf_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
+    if own is not None and own.identity["sha256"] != tokenizer.identity["sha256"]:
+        run_warnings.append(
+            f"--tokenizer {config.tokenizer} (sha256 {tokenizer.identity['sha256'][:12]}…) is not the tokenizer "
+            f"the model folder ships (sha256 {own.identity['sha256'][:12]}…): a tokenizer whose vocabulary fits "
+            f"but that does not belong to the model scores garbage"
         )
-    window = hf_loading.model_window(model, config.max_length)
+    model_config = hf_loading.load_config(  # no weights yet: every input check runs before they load
+        resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
+    window = hf_loading.config_window(model_config, config.max_length, config.model)
     all_requests = [r for p in prepared for r in p.requests]
     t0 = time.perf_counter()
     tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
                                   config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
+    _warn_joint_fallbacks(prepared, tokenized)
+    fingerprint = None
+    if resolved["kind"] == "pretrained" and Path(resolved["path"]).is_dir():
+        memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
+        fingerprint = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
+                                                    memo)
+    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
+                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
+                                            model_args=hub["model_args"], fingerprint=fingerprint)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.vocab_size > rows:
+        raise EvalkitError(
+            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"has {rows} rows: wrong tokenizer for this model?"
+        )
+    for warning in run_warnings:
+        log.warning(warning)
     start_size, per_task = initial_batch_size(config.batch_size, hf_backend.execution_device(
         model.get_input_embeddings()).type)
     backend = hf_backend.HFBackend(
@@ -253,14 +305,23 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
     )
     versions = library_versions()
+    allow_non_finite = bool(config.extra.get("allow_non_finite"))
     t0 = time.perf_counter()
     parts = [(p.task.name, len(p.requests)) for p in prepared] if per_task else None
     task_sizes: dict[str, int | None] = {}
-    responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
-                                           tokenizer.identity["sha256"], versions, parts, task_sizes)
+    try:
+        responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
+                                               tokenizer.identity["sha256"], versions, parts, task_sizes,
+                                               allow_non_finite)
+    except NonFiniteScore as exc:
+        raise EvalkitError(_non_finite_message(all_requests[tokenized.index(exc.request)], exc.value, config)) \
+            from None
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
+    bad = non_finite(responses)
+    if bad and not allow_non_finite:  # answered by another rank
+        raise EvalkitError(_non_finite_message(all_requests[bad[0]], responses[bad[0]].loglikelihood, config))
 
     task_results: dict[str, Any] = {}
     doc_results: dict[str, list[DocResult]] = {}
@@ -270,8 +331,10 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         resp, toks = responses[k : k + n], tokenized[k : k + n]
         k += n
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
+        kept = _drop_non_finite(p, docs)
         doc_results[p.task.name] = docs
-        task_results[p.task.name] = task_summary(p, docs, toks, config)
+        task_results[p.task.name] = task_summary(p, kept, toks, config) | {
+            "non_finite_requests": len(non_finite(resp)), "non_finite_documents": len(docs) - len(kept)}
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
         "tokenize_s": round(t_tok, 3),
@@ -290,16 +353,20 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     }
     if config.batch_size == "auto":
         timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
+    tokenizer_info = tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size}
+    if own is not None:
+        tokenizer_info["model_tokenizer_sha256"] = own.identity["sha256"]
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": asdict(config),
         "model": identity,
-        "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size},
+        "tokenizer": tokenizer_info,
         "window": window,
         "versions": versions,
         "cache": cache_info,
         "timing": timing,
+        "warnings": run_warnings,
         "tasks": task_results,
         "skipped_tasks": skipped,
     }
@@ -326,6 +393,8 @@ def task_summary(
         "requests": len(p.requests),
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
         "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
+        "joint_fallback_requests": int(sum(1 for t in toks if t.joint_fallback)),
+        "duplicate_documents": p.duplicates,
         "prompt_sha256": prompt_hash(p.requests),
         "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
         "fewshot_split": p.fewshot.split if p.fewshot else None,
@@ -369,10 +438,51 @@ def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[Tokenize
     return out
 
 
+def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest]) -> None:
+    """Add a warning to each task with requests that ``--tokenization joint`` scored with the separate encodings
+    (a token spans the join; the count is also in the results as ``joint_fallback_requests``)."""
+    k = 0
+    for p in prepared:
+        toks = tokenized[k : k + len(p.requests)]
+        k += len(p.requests)
+        fell_back = sum(1 for t in toks if t.joint_fallback)
+        if fell_back:
+            warning = (f"{p.task.name}: {fell_back} of {len(toks)} requests have a token spanning the join of "
+                       f"context and continuation; --tokenization joint scored them with the context and the "
+                       f"continuation encoded separately, so the continuation scored is exactly its text")
+            p.warnings.append(warning)
+            log.warning(warning)
+
+
+def _non_finite_message(request: LoglikelihoodRequest, value: float, config: RunConfig) -> str:
+    """The error that stops a run at a non-finite log-likelihood: task, document, request, and what was kept."""
+    kept = ("the finite answers scored so far are kept in the request cache" if config.use_cache
+            else "nothing was cached (--no-cache)")
+    return (f"task {request.task} doc {request.doc_id} choice {request.choice_index}: the model's log-likelihood is "
+            f"{value!r} (context {request.context[-60:]!r}, continuation {request.continuation[:60]!r}); a NaN or "
+            f"infinite weight, or an overflow (float16?), gives no valid score. No results were written; {kept}. "
+            f"--allow-non-finite counts such requests and leaves their documents out of the metrics instead")
+
+
+def _drop_non_finite(p: PreparedTask, docs: list[DocResult]) -> list[DocResult]:
+    """The documents whose log-likelihoods are all finite; warns (log and task warnings) when some are not."""
+    kept = [d for d in docs if all(math.isfinite(ll) for ll in d.loglikelihoods)]
+    if len(kept) < len(docs):
+        bad = sum(1 for d in docs for ll in d.loglikelihoods if not math.isfinite(ll))
+        warning = (f"{p.task.name}: {len(docs) - len(kept)} of {len(docs)} documents have a non-finite "
+                   f"log-likelihood ({bad} requests, --allow-non-finite); they are left out of the metrics, which "
+                   f"cover {len(kept)} documents")
+        p.warnings.append(warning)
+        log.warning(warning)
+    if not kept:
+        raise EvalkitError(f"{p.task.name}: every document has a non-finite log-likelihood: no metric can be computed")
+    return kept
+
+
 def _score(
     ranks: Any, backend: Any, tokenized: Sequence[TokenizedRequest], config: RunConfig, identity: dict[str, Any],
     tokenizer_sha256: str, versions: dict[str, str], parts: Sequence[tuple[str, int]] | None = None,
-    sizes: dict[str, int | None] | None = None,
+    sizes: dict[str, int | None] | None = None, allow_non_finite: bool = False,
 ) -> tuple[list[Any] | None, dict[str, str] | None, tuple[int, int]]:
     """Responses for every request (over all ranks), through the request cache unless ``config.use_cache`` is
     False.
@@ -385,12 +495,13 @@ def _score(
         (requests answered from the cache, requests scored by the model) on this rank).
     """
     sizes = {} if sizes is None else sizes
+    guarded = FiniteGuard(backend, allow_non_finite)  # a NaN or inf answer stops the run (or is counted)
     if not config.use_cache:
-        return _by_task(ranks, backend, backend, tokenized, parts, sizes), None, (0, len(tokenized))
+        return _by_task(ranks, guarded, backend, tokenized, parts, sizes), None, (0, len(tokenized))
     key, fields = model_key(identity, tokenizer_sha256, "hf", versions)
     with RequestCache(resolve_cache_dir(config.cache_dir)) as cache:
         cache.register_model(key, fields)
-        caching = CachingBackend(backend, cache, key)
+        caching = CachingBackend(guarded, cache, key)
         responses = _by_task(ranks, caching, backend, tokenized, parts, sizes)
         log.info("%d requests answered from the cache %s, %d scored by the model",
                  caching.requests_cached, cache.path, caching.requests_scored)
@@ -410,20 +521,41 @@ def write_outputs(
     results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask],
     config: RunConfig,
 ) -> RunOutput:
-    """Write samples (optional), results JSON and the Markdown report; returns their paths."""
+    """Write samples (optional), results JSON (strict: no NaN or Infinity) and the Markdown report.
+
+    The report gets a name of its own (``reports/<results stem>.md``, ``-N`` added when taken by another run that
+    finished in the same second). When it cannot be written, the results stay and the returned
+    :attr:`RunOutput.report_error` says what was not written and how to re-render it.
+
+    Raises:
+        EvalkitError: the results or samples cannot be written (nothing half written is left behind).
+    """
     out_dir = Path(config.output_dir)
     path = results_path(out_dir, results["model"]["name"])  # reserved (created empty) until written below
     try:
         samples_path = _write_samples(path, results, doc_results, prepared) if config.log_samples else None
-        atomic_write_text(path, json.dumps(results, indent=1) + "\n")
+        atomic_write_text(path, strict_json(results, str(path), indent=1) + "\n")
     except BaseException:
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
         raise
     from evalkit.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
 
-    report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
+    try:
+        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True)
+    except OSError as exc:
+        where = exc.filename or out_dir / "reports"
+        error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"
+                 + (f" and {samples_path}" if samples_path else "")
+                 + f"; re-render the report with: evalkit report {path} --output REPORT.md")
+        log.error(error)
+        return RunOutput(path, None, samples_path, results, error)
     return RunOutput(path, report_path, samples_path, results)
+
+
+def _finite_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Per-document metrics with non-finite values (a document left out under --allow-non-finite) as None."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
 
 
 def _write_samples(
@@ -440,9 +572,9 @@ def _write_samples(
                 "context": contexts if p.task.choice_contexts is not None else contexts[0],
                 "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
                 "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
-                "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
-                "metrics": dict(result.metrics),
-            }))
+                "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],
+                "greedy": list(result.greedy), "metrics": _finite_metrics(result.metrics),
+            }, allow_nan=False))
     atomic_write_text(samples_path, "\n".join(lines) + "\n")
     results["samples_file"] = samples_path.name
     return samples_path

@@ -42,11 +42,15 @@ class TokenizedRequest:
         context_ids: context token ids, already left-truncated to fit the window (tuple of int).
         continuation_ids: continuation token ids (tuple of int, never empty).
         truncated_tokens: how many context tokens were dropped on the left (int, >= 0).
+        joint_fallback: ``--tokenization joint`` only: True when a token spans the join of context and
+            continuation, so the request holds the separate encodings (the continuation's exact text) instead of
+            the split joint encoding (see :mod:`evalkit.tokenization`). Not part of the request's cache key.
     """
 
     context_ids: tuple[int, ...]
     continuation_ids: tuple[int, ...]
     truncated_tokens: int = 0
+    joint_fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,9 @@ class RunConfig:
         fewshot_seed: seed of the generator that shuffles documents and draws examples (v0.2.0 uses 42).
         extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
-            True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float).
+            True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float),
+            ``allow_non_finite`` (bool: count NaN/inf log-likelihoods instead of stopping), ``full_weight_hash``
+            (bool: key a local model folder by every weight byte instead of headers and samples).
         skip_missing_data: with a data folder, leave out (and name) the tasks whose local files are missing instead
             of failing the run.
     """

@@ -62,6 +62,9 @@ def test_a_split_of_a_real_document_never_gives_an_empty_continuation(tokenizer,
     assert decoded == unicodedata.normalize("NFC", context) + unicodedata.normalize("NFC", continuation)
     if mode == "separate":
         assert raw_tokenizer.decode(cont_ids) == unicodedata.normalize("NFC", continuation)
+    else:  # the continuation scored is exactly its text (after the context's trailing whitespace moved onto it)
+        moved = context[len(context.rstrip()):] + continuation
+        assert raw_tokenizer.decode(cont_ids) == unicodedata.normalize("NFC", moved)
     if len(cont_ids) <= window:
         fitted = truncate_left(ctx_ids, cont_ids, window)
         assert fitted.continuation_ids == tuple(cont_ids)
