@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import jinja2
 
 from evalkit.figure import IntervalPoint, Panel, draw_intervals
-from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr
+from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr, per_doc_values
 from evalkit.results_io import atomic_write_text
 from evalkit.significance import wilson_interval
 
@@ -136,9 +136,10 @@ def _run_point(results: dict[str, Any], task: str, metric: str, label: str, conf
     entry = results["tasks"].get(task)
     if entry is None or metric not in entry["metrics"]:
         return None
-    values = entry.get("documents", {}).get(PER_DOC_KEY[metric])
-    if values:
-        value, n = sum(values) / len(values), len(values)
+    documents = entry.get("documents", {})
+    values = per_doc_values(metric, documents) if PER_DOC_KEY[metric] in documents else None
+    if values is not None and values.size:
+        value, n = float(values.mean()), len(values)
     else:
         value, n = entry["metrics"][metric]["value"], entry["metrics"][metric]["n"]
     return IntervalPoint(label, value, *wilson_interval(value, n, confidence), measured=True)

@@ -17,18 +17,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 from evalkit import __version__
+from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
-from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
-from evalkit.metrics import has_closed_form_stderr
+from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
+from evalkit.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.registry import load_registry, resolve_model
 from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
-from evalkit.tokenization import tokenize_requests
+from evalkit.tokenization import tokenize_windows
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
 log = logging.getLogger(__name__)
@@ -57,17 +57,48 @@ class RunOutput:
 
 
 def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int) -> PreparedTask:
-    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order)."""
+    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order).
+
+    Raises:
+        EvalkitError: bad rows (:func:`evalkit.data.load_docs`), or a rolling task's document that breaks the
+            rolling contract (:func:`check_rolling_doc`).
+    """
     docs = load_docs(task, data_dir)
     warnings = [w for w in [size_warning(task, len(docs))] if w]
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
+    if task.scoring == "rolling":
+        for doc_id, doc in zip(ids, chosen):
+            check_rolling_doc(task, doc_id, doc)
     requests = [
         LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
         for doc_id, doc in zip(ids, chosen)
         for k, cont in enumerate(task.continuations(doc))
     ]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+
+
+def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
+    """Refuse a rolling task's document whose requests or word/byte counts would be wrong (before the model loads).
+
+    A rolling task (:class:`evalkit.types.Task`, ``scoring="rolling"``) needs ``context(doc) == ""``, exactly
+    one non-empty continuation (the scored text) and, when it has ``units_text``, a non-empty string there.
+
+    Raises:
+        EvalkitError: naming the task, the document's row and the field.
+    """
+    where = f"task {task.name} doc {doc_id}"
+    if task.context(doc) != "":
+        raise EvalkitError(f"{where}: a rolling task's context must be empty, got {task.context(doc)[:40]!r}")
+    texts = task.continuations(doc)
+    if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0]:
+        raise EvalkitError(f"{where}: a rolling task has exactly one non-empty text to score, got "
+                           f"{len(texts)} continuations")
+    if task.units_text is not None:
+        units = task.units_text(doc)
+        if not isinstance(units, str) or not units:
+            raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
+                               f"the perplexities), got {units!r}")
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -87,16 +118,22 @@ def score_documents(prepared: PreparedTask, lls: Sequence[float], greedy: Sequen
         doc_lls = tuple(float(x) for x in lls[k : k + len(conts)])
         doc_greedy = tuple(bool(x) for x in greedy[k : k + len(conts)])
         k += len(conts)
-        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc))
+        units = task.units_text(doc) if task.units_text is not None else None
+        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc), units)
         out.append(DocResult(task.name, doc_id, metrics, doc_lls, doc_greedy))
     return out
 
 
 def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents."""
+    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents.
+
+    Means (acc, acc_norm) get the closed-form stderr and a bootstrap; perplexities (``perplexity`` and the
+    rolling ratios of sums) the bootstrap alone, each resample recomputing the statistic from its documents.
+    """
+    arrays = _per_doc_arrays(task, results)
     out = {}
     for offset, metric in enumerate(task.metrics):
-        values = np.array([r.metrics[PER_DOC_KEY[metric]] for r in results], dtype=np.float64)
+        values = per_doc_values(metric, arrays)
         stat = aggregator(metric)
         closed = mean_stderr(values) if has_closed_form_stderr(metric) else None
         boot = bootstrap_stderr(values, stat, iters, seed + offset) if iters else None
@@ -189,11 +226,13 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         )
     window = hf_loading.model_window(model, config.max_length)
     all_requests = [r for p in prepared for r in p.requests]
+    rolling = [p.task.scoring == "rolling" for p in prepared for _ in p.requests]
     t0 = time.perf_counter()
-    tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
-                                  config.extra.get("tokenization", "separate"))
+    windows = tokenize_windows(all_requests, rolling, tokenizer.encode_batch, tokenizer.eot_id, window,
+                               config.extra.get("tokenization", "separate"))
+    tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     t_tok = time.perf_counter() - t0
-    _warn_truncated(prepared, tokenized, window)
+    _warn_truncated(prepared, windows, window)
     backend = hf_backend.HFBackend(
         model, window, batch_size=config.batch_size, max_batch_tokens=config.extra.get("max_batch_tokens", 32768),
         pad_id=tokenizer.eot_id, share_context=config.extra.get("share_context", True), progress=progress,
@@ -205,13 +244,14 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
+    responses = join_windows(responses, owners, len(all_requests))  # a rolling request: the sum of its windows
 
     task_results: dict[str, Any] = {}
     doc_results: dict[str, list[DocResult]] = {}
     k = 0
     for p in prepared:
         n = len(p.requests)
-        resp, toks = responses[k : k + n], tokenized[k : k + n]
+        resp, toks = responses[k : k + n], windows[k : k + n]
         k += n
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
         doc_results[p.task.name] = docs
@@ -221,6 +261,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "tokenize_s": round(t_tok, 3),
         "score_s": round(t_score, 3),
         "requests": len(all_requests),
+        "sequences": len(tokenized),
         "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
         "forward_calls": backend.forward_calls,
         "forward_tokens": backend.forward_tokens,
@@ -249,9 +290,14 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
 
 
 def task_summary(
-    p: PreparedTask, docs: Sequence[DocResult], toks: Sequence[TokenizedRequest], config: RunConfig
+    p: PreparedTask, docs: Sequence[DocResult], windows: Sequence[Sequence[TokenizedRequest]], config: RunConfig
 ) -> dict[str, Any]:
-    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values."""
+    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values.
+
+    ``windows`` holds each request's tokenized sequences (one, or a rolling request's windows); ``tokens``
+    counts the input tokens of all of them and ``sequences`` how many there are.
+    """
+    toks = [t for own in windows for t in own]
     return {
         "version": p.task.version,
         "description": p.task.description,
@@ -263,8 +309,9 @@ def task_summary(
         "subset": config.limit is not None and len(docs) < p.n_split,
         "primary_metric": p.task.primary_metric,
         "requests": len(p.requests),
+        "sequences": len(toks),
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
-        "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
+        "truncated_requests": int(sum(1 for own in windows if any(t.truncated_tokens for t in own))),
         "prompt_sha256": prompt_hash(p.requests),
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
@@ -272,13 +319,18 @@ def task_summary(
     }
 
 
-def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest], window: int) -> None:
-    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report)."""
+def _warn_truncated(
+    prepared: Sequence[PreparedTask], windows: Sequence[Sequence[TokenizedRequest]], window: int
+) -> None:
+    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report).
+
+    ``windows`` holds each request's tokenized sequences; rolling windows are never cut.
+    """
     k = 0
     for p in prepared:
-        toks = tokenized[k : k + len(p.requests)]
+        toks = windows[k : k + len(p.requests)]
         k += len(p.requests)
-        cut = [t.truncated_tokens for t in toks if t.truncated_tokens]
+        cut = [sum(t.truncated_tokens for t in own) for own in toks if any(t.truncated_tokens for t in own)]
         if cut:
             warning = (f"{p.task.name}: {len(cut)} of {len(toks)} requests were longer than the window of {window} "
                        f"tokens; their contexts were truncated on the left ({sum(cut)} tokens dropped, at most "
@@ -314,7 +366,8 @@ def _score(
 
 
 def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
-    keys = sorted({PER_DOC_KEY[m] for m in task.metrics})
+    """``doc_id`` and every per-document value the task's metrics need (:data:`evalkit.metrics.PER_DOC_KEYS`)."""
+    keys = sorted({k for m in task.metrics for k in PER_DOC_KEYS[m]})
     arrays: dict[str, list] = {"doc_id": [d.doc_id for d in docs]}
     for key in keys:
         arrays[key] = [d.metrics[key] for d in docs]
