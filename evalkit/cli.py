@@ -173,6 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, task in output.results["tasks"].items():
         parts = [f"{m}={v['value']:.4f}" for m, v in task["metrics"].items()]
         print(f"{name:16s} n={task['n']:<6d} " + " ".join(parts))
+    for name, group in output.results.get("groups", {}).items():
+        parts = [f"{m}={v['value']:.4f}" for m, v in group["metrics"].items()]
+        print(f"{name:16s} n={group['n']:<6d} " + " ".join(parts) + f" ({group['aggregation']} over "
+              f"{len(group['tasks'])} tasks)")
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
@@ -245,7 +249,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         ds = task.dataset
         print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}")
     for name, group in sorted(registry.groups.items()):
-        print(f"{name} (group): {', '.join(group.tasks)}")
+        how = f", {group.aggregation} average" if group.aggregation else ""
+        print(f"{name} (group{how}): {', '.join(group.tasks)}")
     return 0
 
 

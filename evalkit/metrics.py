@@ -195,6 +195,15 @@ def has_closed_form_stderr(metric: str) -> bool:
     return aggregator(metric) is mean
 
 
+def group_metrics(member_metrics: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """The metrics a group with an aggregation reports: those every member reports that are means of
+    per-document values (acc, acc_norm; never perplexities), in the first member's order."""
+    if not member_metrics:
+        return ()
+    common = set.intersection(*(set(m) for m in member_metrics))
+    return tuple(m for m in member_metrics[0] if m in common and has_closed_form_stderr(m))
+
+
 def finite_or_none(value: float) -> float | None:
     """None for NaN or infinite values (JSON has no NaN)."""
     return value if value is not None and math.isfinite(value) else None

@@ -97,7 +97,8 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
 
 
 def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
-    """One run's header facts and per-task detail rows."""
+    """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
+    absent from older results files)."""
     tasks = []
     for name, task in results["tasks"].items():
         metrics = [
@@ -110,6 +111,14 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
                       "n": task["n"], "n_split": task["n_split"], "expected_n": task["expected_n"],
                       "subset": task["subset"], "requests": task["requests"],
                       "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics})
+    groups = [
+        {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group["n"],
+         "metrics": [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+                      "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
+                      "direction": "higher" if v["higher_is_better"] else "lower"}
+                     for m, v in group["metrics"].items()]}
+        for name, group in results.get("groups", {}).items()
+    ]
     return {
         "label": run_label(results),
         "source": source,
@@ -120,6 +129,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "config": results["config"],
         "timing": results["timing"],
         "tasks": tasks,
+        "groups": groups,
         "subset": any(t["subset"] for t in tasks),
     }
 

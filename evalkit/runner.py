@@ -22,6 +22,7 @@ from evalkit import __version__
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
+from evalkit.groups import aggregate_group
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.registry import load_registry, resolve_model
@@ -204,6 +205,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     check_config(config)
     registry = load_registry(config.include_paths)
     tasks = registry.expand(config.tasks)
+    groups = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
     prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
@@ -256,6 +258,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
         doc_results[p.task.name] = docs
         task_results[p.task.name] = task_summary(p, docs, toks, config)
+    group_results = {g.name: aggregate_group(g, registry.members(g), task_results, config.bootstrap_iters,
+                                             config.seed) for g in groups}
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
         "tokenize_s": round(t_tok, 3),
@@ -284,6 +288,7 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "cache": cache_info,
         "timing": timing,
         "tasks": task_results,
+        "groups": group_results,
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
