@@ -322,7 +322,7 @@ TASK = Task(
     ("target", ("acc", "f1"), "acc", "task 'odd' lists metric 'f1', which scoring 'target' does not give "
                                       "(it gives acc, perplexity)"),
     ("generate", ("acc",), "acc", "task 'odd' has scoring 'generate'; expected one of multiple_choice, target, "
-                                  "any_greedy"),
+                                  "any_greedy, rolling"),
     ("multiple_choice", ("acc_norm",), "acc", "task 'odd' has primary metric 'acc', which is not among its metrics "
                                               "(acc_norm)"),
 ], ids=["perplexity_of_multiple_choice", "unknown_metric", "unknown_scoring", "primary_not_listed"])

@@ -301,3 +301,39 @@ def test_a_paired_bootstrap_of_a_ratio_counts_documents_not_columns():
     result = paired_bootstrap(a, b, aggregator("bits_per_byte"), iters=100, seed=1)
     assert result.delta == pytest.approx(1 / math.log(2) - 2 / math.log(2))  # 1 - 2 nats a byte, in bits
     assert result.p_value == 1.0
+
+
+def _rolling_entry(lls: list[float]) -> tuple[dict, list[dict]]:
+    """A rolling task's results entry and samples rows: two documents of 2 and 6 words, 4 and 12 bytes."""
+    words, size = [2, 6], [4, 12]
+    samples = [{"task": "t", "doc_id": i, "context": "", "continuations": [f"page {i}"], "gold": 0,
+                "loglikelihoods": [ll], "greedy": [False], "metrics": {}} for i, ll in enumerate(lls)]
+    total = sum(lls)
+    metrics = {"word_perplexity": math.exp(-total / 8), "byte_perplexity": math.exp(-total / 16),
+               "bits_per_byte": -total / 16 / math.log(2)}
+    entry = {"version": "1", "prompt_sha256": "p" * 64, "metrics": {m: {"value": v} for m, v in metrics.items()},
+             "documents": {"doc_id": [0, 1], "loglikelihood": list(lls), "words": words, "bytes": size}}
+    return entry, samples
+
+
+@pytest.mark.parametrize("shift, expected", [
+    (9e-5, []),
+    (5e-4, ["FAIL t: 2 log-likelihoods moved beyond 0.0001 + 1e-05·|ll| nats",
+            "  log-likelihood: doc 0 choice 0: -1.000000 -> -0.999500 nats (Δ +0.000500)",
+            "  log-likelihood: doc 1 choice 0: -2.000000 -> -1.999500 nats (Δ +0.000500)",
+            "FAIL t word_perplexity: 1.45499 -> 1.45481 (Δ -0.000181863)",
+            "FAIL t byte_perplexity: 1.20623 -> 1.20615 (Δ -7.5387e-05)",
+            "FAIL t bits_per_byte: 0.270505 -> 0.270415 (Δ -9.01684e-05)"]),
+], ids=["within_the_request_tolerance", "beyond_it"])
+def test_check_accepts_the_rolling_metrics_of_log_likelihoods_it_accepts(shift, expected):
+    """Both documents moved 9e-5 nats (inside 1e-4 + 1e-5·|ll|); Σll = -3 moved 1.8e-4, i.e. 6e-5 relative, past
+    the metric tolerance of 1e-5, so without a bound from the log-likelihoods the check would fail its own pass."""
+    from evalkit.baseline import Tolerance, request_records
+    from evalkit.check import _task_diffs
+
+    old, old_samples = _rolling_entry([-1.0, -2.0])
+    old["requests"] = request_records(old_samples)
+    new, new_samples = _rolling_entry([-1.0 + shift, -2.0 + shift])
+    bits = old["metrics"]["bits_per_byte"]["value"], new["metrics"]["bits_per_byte"]["value"]
+    assert not Tolerance().metric_ok(*bits)  # the metric alone would fail even the small shift
+    assert _task_diffs("t", old, new, new_samples, Tolerance()) == expected
