@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-
 from evalkit import __version__
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
