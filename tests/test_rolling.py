@@ -337,3 +337,15 @@ def test_check_accepts_the_rolling_metrics_of_log_likelihoods_it_accepts(shift, 
     bits = old["metrics"]["bits_per_byte"]["value"], new["metrics"]["bits_per_byte"]["value"]
     assert not Tolerance().metric_ok(*bits)  # the metric alone would fail even the small shift
     assert _task_diffs("t", old, new, new_samples, Tolerance()) == expected
+
+
+def test_windows_are_cached_one_by_one_and_a_repeat_run_is_answered_from_the_cache(tmp_path):
+    from evalkit.runner import run
+
+    config = _rolling_config(tmp_path, use_cache=True, cache_dir=str(tmp_path / "cache"), bootstrap_iters=0)
+    first = run(config, progress=False).results
+    again = run(config, progress=False).results
+    windows = first["tasks"]["tiny_pages"]["sequences"]
+    assert (first["timing"]["requests_scored"], first["timing"]["requests_cached"]) == (windows, 0)
+    assert (again["timing"]["requests_scored"], again["timing"]["requests_cached"]) == (0, windows)
+    assert again["tasks"]["tiny_pages"]["documents"] == first["tasks"]["tiny_pages"]["documents"]
