@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evalkit.data import json_error, resolve_data_dir
+from evalkit.metrics import PER_DOC_KEYS
 from evalkit.results_io import atomic_write_text, read_json_object, strict_json
 from evalkit.runner import run
 from evalkit.types import EvalkitError, RunConfig
@@ -78,6 +79,28 @@ class Tolerance:
             return False
         bound = sum(self.loglikelihood_atol + self.loglikelihood_rtol * abs(ll) for ll in loglikelihoods)
         return abs(math.log(new / old)) <= bound / len(loglikelihoods) + self.metric_rtol
+
+    def ratio_ok(self, metric: str, old: float, new: float, documents: dict[str, list]) -> bool:
+        """True when a rolling metric (a ratio of sums, :data:`evalkit.metrics.ROLLING_METRICS`) moved no more
+        than its documents' log-likelihoods may (or within ``metric_ok``).
+
+        ln(word or byte perplexity) is -Σll / Σunits and bits per byte -Σll / Σbytes / ln 2, so log-likelihoods
+        each within ``atol + rtol * |ll|`` move them by at most Σ(atol + rtol * |ll|) / Σunits (over ln 2 for bits).
+
+        Args:
+            metric: ``word_perplexity``, ``byte_perplexity`` or ``bits_per_byte``.
+            old, new: the baseline's and the new value.
+            documents: the baseline's per-document arrays (``loglikelihood`` in nats, ``words`` or ``bytes``).
+        """
+        if self.metric_ok(old, new):
+            return True
+        lls, units = documents.get("loglikelihood", []), documents.get(PER_DOC_KEYS[metric][1], [])
+        if not (lls and sum(units) > 0):
+            return False
+        bound = sum(self.loglikelihood_atol + self.loglikelihood_rtol * abs(ll) for ll in lls) / sum(units)
+        if metric == "bits_per_byte":
+            return abs(new - old) <= bound / math.log(2.0) + self.metric_rtol * abs(old)
+        return old > 0 and new > 0 and abs(math.log(new / old)) <= bound + self.metric_rtol
 
 
 def text_sha(text: str) -> str:

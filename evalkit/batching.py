@@ -4,15 +4,19 @@ A *packed group* is one sequence that scores several continuations of the same c
 then each continuation (all but its last token) as its own segment that sees the context and itself only.
 Sharing the context this way scores SciQ's support paragraph and TriviaQA's ~10 aliases per question once
 per document instead of once per continuation (SPEC.md, "Work sizes").
+
+A request may need several sequences (a rolling request's windows): :func:`flatten_windows` lists them for the
+backend and :func:`join_windows` sums their answers back into one response per request.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from evalkit.types import TokenizedRequest
+from evalkit.types import LoglikelihoodResponse, TokenizedRequest
 
 
 @dataclass(frozen=True)
@@ -177,3 +181,58 @@ def initial_batch_size(batch_size: int | str, device_type: str) -> tuple[int, bo
     if device_type == "cuda":
         return AUTO_BATCH_CUDA, True
     return AUTO_BATCH_CPU, False
+
+
+def flatten_windows(windows: Sequence[Sequence[TokenizedRequest]]) -> tuple[list[TokenizedRequest], list[int]]:
+    """The sequences the backend scores, and which request each belongs to.
+
+    Args:
+        windows: per request, its tokenized sequences (one for an ordinary request, several for a rolling one;
+            never none).
+
+    Returns:
+        (every sequence in request order, the index of its request for each sequence).
+
+    Raises:
+        ValueError: a request without any sequence.
+    """
+    flat: list[TokenizedRequest] = []
+    owners: list[int] = []
+    for index, own in enumerate(windows):
+        if not own:
+            raise ValueError(f"request {index} has no tokenized sequence")
+        flat.extend(own)
+        owners.extend([index] * len(own))
+    return flat, owners
+
+
+def join_windows(
+    responses: Sequence[LoglikelihoodResponse], owners: Sequence[int], n_requests: int
+) -> list[LoglikelihoodResponse]:
+    """One response per request from the responses of its sequences (:func:`flatten_windows` order).
+
+    The log-likelihood is the sum over the request's sequences (nats, float64, ``math.fsum``); the request is
+    greedy when every sequence is; token counts add up. A one-sequence request keeps its response unchanged.
+
+    Raises:
+        ValueError: ``responses`` and ``owners`` of different lengths, or a request without a response.
+    """
+    if len(responses) != len(owners):
+        raise ValueError(f"{len(responses)} responses for {len(owners)} sequences")
+    parts: list[list[LoglikelihoodResponse]] = [[] for _ in range(n_requests)]
+    for response, owner in zip(responses, owners):
+        parts[owner].append(response)
+    out = []
+    for index, own in enumerate(parts):
+        if not own:
+            raise ValueError(f"request {index} got no response")
+        if len(own) == 1:
+            out.append(own[0])
+            continue
+        out.append(LoglikelihoodResponse(
+            loglikelihood=math.fsum(r.loglikelihood for r in own),
+            greedy=all(r.greedy for r in own),
+            continuation_tokens=sum(r.continuation_tokens for r in own),
+            truncated_tokens=sum(r.truncated_tokens for r in own),
+        ))
+    return out

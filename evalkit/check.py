@@ -23,6 +23,7 @@ from typing import Any
 
 from evalkit.baseline import Tolerance, config_from_baseline, load_baseline, read_samples, request_records
 from evalkit.compare import check_test_options, paired_table
+from evalkit.metrics import ROLLING_METRICS
 from evalkit.runner import run
 from evalkit.types import EvalkitError
 
@@ -110,6 +111,8 @@ def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samp
         if metric == "perplexity":
             unchanged = now is not None and tolerance.perplexity_ok(value["value"], now,
                                                                     old["documents"].get("loglikelihood", []))
+        elif metric in ROLLING_METRICS:
+            unchanged = now is not None and tolerance.ratio_ok(metric, value["value"], now, old["documents"])
         else:
             unchanged = now is not None and tolerance.metric_ok(value["value"], now)
         if now is None:

@@ -420,7 +420,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for name, group in sorted(registry.groups.items()):
         unknown = registry.unknown_members(name)
         note = f" [not selectable: {len(unknown)} of its tasks are not defined]" if unknown else ""
-        print(f"{name} (group): {', '.join(group.tasks)}{note}")
+        how = f", {group.aggregation} average" if group.aggregation else ""
+        print(f"{name} (group{how}): {', '.join(group.tasks)}{note}")
     return 0
 
 

@@ -19,10 +19,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 from evalkit.figure import DeltaPanel, DeltaPoint, draw_deltas
-from evalkit.metrics import PER_DOC_KEY, aggregator, has_closed_form_stderr
+from evalkit.metrics import PER_DOC_KEY, PER_DOC_KEYS, aggregator, has_closed_form_stderr, per_doc_values
 from evalkit.report import environment, figure_panels, figure_path_for, reference_tables, run_label, wilson_cell
 from evalkit.results_io import atomic_write_text, default_reports_dir, load_results
 from evalkit.significance import (
@@ -163,11 +162,10 @@ def paired_table(
         for metric in a["tasks"][task]["metrics"]:
             if metric not in b["tasks"][task]["metrics"]:
                 continue
-            xa = np.asarray(docs_a[PER_DOC_KEY[metric]], dtype=np.float64)
-            xb = np.asarray(docs_b[PER_DOC_KEY[metric]], dtype=np.float64)
+            xa, xb = per_doc_values(metric, docs_a), per_doc_values(metric, docs_b)
             statistic = aggregator(metric)
             boot = paired_bootstrap(xa, xb, statistic, iters, seed, confidence)
-            row = {"task": task, "metric": metric, "n": int(xa.size), "value_a": float(statistic(xa)),
+            row = {"task": task, "metric": metric, "n": int(xa.shape[0]), "value_a": float(statistic(xa)),
                    "value_b": float(statistic(xb)), "delta": boot.delta, "low": boot.low, "high": boot.high,
                    "test": "paired bootstrap", "p_value": boot.p_value, "only_a": None, "only_b": None}
             if has_closed_form_stderr(metric):
@@ -210,7 +208,8 @@ def reference_table(
             continue
         measured = entry["metrics"][metric]
         if (task, metric) not in intervals:
-            values = entry.get("documents", {}).get(PER_DOC_KEY[metric]) or []
+            documents = entry.get("documents", {})
+            values = per_doc_values(metric, documents) if all(k in documents for k in PER_DOC_KEYS[metric]) else []
             intervals[(task, metric)] = metric_interval(metric, values, iters, seed, confidence)
         low, high = intervals[(task, metric)]
         source, z = "published", None
@@ -238,12 +237,16 @@ def reference_table(
                           fewshot)
 
 
+_TWO_DECIMALS = ("perplexity", "word_perplexity")
+"""Metrics whose values run to tens or thousands: shown with 2 decimals, the others with 4."""
+
+
 def _signed(value: float, metric: str) -> str:
-    return f"{value:+.2f}" if metric == "perplexity" else f"{value:+.4f}"
+    return f"{value:+.2f}" if metric in _TWO_DECIMALS else f"{value:+.4f}"
 
 
 def _plain(value: float, metric: str) -> str:
-    return f"{value:.2f}" if metric == "perplexity" else f"{value:.4f}"
+    return f"{value:.2f}" if metric in _TWO_DECIMALS else f"{value:.4f}"
 
 
 def _p(value: float | None) -> str:

@@ -18,29 +18,61 @@ Definitions follow lm-evaluation-harness v0.2.0 (the GPT-NeoX-20B card) and SPEC
   predicted class x :data:`CLASS_BASE` + gold class, so per-document arrays stay one float a document (the
   bootstrap and paired comparisons resample them like any other); v0.2.0 reports no stderr for f1, and no
   closed form exists.
+* Rolling (document) perplexities, SPEC-suite B.24 (lm-eval v0.2.0 ``wikitext``): per document the value kept
+  is ``loglikelihood`` (nats, summed over the document's windows), ``words`` = ``len(re.split(r"\\s+", text))``
+  and ``bytes`` = UTF-8 length of ``text``, where ``text`` is the task's ``units_text(doc)`` (the raw document)
+  or, without one, the scored text. The aggregates are ratios of sums over documents (each document weighted
+  by its size, not a mean of per-document values): ``word_perplexity`` = exp(-Σll / Σwords),
+  ``byte_perplexity`` = exp(-Σll / Σbytes), ``bits_per_byte`` = -Σll / Σbytes / ln 2. No closed-form stderr;
+  the bootstrap resamples documents and recomputes the ratio.
+
+A task with ``scoring="rolling"`` has ``context(doc) == ""``, one continuation (the text scored, e.g. the
+detokenised page), ``gold = lambda doc: 0``, metrics a subset of :data:`ROLLING_METRICS` and one of them as its
+primary metric.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+import re
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification", "rolling")
 
-SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",),
-                   "yes_no": ("acc",), "classification": ("acc", "f1"),
-                   "rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte")}
-"""Scoring rule -> the aggregate metrics its per-document values can give. ``rolling`` (document perplexity, lm-eval
-v0.2.0 ``PerplexityTask``, SPEC-suite B.24): ``context(doc)`` is ``""``, ``continuations(doc)`` is [the text scored by
-rolling windows], ``gold`` is 0, ``units_text(doc)`` the raw text whose words and UTF-8 bytes normalise."""
+ROLLING_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
-HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True,
-                    "word_perplexity": False, "byte_perplexity": False, "bits_per_byte": False}
+SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",),
+                   "yes_no": ("acc",), "classification": ("acc", "f1"), "rolling": ROLLING_METRICS}
+"""Scoring rule -> the aggregate metrics its per-document values can give."""
+
+HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True, "word_perplexity": False,
+                    "byte_perplexity": False, "bits_per_byte": False}
 
 PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood", "f1": "class_pair"}
-"""Aggregate metric -> the per-document value it is computed from."""
+"""Aggregate metric -> the one per-document value it is computed from (metrics of one value per document)."""
+
+PER_DOC_KEYS = {**{m: (k,) for m, k in PER_DOC_KEY.items()}, "word_perplexity": ("loglikelihood", "words"),
+                "byte_perplexity": ("loglikelihood", "bytes"), "bits_per_byte": ("loglikelihood", "bytes")}
+"""Aggregate metric -> the per-document values it is computed from, in the column order of
+:func:`per_doc_values`."""
+
+
+def per_doc_values(metric: str, documents: Mapping[str, Sequence[float]]) -> np.ndarray:
+    """A metric's per-document values from a results file's ``documents`` arrays, float64.
+
+    Returns:
+        shape (n,) for a metric of one value per document (acc, acc_norm, perplexity's log-likelihoods);
+        shape (n, 2) for a ratio of sums (rolling perplexities: columns log-likelihood in nats, then words or
+        bytes). :func:`aggregator` takes either, with leading resample axes.
+
+    Raises:
+        KeyError: an unknown metric, or ``documents`` without a value it needs.
+    """
+    keys = PER_DOC_KEYS[metric]
+    columns = [np.asarray(documents[k], dtype=np.float64) for k in keys]
+    return columns[0] if len(columns) == 1 else np.stack(columns, axis=-1)
 
 CLASS_BASE = 1000
 """``class_pair`` = predicted class x CLASS_BASE + gold class (classes are 0 .. CLASS_BASE - 1)."""
@@ -107,14 +139,30 @@ def any_greedy(greedy: Sequence[bool]) -> dict[str, float]:
     return {"acc": float(any(greedy))}
 
 
+def rolling(loglikelihood: float, units_text: str) -> dict[str, float]:
+    """A document's rolling log-likelihood (nats) and the sizes that normalise it (SPEC-suite B.24).
+
+    ``words`` = ``len(re.split(r"\\s+", units_text))`` (empty strings at the ends count, so leading or trailing
+    whitespace adds one each, as in lm-eval v0.2.0); ``bytes`` = UTF-8 byte length of ``units_text``.
+    """
+    return {"loglikelihood": float(loglikelihood), "words": len(re.split(r"\s+", units_text)),
+            "bytes": len(units_text.encode("utf-8"))}
+
+
 def doc_metrics(
-    scoring: str, loglikelihoods: Sequence[float], greedy: Sequence[bool], continuations: Sequence[str], gold: int
+    scoring: str, loglikelihoods: Sequence[float], greedy: Sequence[bool], continuations: Sequence[str], gold: int,
+    units_text: str | None = None,
 ) -> dict[str, float]:
     """Per-document metric values for a task's scoring rule (see module docstring).
+
+    ``units_text`` (rolling only) is the text whose words and bytes normalise the log-likelihood; None means
+    the scored text ``continuations[0]``.
 
     Raises:
         ValueError: an unknown scoring rule.
     """
+    if scoring == "rolling":
+        return rolling(loglikelihoods[0], continuations[0] if units_text is None else units_text)
     if scoring == "multiple_choice":
         return multiple_choice(loglikelihoods, continuations, gold)
     if scoring == "target":
@@ -177,6 +225,18 @@ def mean(values: np.ndarray) -> np.ndarray:
     return np.mean(values, axis=-1)
 
 
+def ratio_perplexity(values: np.ndarray) -> np.ndarray:
+    """exp(-Σll / Σunits) over documents; ``values`` shape (..., n_docs, 2): log-likelihood (nats), units."""
+    v = np.asarray(values, dtype=np.float64)
+    return np.exp(-v[..., 0].sum(axis=-1) / v[..., 1].sum(axis=-1))
+
+
+def ratio_bits(values: np.ndarray) -> np.ndarray:
+    """-Σll / Σbytes / ln 2 over documents (bits per byte); ``values`` shape (..., n_docs, 2): ll (nats), bytes."""
+    v = np.asarray(values, dtype=np.float64)
+    return -v[..., 0].sum(axis=-1) / v[..., 1].sum(axis=-1) / math.log(2.0)
+
+
 def aggregator(metric: str) -> Callable[[np.ndarray], np.ndarray]:
     """The statistic of a metric over per-document values, vectorised over leading axes.
 
@@ -189,12 +249,25 @@ def aggregator(metric: str) -> Callable[[np.ndarray], np.ndarray]:
         return perplexity
     if metric == "f1":
         return macro_f1
+    if metric in ("word_perplexity", "byte_perplexity"):
+        return ratio_perplexity
+    if metric == "bits_per_byte":
+        return ratio_bits
     raise ValueError(f"unknown metric {metric!r}")
 
 
 def has_closed_form_stderr(metric: str) -> bool:
-    """True for means of per-document values; perplexity and f1 have no closed form (bootstrap only)."""
+    """True for means of per-document values; perplexities and f1 have no closed form (bootstrap only)."""
     return aggregator(metric) is mean
+
+
+def group_metrics(member_metrics: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    """The metrics a group with an aggregation reports: those every member reports that are means of
+    per-document values (acc, acc_norm; never perplexities), in the first member's order."""
+    if not member_metrics:
+        return ()
+    common = set.intersection(*(set(m) for m in member_metrics))
+    return tuple(m for m in member_metrics[0] if m in common and has_closed_form_stderr(m))
 
 
 def finite_or_none(value: float) -> float | None:

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-from evalkit.metrics import check_task_metrics
+from evalkit.metrics import check_task_metrics, group_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,24 @@ class TaskRegistry:
                                f"{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
 
 
+    def selected_groups(self, names: Iterable[str]) -> list[TaskGroup]:
+        """The groups among ``names`` (as :meth:`expand` reads them), without repeats, in the order given.
+
+        :meth:`expand` turns a group into its tasks; this keeps which groups were asked for, so a group with an
+        aggregation gets its own row in the results.
+        """
+        chosen: dict[str, TaskGroup] = {}
+        for raw in names:
+            name = raw.strip()
+            if name in self.groups:
+                chosen.setdefault(name, self.groups[name])
+        return list(chosen.values())
+
+    def members(self, group: TaskGroup) -> list[str]:
+        """Canonical names of a group's tasks (aliases resolved), without repeats, in the group's order."""
+        return list(dict.fromkeys(self.get(member).name for member in group.tasks))
+
+
 def _load_module(path: Path) -> Any:
     module_name = f"evalkit_task_{abs(hash(str(path)))}_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
@@ -173,7 +191,15 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
         if group.aggregation not in (None, "micro", "macro"):
             raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
                                f"expected None, 'micro' or 'macro'")
-    return TaskRegistry(tasks, groups, files)
+    registry = TaskRegistry(tasks, groups, files)
+    for group in groups.values():
+        if group.aggregation is not None and not registry.unknown_members(group.name):
+            metrics = [registry.get(member).metrics for member in group.tasks]
+            if not group_metrics(metrics):
+                raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation "
+                                   f"'{group.aggregation}', but its tasks share no metric that averages over "
+                                   f"documents (acc, acc_norm)")
+    return registry
 
 
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
@@ -186,8 +212,9 @@ def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
     Raises:
         EvalkitError: a missing folder, a task file that fails to load or defines a name twice (other than an
             included file replacing a built-in), a task whose metrics its scoring rule cannot give
-            (:func:`evalkit.metrics.check_task_metrics`), or a bad group aggregation. A group naming unknown tasks is
-            refused when selected (:meth:`TaskRegistry.check_group`).
+            (:func:`evalkit.metrics.check_task_metrics`), a group with an aggregation other than None, "micro" or
+            "macro", or an aggregated group whose tasks share no mean metric (:func:`evalkit.metrics.group_metrics`).
+            A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
     """
     folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
     return _scan(folders)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import jinja2
 
 from evalkit.figure import IntervalPoint, Panel, draw_intervals
-from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr
+from evalkit.metrics import PER_DOC_KEY, has_closed_form_stderr, per_doc_values
 from evalkit.results_io import atomic_write_text, reserve_path
 from evalkit.significance import wilson_interval
 from evalkit.suite_report import suite_context
@@ -155,7 +155,8 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
 
 
 def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
-    """One run's header facts and per-task detail rows."""
+    """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
+    absent from older results files)."""
     tasks = []
     for name, task in results["tasks"].items():
         metrics = [
@@ -171,6 +172,14 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
                       "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics,
                       "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
                       "fewshot_split": task.get("fewshot_split")})
+    groups = [
+        {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group.get("n"),
+         "metrics": [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+                      "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
+                      "direction": "higher" if v["higher_is_better"] else "lower"}
+                     for m, v in group["metrics"].items()]}
+        for name, group in results.get("groups", {}).items()
+    ]
     return {
         "label": run_label(results),
         "source": source,
@@ -181,6 +190,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "config": results["config"],
         "timing": results["timing"],
         "tasks": tasks,
+        "groups": groups,
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
         "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
@@ -200,9 +210,10 @@ def _run_point(results: dict[str, Any], task: str, metric: str, label: str, conf
     entry = results["tasks"].get(task)
     if entry is None or metric not in entry["metrics"]:
         return None
-    values = entry.get("documents", {}).get(PER_DOC_KEY[metric])
-    if values:
-        value, n = sum(values) / len(values), len(values)
+    documents = entry.get("documents", {})
+    values = per_doc_values(metric, documents) if PER_DOC_KEY[metric] in documents else None
+    if values is not None and values.size:
+        value, n = float(values.mean()), len(values)
     else:
         value, n = entry["metrics"][metric]["value"], entry["metrics"][metric]["n"]
     return IntervalPoint(label, value, *wilson_interval(value, n, confidence), measured=True)

@@ -10,7 +10,7 @@ The schema language is small: ``"str"``, ``"int"``, ``"number"`` (int or float, 
 ``("map", spec)`` an object whose values all match ``spec``; ``("list", spec)`` a list of such items.
 Beyond the types, a task's per-document arrays must all have one value per document (``n``), accuracies lie in
 {0, 1} per document and in [0, 1] aggregated, and every metric is one evalkit knows
-(:data:`evalkit.metrics.PER_DOC_KEY`, which ``report`` and ``compare`` look per-document values up in).
+(:data:`evalkit.metrics.PER_DOC_KEYS`, which ``report`` and ``compare`` look per-document values up in).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evalkit.metrics import PER_DOC_KEY
+from evalkit.metrics import PER_DOC_KEYS
 from evalkit.types import EvalkitError
 
 METRIC = {"keys": {"value": "number", "stderr": "number?", "stderr_bootstrap": "number?", "n": "int",
@@ -132,11 +132,12 @@ def _task_fault(name: str, task: dict[str, Any]) -> str | None:
             return (f"'{where}.documents.{key}': {len(values)} values for {task['n']} documents "
                     f"('{where}.n'); the file is truncated or edited")
     for metric, entry in task["metrics"].items():
-        if metric not in PER_DOC_KEY:
-            return f"'{where}.metrics.{metric}': unknown metric (expected one of {', '.join(PER_DOC_KEY)})"
-        key = PER_DOC_KEY[metric]
-        if key not in docs:
-            return f"missing key '{where}.documents.{key}' (per-document values of {metric})"
+        if metric not in PER_DOC_KEYS:
+            return f"'{where}.metrics.{metric}': unknown metric (expected one of {', '.join(PER_DOC_KEYS)})"
+        missing = [k for k in PER_DOC_KEYS[metric] if k not in docs]
+        if missing:
+            return f"missing key '{where}.documents.{missing[0]}' (per-document values of {metric})"
+        key = PER_DOC_KEYS[metric][0]
         if metric in ACCURACIES:
             bad = next((i for i, v in enumerate(docs[key]) if v not in (0, 1)), None)
             if bad is not None:

@@ -18,9 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from evalkit import __version__
+from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, local_path,
                           resolve_data_dir, size_warning, subset_ids)
@@ -28,14 +27,15 @@ from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_
                              fewshot_source, resolve_shots, short_warning)
 from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
+from evalkit.groups import aggregate_group
 from evalkit.hub_check import check_hub
-from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
-from evalkit.metrics import has_closed_form_stderr
+from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
+from evalkit.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.model_args import hub_options
 from evalkit.registry import load_registry, resolve_model
 from evalkit.results_io import atomic_write_text, results_path, strict_json
 from evalkit.stats import bootstrap_stderr, mean_stderr
-from evalkit.tokenization import tokenize_requests
+from evalkit.tokenization import tokenize_windows
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,9 @@ def prepare_task(
                         f"({shown}{more}); each copy is scored and counted in the metrics")
     plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
     contexts = document_contexts(task, docs, pool, plan, ids)
+    if task.scoring == "rolling":
+        for doc_id, doc in zip(ids, chosen):
+            check_rolling_doc(task, doc_id, doc)
     requests = [
         LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
         for doc_id, doc, ctxs in zip(ids, chosen, contexts)
@@ -119,6 +122,29 @@ def _missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
         return None
     path = local_path(task, data_dir, task.fewshot_split)
     return None if path.is_file() else str(path)
+
+
+def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
+    """Refuse a rolling task's document whose requests or word/byte counts would be wrong (before the model loads).
+
+    A rolling task (:class:`evalkit.types.Task`, ``scoring="rolling"``) needs ``context(doc) == ""``, exactly
+    one non-empty continuation (the scored text) and, when it has ``units_text``, a non-empty string there.
+
+    Raises:
+        EvalkitError: naming the task, the document's row and the field.
+    """
+    where = f"task {task.name} doc {doc_id}"
+    if task.context(doc) != "":
+        raise EvalkitError(f"{where}: a rolling task's context must be empty, got {task.context(doc)[:40]!r}")
+    texts = task.continuations(doc)
+    if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0]:
+        raise EvalkitError(f"{where}: a rolling task has exactly one non-empty text to score, got "
+                           f"{len(texts)} continuations")
+    if task.units_text is not None:
+        units = task.units_text(doc)
+        if not isinstance(units, str) or not units:
+            raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
+                               f"the perplexities), got {units!r}")
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -138,16 +164,22 @@ def score_documents(prepared: PreparedTask, lls: Sequence[float], greedy: Sequen
         doc_lls = tuple(float(x) for x in lls[k : k + len(conts)])
         doc_greedy = tuple(bool(x) for x in greedy[k : k + len(conts)])
         k += len(conts)
-        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc))
+        units = task.units_text(doc) if task.units_text is not None else None
+        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc), units)
         out.append(DocResult(task.name, doc_id, metrics, doc_lls, doc_greedy))
     return out
 
 
 def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents."""
+    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents.
+
+    Means (acc, acc_norm) get the closed-form stderr and a bootstrap; perplexities (``perplexity`` and the
+    rolling ratios of sums) the bootstrap alone, each resample recomputing the statistic from its documents.
+    """
+    arrays = _per_doc_arrays(task, results)
     out = {}
     for offset, metric in enumerate(task.metrics):
-        values = np.array([r.metrics[PER_DOC_KEY[metric]] for r in results], dtype=np.float64)
+        values = per_doc_values(metric, arrays)
         stat = aggregator(metric)
         closed = mean_stderr(values) if has_closed_form_stderr(metric) else None
         boot = bootstrap_stderr(values, stat, iters, seed + offset) if iters else None
@@ -237,6 +269,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     check_config(config)
     registry = load_registry(config.include_paths)
     tasks = registry.expand(config.tasks)
+    groups = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
     resolved = resolve_model(config.model)
     if resolved["kind"] == "random" and config.extra.get("revision") is not None:
         raise EvalkitError(f"--revision {config.extra['revision']}: {config.model} has random weights, no hub "
@@ -276,12 +309,14 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
     window = hf_loading.config_window(model_config, config.max_length, config.model)
     all_requests = [r for p in prepared for r in p.requests]
+    rolling = [p.task.scoring == "rolling" for p in prepared for _ in p.requests]
     t0 = time.perf_counter()
-    tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
-                                  config.extra.get("tokenization", "separate"))
+    windows = tokenize_windows(all_requests, rolling, tokenizer.encode_batch, tokenizer.eot_id, window,
+                               config.extra.get("tokenization", "separate"))
+    tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     t_tok = time.perf_counter() - t0
-    _warn_truncated(prepared, tokenized, window)
-    _warn_joint_fallbacks(prepared, tokenized)
+    _warn_truncated(prepared, windows, window)
+    _warn_joint_fallbacks(prepared, windows)
     fingerprint = None
     if resolved["kind"] == "pretrained" and Path(resolved["path"]).is_dir():
         memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
@@ -307,18 +342,24 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     versions = library_versions()
     allow_non_finite = bool(config.extra.get("allow_non_finite"))
     t0 = time.perf_counter()
-    parts = [(p.task.name, len(p.requests)) for p in prepared] if per_task else None
+    sequences = [len(own) for own in windows]  # per request: 1, or a rolling request's windows
+    parts, k = [], 0
+    for p in prepared:  # (task, sequences) so a batch size can be probed per task
+        parts.append((p.task.name, sum(sequences[k : k + len(p.requests)])))
+        k += len(p.requests)
+    parts = parts if per_task else None
     task_sizes: dict[str, int | None] = {}
     try:
         responses, cache_info, counts = _score(ranks, backend, tokenized, config, identity,
                                                tokenizer.identity["sha256"], versions, parts, task_sizes,
                                                allow_non_finite)
     except NonFiniteScore as exc:
-        raise EvalkitError(_non_finite_message(all_requests[tokenized.index(exc.request)], exc.value, config)) \
+        raise EvalkitError(_non_finite_message(all_requests[owners[tokenized.index(exc.request)]], exc.value, config)) \
             from None
     t_score = time.perf_counter() - t0
     if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
         return None
+    responses = join_windows(responses, owners, len(all_requests))  # a rolling request: the sum of its windows
     bad = non_finite(responses)
     if bad and not allow_non_finite:  # answered by another rank
         raise EvalkitError(_non_finite_message(all_requests[bad[0]], responses[bad[0]].loglikelihood, config))
@@ -328,18 +369,22 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     k = 0
     for p in prepared:
         n = len(p.requests)
-        resp, toks = responses[k : k + n], tokenized[k : k + n]
+        resp, toks = responses[k : k + n], windows[k : k + n]
         k += n
         docs = score_documents(p, [r.loglikelihood for r in resp], [r.greedy for r in resp])
         kept = _drop_non_finite(p, docs)
         doc_results[p.task.name] = docs
         task_results[p.task.name] = task_summary(p, kept, toks, config) | {
             "non_finite_requests": len(non_finite(resp)), "non_finite_documents": len(docs) - len(kept)}
+    group_results = {g.name: aggregate_group(g, registry.members(g), task_results, config.bootstrap_iters,
+                                             config.seed)
+                     for g in groups if all(name in task_results for name in registry.members(g))}
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
         "tokenize_s": round(t_tok, 3),
         "score_s": round(t_score, 3),
         "requests": len(all_requests),
+        "sequences": len(tokenized),
         "requests_per_s": round(len(all_requests) / t_score, 2) if t_score > 0 else None,
         "forward_calls": backend.forward_calls,
         "forward_tokens": backend.forward_tokens,
@@ -369,6 +414,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         "warnings": run_warnings,
         "tasks": task_results,
         "skipped_tasks": skipped,
+        "groups": group_results,
     }
     ranks.annotate(results)
     if not write:
@@ -377,9 +423,14 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
 
 
 def task_summary(
-    p: PreparedTask, docs: Sequence[DocResult], toks: Sequence[TokenizedRequest], config: RunConfig
+    p: PreparedTask, docs: Sequence[DocResult], windows: Sequence[Sequence[TokenizedRequest]], config: RunConfig
 ) -> dict[str, Any]:
-    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values."""
+    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values.
+
+    ``windows`` holds each request's tokenized sequences (one, or a rolling request's windows); ``tokens``
+    counts the input tokens of all of them and ``sequences`` how many there are.
+    """
+    toks = [t for own in windows for t in own]
     return {
         "version": p.task.version,
         "description": p.task.description,
@@ -391,9 +442,10 @@ def task_summary(
         "subset": config.limit is not None and len(docs) < p.n_split,
         "primary_metric": p.task.primary_metric,
         "requests": len(p.requests),
+        "sequences": len(toks),
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
-        "truncated_requests": int(sum(1 for t in toks if t.truncated_tokens)),
-        "joint_fallback_requests": int(sum(1 for t in toks if t.joint_fallback)),
+        "truncated_requests": int(sum(1 for own in windows if any(t.truncated_tokens for t in own))),
+        "joint_fallback_requests": int(sum(1 for own in windows if any(t.joint_fallback for t in own))),
         "duplicate_documents": p.duplicates,
         "prompt_sha256": prompt_hash(p.requests),
         "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
@@ -407,13 +459,18 @@ def task_summary(
     }
 
 
-def _warn_truncated(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest], window: int) -> None:
-    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report)."""
+def _warn_truncated(
+    prepared: Sequence[PreparedTask], windows: Sequence[Sequence[TokenizedRequest]], window: int
+) -> None:
+    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report).
+
+    ``windows`` holds each request's tokenized sequences; rolling windows are never cut.
+    """
     k = 0
     for p in prepared:
-        toks = tokenized[k : k + len(p.requests)]
+        toks = windows[k : k + len(p.requests)]
         k += len(p.requests)
-        cut = [t.truncated_tokens for t in toks if t.truncated_tokens]
+        cut = [sum(t.truncated_tokens for t in own) for own in toks if any(t.truncated_tokens for t in own)]
         if cut:
             warning = (f"{p.task.name}: {len(cut)} of {len(toks)} requests were longer than the window of {window} "
                        f"tokens; their contexts were truncated on the left ({sum(cut)} tokens dropped, at most "
@@ -438,14 +495,14 @@ def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[Tokenize
     return out
 
 
-def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], tokenized: Sequence[TokenizedRequest]) -> None:
+def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], windows: Sequence[Sequence[TokenizedRequest]]) -> None:
     """Add a warning to each task with requests that ``--tokenization joint`` scored with the separate encodings
     (a token spans the join; the count is also in the results as ``joint_fallback_requests``)."""
     k = 0
     for p in prepared:
-        toks = tokenized[k : k + len(p.requests)]
+        toks = windows[k : k + len(p.requests)]
         k += len(p.requests)
-        fell_back = sum(1 for t in toks if t.joint_fallback)
+        fell_back = sum(1 for own in toks if any(t.joint_fallback for t in own))
         if fell_back:
             warning = (f"{p.task.name}: {fell_back} of {len(toks)} requests have a token spanning the join of "
                        f"context and continuation; --tokenization joint scored them with the context and the "
@@ -510,7 +567,8 @@ def _score(
 
 
 def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
-    keys = sorted({PER_DOC_KEY[m] for m in task.metrics})
+    """``doc_id`` and every per-document value the task's metrics need (:data:`evalkit.metrics.PER_DOC_KEYS`)."""
+    keys = sorted({k for m in task.metrics for k in PER_DOC_KEYS[m]})
     arrays: dict[str, list] = {"doc_id": [d.doc_id for d in docs]}
     for key in keys:
         arrays[key] = [d.metrics[key] for d in docs]

@@ -80,11 +80,13 @@ def metric_interval(
     """A run's confidence interval for one metric from its per-document values.
 
     Wilson for means of 0/1 values (acc, acc_norm); bootstrap percentile over documents otherwise
-    (perplexity, from per-document log-likelihoods in nats).
+    (perplexity, from per-document log-likelihoods in nats; rolling perplexities, from (log-likelihood, units)
+    pairs).
 
     Args:
-        metric: ``acc``, ``acc_norm`` or ``perplexity``.
-        values: per-document values, shape (n,) (0/1 floats, or log-likelihoods for perplexity).
+        metric: ``acc``, ``acc_norm``, ``perplexity`` or a rolling metric (:data:`evalkit.metrics.ROLLING_METRICS`).
+        values: per-document values, shape (n,) (0/1 floats, or log-likelihoods for perplexity), or (n, 2) for
+            a rolling metric (:func:`evalkit.metrics.per_doc_values`).
         iters: bootstrap resamples (perplexity only), >= 2.
         seed: bootstrap seed.
         confidence: coverage.
@@ -96,7 +98,7 @@ def metric_interval(
     if x.size == 0:
         raise ValueError(f"no per-document values for {metric}")
     if has_closed_form_stderr(metric):
-        return wilson_interval(float(x.mean()), int(x.size), confidence)
+        return wilson_interval(float(x.mean()), int(x.shape[0]), confidence)
     if iters < 2:
         raise ValueError(f"a bootstrap interval needs at least 2 resamples, got {iters}")
     return percentile_interval(bootstrap_distribution(x, aggregator(metric), iters, seed), confidence)
@@ -124,10 +126,13 @@ class PairedBootstrap:
     iters: int
 
 
-def _paired_arrays(a: Sequence[float], b: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _paired_arrays(
+    a: Sequence[float], b: Sequence[float], ndim: tuple[int, ...] = (1,)
+) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if x.ndim != 1 or x.shape != y.shape:
-        raise ValueError(f"paired values need two 1-D arrays of one length, got shapes {x.shape} and {y.shape}")
+    if x.ndim not in ndim or x.shape != y.shape:
+        raise ValueError(f"paired values need two arrays of one length and shape (documents along axis 0, "
+                         f"{' or '.join(map(str, ndim))} axes), got shapes {x.shape} and {y.shape}")
     if x.size == 0:
         raise ValueError("paired values are empty")
     return x, y
@@ -143,8 +148,10 @@ def paired_bootstrap(
     i of run a stays paired with document i of run b (Efron & Tibshirani 1993, ch. 13 and 16).
 
     Args:
-        a, b: per-document values of the two runs, shape (n,), aligned by document.
-        statistic: vectorised over leading axes, (..., n) -> (...), e.g. :func:`evalkit.metrics.mean`.
+        a, b: per-document values of the two runs, shape (n,), or (n, k) for a statistic of k values per
+            document (a ratio of sums: :func:`evalkit.metrics.per_doc_values`), aligned by document.
+        statistic: vectorised over leading axes, (..., n) -> (...) or (..., n, k) -> (...), e.g.
+            :func:`evalkit.metrics.mean`.
         iters: resamples, >= 2.
         seed: numpy Generator seed; the same seed gives the same answer.
         confidence: coverage of the interval.
@@ -152,16 +159,16 @@ def paired_bootstrap(
     Raises:
         ValueError: arrays of different shapes, empty input, or iters < 2.
     """
-    x, y = _paired_arrays(a, b)
+    x, y = _paired_arrays(a, b, (1, 2))
     if iters < 2:
         raise ValueError(f"a paired bootstrap needs at least 2 resamples, got {iters}")
-    pairs = np.stack([x, y], axis=1)
-    dist = bootstrap_distribution(pairs, lambda r: statistic(r[..., 1]) - statistic(r[..., 0]), iters, seed)
+    pairs = np.stack([x, y], axis=1)  # (n, 2[, k]): a resampled document keeps both runs' values
+    dist = bootstrap_distribution(pairs, lambda r: statistic(r[:, :, 1]) - statistic(r[:, :, 0]), iters, seed)
     low, high = percentile_interval(dist, confidence)
     below, above = int(np.sum(dist <= 0.0)), int(np.sum(dist >= 0.0))
     # With few documents every resample can move the same way (one document: all resamples are equal), which
     # alone is no evidence: no exact paired test of n documents reaches below 2**(1-n).
-    p_value = min(1.0, max(2.0 * (min(below, above) + 1) / (iters + 1), 2.0 ** (1 - x.size)))
+    p_value = min(1.0, max(2.0 * (min(below, above) + 1) / (iters + 1), 2.0 ** (1 - x.shape[0])))
     delta = float(statistic(y) - statistic(x))
     return PairedBootstrap(delta, low, high, p_value, iters)
 

@@ -14,6 +14,11 @@ Two encodings are supported:
 
 Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; no BOS is added; inputs longer than the window
 ``max_length`` are truncated on the left, keeping the whole continuation.
+
+A *rolling* request (``scoring="rolling"``: the log-likelihood of a whole document, for perplexity) has an empty
+context and the document's text as its continuation. Its text is encoded alone and cut into windows that each
+fit the model (:func:`rolling_windows`, SPEC-suite B.24); each window is an ordinary :class:`TokenizedRequest`,
+and the document's log-likelihood is the sum over its windows. Windows are never truncated.
 """
 
 from __future__ import annotations
@@ -119,6 +124,104 @@ def truncate_left(context_ids: list[int], continuation_ids: list[int], max_lengt
     excess = len(context_ids) + len(continuation_ids) - (max_length + 1)
     dropped = max(0, excess)
     return TokenizedRequest(tuple(context_ids[dropped:]), tuple(continuation_ids), dropped)
+
+
+def rolling_windows(token_ids: Sequence[int], eot_id: int, max_length: int) -> list[TokenizedRequest]:
+    """Cut a document's tokens into windows that predict every token exactly once (lm-eval v0.2.0
+    ``loglikelihood_rolling``, SPEC-suite B.24).
+
+    With t = ``token_ids`` (length N) and L = ``max_length``: the first window predicts t[0:m] from
+    ``[EOT] + t[0:m-1]``, m = min(L, N). Then, while done < N tokens are predicted: p = min(N - done, L),
+    e = done + p; the window's input is t[e-L-1:e-1] (L tokens) and its last p positions predict t[e-p:e].
+    Example N = 10, L = 4: ([E,0,1,2] -> 0,1,2,3), ([3,4,5,6] -> 4,5,6,7), ([5,6,7,8] -> 8,9).
+
+    Each window is returned as ``TokenizedRequest(context_ids, continuation_ids)``: the context is the window's
+    input before its first predicted token (t[e-L-1:e-p], L + 1 - p tokens), the continuation the p predicted
+    tokens, so context + continuation is the window's L + 1 tokens and the backend scores it unchanged.
+
+    v0.2.0 cuts the context with a negative slice, so a window with p = 1 (N = 1, or N = jL + 1) gets an empty
+    context and its LM class stops with an AssertionError (fixed upstream in July 2022). Here such a window
+    predicts the last token from the L tokens before it (for N = 1: from EOT), the value the fix gives.
+
+    Args:
+        token_ids: the document's token ids, encoded without special tokens (length N >= 1).
+        eot_id: end-of-text token id (the first window's only context token).
+        max_length: the model window L (input tokens, >= 1).
+
+    Returns:
+        windows in document order; their continuation lengths sum to N; ``truncated_tokens`` is 0.
+
+    Raises:
+        ValueError: no tokens, or max_length < 1.
+    """
+    t = tuple(int(x) for x in token_ids)
+    n, window = len(t), int(max_length)
+    if n == 0:
+        raise ValueError("a rolling request needs at least one token")
+    if window < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    first = min(window, n)
+    out = [TokenizedRequest((eot_id,), t[:first])]
+    done = first
+    while done < n:
+        p = min(n - done, window)
+        end = done + p
+        # end >= window + 1 here (the first window predicted `window` tokens), so the slice never wraps
+        out.append(TokenizedRequest(t[end - window - 1 : end - p], t[end - p : end]))
+        done = end
+    return out
+
+
+def tokenize_rolling(
+    requests: Sequence[LoglikelihoodRequest], encode_batch: EncodeBatch, eot_id: int, max_length: int
+) -> list[tuple[TokenizedRequest, ...]]:
+    """The windows of each rolling request (:func:`rolling_windows` over its continuation's tokens), in order.
+
+    Raises:
+        EvalkitError: a request with a non-empty context, or whose text encodes to no tokens (names task and doc).
+    """
+    for request in requests:
+        if request.context:
+            raise EvalkitError(f"task {request.task} doc {request.doc_id}: a rolling request scores its whole text "
+                               f"and needs an empty context, got {request.context[:40]!r}")
+    encoded = _encode_unique([r.continuation for r in requests], encode_batch)
+    out = []
+    for request in requests:
+        ids = encoded[request.continuation]
+        if not ids:
+            raise EvalkitError(f"task {request.task} doc {request.doc_id}: text {request.continuation[:40]!r} "
+                               f"encodes to no tokens")
+        out.append(tuple(rolling_windows(ids, eot_id, max_length)))
+    return out
+
+
+def tokenize_windows(
+    requests: Sequence[LoglikelihoodRequest],
+    rolling: Sequence[bool],
+    encode_batch: EncodeBatch,
+    eot_id: int,
+    max_length: int,
+    mode: str = "separate",
+) -> list[tuple[TokenizedRequest, ...]]:
+    """Every request's tokenized sequences, in request order: one for an ordinary request
+    (:func:`tokenize_requests`), its windows for a rolling one (:func:`tokenize_rolling`).
+
+    Args:
+        requests: the run's requests.
+        rolling: one flag per request, True for a rolling request.
+        encode_batch, eot_id, max_length, mode: as for :func:`tokenize_requests`.
+
+    Raises:
+        ValueError: ``rolling`` has another length than ``requests``.
+        EvalkitError: as :func:`tokenize_requests` and :func:`tokenize_rolling`.
+    """
+    if len(rolling) != len(requests):
+        raise ValueError(f"{len(requests)} requests but {len(rolling)} rolling flags")
+    plain = iter(tokenize_requests([r for r, roll in zip(requests, rolling) if not roll], encode_batch, eot_id,
+                                   max_length, mode))
+    rolled = iter(tokenize_rolling([r for r, roll in zip(requests, rolling) if roll], encode_batch, eot_id,
+                                   max_length))
+    return [next(rolled) if roll else (next(plain),) for roll in rolling]
 
 
 def tokenize_requests(

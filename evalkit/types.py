@@ -105,8 +105,12 @@ class Task:
         continuations: ``doc -> list[str]``, the scored continuations (each non-empty).
         gold: ``doc -> int`` index of the correct continuation (0 for single-target tasks).
         scoring: how per-document metrics are computed: ``"multiple_choice"`` (acc, acc_norm),
-            ``"target"`` (acc = greedy of the one target, perplexity from its log-likelihood), or
-            ``"any_greedy"`` (acc = 1 when any continuation is greedy).
+            ``"target"`` (acc = greedy of the one target, perplexity from its log-likelihood),
+            ``"any_greedy"`` (acc = 1 when any continuation is greedy), or ``"rolling"`` (document perplexity,
+            lm-eval v0.2.0 ``loglikelihood_rolling``, SPEC-suite B.24: ``context(doc)`` returns ``""``,
+            ``continuations(doc)`` one string, the text scored in windows of the model's length with every token
+            predicted once; ``gold`` returns 0; metrics among ``word_perplexity``, ``byte_perplexity``,
+            ``bits_per_byte``, normalised by ``units_text``; see :mod:`evalkit.metrics`).
         metrics: metric names this task reports, in display order.
         primary_metric: the metric the model card's column shows.
         aliases: other names that select this task.

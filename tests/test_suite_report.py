@@ -104,7 +104,7 @@ def test_suite_table_golden():
     assert "caveat: hellaswag row looks inconsistent with other runs" in sources[0]
     assert "harness_pin: lm-evaluation-harness dcef7c8f" in sources[1]
     # the card table keeps its shape: the run's LAMBADA among the card's published rows, shots in a column of their own
-    assert "| **toy (float32)** | **0-shot** | **0.500 ± 0.050** | **—** | **—** | **—** | **—** |" in text
+    assert "| **toy (float32)** | **0-shot** | **0.500 ± 0.050 [0.404, 0.596]** | **—** | **—** | **—** | **—** |" in text
     assert ("| GPT-NeoX-20B | 0-shot | 0.720 ± 0.006 | 0.928 ± 0.008 | 0.779 ± 0.010 | 0.259 ± 0.004 | 0.380 ± 0.014 |"
             in text)
 
