@@ -236,16 +236,23 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    """``evalkit tasks``: one line per task and group."""
+    """``evalkit tasks``: one line per task and group, then every YAML file that was refused and why."""
     from evalkit.registry import load_registry
 
     registry = load_registry(args.include_path)
     for name, task in sorted(registry.tasks.items()):
         aliases = f" (aliases: {', '.join(task.aliases)})" if task.aliases else ""
         ds = task.dataset
-        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}")
+        n = f"n={ds.n}" if ds.n is not None else "n not declared"
+        file = registry.files[name]
+        origin = f" [{file}]" if file.suffix in (".yaml", ".yml") else ""
+        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} {n}; {', '.join(task.metrics)}{origin}")
     for name, group in sorted(registry.groups.items()):
         print(f"{name} (group): {', '.join(group.tasks)}")
+    if registry.refused:
+        print(f"refused ({len(registry.refused)} files):")
+        for path, reason in sorted(registry.refused.items()):
+            print(f"  {reason}" if reason.startswith(path) else f"  {path}: {reason}")
     return 0
 
 

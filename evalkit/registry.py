@@ -1,9 +1,15 @@
 """Names to things: task files, task aliases and groups, model presets.
 
-Tasks are plain Python files. Each file defines ``TASK`` (a :class:`~evalkit.types.Task`) and/or ``GROUP``
-(a :class:`~evalkit.types.TaskGroup`); a task family (MMLU's 57 subjects) defines ``TASKS`` and ``GROUPS``,
-sequences of them. Built-in files live in the repository's ``tasks/`` folder (installed
-as the ``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
+Tasks are plain Python files or YAML files. Each Python file defines ``TASK`` (a :class:`~evalkit.types.Task`)
+and/or ``GROUP`` (a :class:`~evalkit.types.TaskGroup`); a task family (MMLU's 57 subjects) defines ``TASKS`` and
+``GROUPS``, sequences of them. A ``*.yaml``/``*.yml`` file (searched in sub-folders too, as lm-eval does) is either
+evalkit's declarative format (:mod:`evalkit.yaml_tasks`) or an lm-evaluation-harness 0.4 task YAML
+(:mod:`evalkit.lmeval_yaml`). Built-in files live in the repository's ``tasks/`` folder (installed as the
+``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
+
+A Python file that fails to load stops everything. A YAML file outside the supported subset is *refused*: it is
+recorded with its reason (``evalkit tasks`` lists it, ``evalkit run`` logs it), and selecting its task is an error
+that gives the reason, so a folder of lm-eval YAMLs where some are generative still runs the others.
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
 from evalkit.metrics import check_task_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
+
+log = logging.getLogger(__name__)
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -41,11 +50,15 @@ class TaskRegistry:
         tasks: canonical name -> Task.
         groups: group name -> TaskGroup.
         files: canonical task or group name -> the file that defined it.
+        refused: YAML file -> why it was not loaded (outside the supported subset, not a task file, ...).
+        refused_names: task or group name a refused file would have defined -> the reason.
     """
 
     tasks: dict[str, Task]
     groups: dict[str, TaskGroup]
     files: dict[str, Path]
+    refused: dict[str, str] = field(default_factory=dict)
+    refused_names: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """Every selectable name: tasks, aliases and groups."""
@@ -56,13 +69,16 @@ class TaskRegistry:
         """The task called ``name`` or having it as an alias.
 
         Raises:
-            EvalkitError: unknown name, with the closest known names suggested.
+            EvalkitError: unknown name, with the closest known names suggested; a refused YAML task's name, with
+                the reason it was refused.
         """
         if name in self.tasks:
             return self.tasks[name]
         for task in self.tasks.values():
             if name in task.aliases:
                 return task
+        if name in self.refused_names:
+            raise EvalkitError(f"task '{name}' was not loaded: {self.refused_names[name]}")
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EvalkitError(f"unknown task '{name}'{hint} (`evalkit tasks` lists them)")
@@ -78,6 +94,8 @@ class TaskRegistry:
             name = raw.strip()
             if not name:
                 continue
+            if name not in self.groups and name in self.refused_names:
+                raise EvalkitError(f"'{name}' was not loaded: {self.refused_names[name]}")
             members = self.groups[name].tasks if name in self.groups else (name,)
             for member in members:
                 task = self.get(member)
@@ -118,6 +136,8 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
     tasks: dict[str, Task] = {}
     groups: dict[str, TaskGroup] = {}
     files: dict[str, Path] = {}
+    refused: dict[str, str] = {}
+    refused_names: dict[str, str] = {}
     for folder in folders:
         directory = Path(folder)
         if not directory.is_dir():
@@ -139,6 +159,7 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                         raise EvalkitError(f"task file {path}: {exc}") from None
                 files[obj.name] = path
                 (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
+        _scan_yaml(directory, tasks, groups, files, refused, refused_names)
     for group in groups.values():
         if group.aggregation not in (None, "micro", "macro"):
             raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
@@ -146,14 +167,105 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
         for member in group.tasks:
             if member not in tasks and not any(member in t.aliases for t in tasks.values()):
                 raise EvalkitError(f"group '{group.name}' ({files[group.name]}) names unknown task '{member}'")
-    return TaskRegistry(tasks, groups, files)
+    return TaskRegistry(tasks, groups, files, refused, refused_names)
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    """``*.yaml`` and ``*.yml`` files under ``directory`` (sub-folders included, ``__pycache__`` skipped), sorted."""
+    found = [*directory.rglob("*.yaml"), *directory.rglob("*.yml")]
+    return sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _declared_name(data: Any) -> str | None:
+    """The task or group name a YAML mapping declares, read without loading it (for refusal messages)."""
+    if not isinstance(data, dict):
+        return None
+    from evalkit.lmeval_yaml import PREFIX, is_lmeval_file
+
+    if is_lmeval_file(data):
+        name = data.get("task") if isinstance(data.get("task"), str) else data.get("group")
+        return PREFIX + name if isinstance(name, str) else None
+    return data.get("name") if isinstance(data.get("name"), str) else None
+
+
+def load_yaml_task_file(path: Path) -> tuple[list[Task | TaskGroup], dict[str, list[str]]]:
+    """The tasks and groups one YAML file defines, and the groups its tasks join (name -> members).
+
+    Raises:
+        EvalkitError: a file that is not a task file in either format, or outside the supported subset.
+    """
+    from evalkit import lmeval_yaml, yaml_tasks  # jinja2 and PyYAML load only when there are YAML files
+    from evalkit.yaml_source import load_yaml
+
+    source = load_yaml(path)
+    if lmeval_yaml.is_lmeval_file(source.data):
+        objects, joined = lmeval_yaml.load_file(source)
+    elif yaml_tasks.is_evalkit_file(source.data):
+        objects, joined = yaml_tasks.load_file(source)
+    else:
+        raise EvalkitError(f"{path}: not a task file: expected evalkit's format (a 'name' or 'tasks' key) or an "
+                           f"lm-eval 0.4 task YAML (a 'task', 'group', 'tag' or 'include' key)")
+    for obj in objects:
+        if isinstance(obj, Task):
+            try:
+                check_task_metrics(obj.name, obj.scoring, obj.metrics, obj.primary_metric)
+            except ValueError as exc:
+                raise EvalkitError(f"{path}: {exc}") from None
+    return objects, joined
+
+
+def _scan_yaml(directory: Path, tasks: dict[str, Task], groups: dict[str, TaskGroup], files: dict[str, Path],
+               refused: dict[str, str], refused_names: dict[str, str]) -> None:
+    """Load a folder's YAML task files into the registry's dicts; record refused files instead of stopping."""
+    memberships: dict[str, list[str]] = {}
+    member_files: dict[str, Path] = {}
+    for path in yaml_files(directory):
+        try:
+            objects, joined = load_yaml_task_file(path)
+            for obj in objects:
+                if obj.name in files or obj.name in memberships:
+                    raise EvalkitError(f"{path}: task name '{obj.name}' already defined by "
+                                       f"{files.get(obj.name) or member_files[obj.name]}")
+        except EvalkitError as exc:
+            refused[str(path)] = str(exc)
+            try:
+                from evalkit.yaml_source import load_yaml
+
+                name = _declared_name(load_yaml(path).data)
+            except EvalkitError:
+                name = None
+            if name and name not in files:
+                refused_names[name] = str(exc)
+            continue
+        for obj in objects:
+            files[obj.name] = path
+            (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
+        for name, members in joined.items():
+            memberships.setdefault(name, []).extend(members)
+            member_files.setdefault(name, path)
+    for name, members in memberships.items():
+        if name in files:
+            refused[f"{member_files[name]} (group '{name}')"] = (f"group '{name}' joined by its tasks is also "
+                                                                 f"defined by {files[name]}")
+            continue
+        files[name] = member_files[name]
+        groups[name] = TaskGroup(name, tuple(members), f"tasks whose files list '{name}'")
+    for name in [g for g in groups if files[g].suffix in (".yaml", ".yml")]:
+        missing = [m for m in groups[name].tasks if m not in tasks and not any(m in t.aliases for t in tasks.values())]
+        if missing:
+            group = groups.pop(name)
+            reason = f"group '{group.name}' names tasks that were not loaded: {', '.join(missing)}"
+            refused[f"{files.pop(name)} (group '{name}')"] = reason
+            refused_names[name] = reason
 
 
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
     """Registry of the built-in tasks plus those in ``include_paths`` (later folders may add, not override).
 
+    Refused YAML files do not raise: they are listed in :attr:`TaskRegistry.refused` and logged.
+
     Raises:
-        EvalkitError: a missing folder, a task file that fails to load or defines a name twice, a task whose
+        EvalkitError: a missing folder, a Python task file that fails to load or defines a name twice, a task whose
             metrics its scoring rule cannot give (:func:`evalkit.metrics.check_task_metrics`), or a group naming an
             unknown task.
     """

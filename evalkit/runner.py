@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from evalkit import __version__
+from evalkit import __version__, fewshot_lmeval
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import load_docs, resolve_data_dir, size_warning, subset_ids
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEY, aggregator, doc_metrics, finite_or_none
@@ -56,18 +56,69 @@ class RunOutput:
     results: dict[str, Any]
 
 
-def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int) -> PreparedTask:
-    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order)."""
+def prepare_task(task: Task, data_dir: Path | None, limit: int | None, seed: int, shots: int = 0) -> PreparedTask:
+    """Load and validate a task's split, pick the seeded subset and build its requests (doc order, choice order).
+
+    Each continuation's context is ``choice_contexts(doc)[k]`` when the task has per-choice contexts, else
+    ``context(doc)``. With ``shots`` > 0 the task's few-shot sampler must be lm-eval 0.4's
+    (:func:`lmeval_fewshot_contexts`).
+
+    Raises:
+        EvalkitError: bad data; ``shots`` > 0 for a task without lm-eval 0.4 few-shot support.
+    """
     docs = load_docs(task, data_dir)
     warnings = [w for w in [size_warning(task, len(docs))] if w]
     ids = subset_ids(len(docs), limit, seed, task.name)
     chosen = [docs[i] for i in ids]
-    requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, task.context(doc), cont)
-        for doc_id, doc in zip(ids, chosen)
-        for k, cont in enumerate(task.continuations(doc))
-    ]
+    if shots:
+        contexts = lmeval_fewshot_contexts(task, data_dir, chosen, shots)
+    else:
+        contexts = [task.choice_contexts(doc) if task.choice_contexts else None for doc in chosen]
+    requests = []
+    for doc_id, doc, doc_contexts in zip(ids, chosen, contexts):
+        conts = task.continuations(doc)
+        if doc_contexts is not None and len(doc_contexts) != len(conts):
+            raise EvalkitError(f"task {task.name} doc {doc_id}: {len(doc_contexts)} contexts for {len(conts)} "
+                               f"continuations")
+        requests.extend(
+            LoglikelihoodRequest(task.name, doc_id, k, doc_contexts[k] if doc_contexts else task.context(doc), cont)
+            for k, cont in enumerate(conts)
+        )
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings)
+
+
+def task_shots(task: Task, config: RunConfig) -> int:
+    """Few-shot examples for a task: ``fewshot_overrides[name]``, else the run's ``num_fewshot`` when > 0, else the
+    task file's own ``num_fewshot`` (an lm-eval YAML's), else 0."""
+    if task.name in config.fewshot_overrides:
+        return int(config.fewshot_overrides[task.name])
+    return config.num_fewshot or task.num_fewshot or 0
+
+
+def lmeval_fewshot_contexts(task: Task, data_dir: Path | None, chosen: Sequence[Any], shots: int) -> list[list[str]]:
+    """Per chosen document, the context of each continuation with ``shots`` examples drawn by lm-eval 0.4's sampler
+    (one ``random.Random(1234)`` for the task, advanced document by document in id order).
+
+    Raises:
+        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+    """
+    parsed = fewshot_lmeval.parse_sampler(task.fewshot_sampler)
+    if parsed is None or task.fewshot_contexts is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
+                           f"assemble few-shot contexts in this evalkit")
+    if task.fewshot_split is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
+    pool = load_docs(task, data_dir, task.fewshot_split)
+    sampler, exclude = parsed
+    try:
+        drawn = fewshot_lmeval.draw_examples(pool, chosen, shots, fewshot_lmeval.LMEVAL_FEWSHOT_SEED, sampler,
+                                             exclude)
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}: {exc}") from None
+    try:
+        return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -169,7 +220,9 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     tasks = registry.expand(config.tasks)
     resolved = resolve_model(config.model)
     data_dir = resolve_data_dir(config.data_dir)
-    prepared = [prepare_task(t, data_dir, config.limit, config.seed) for t in tasks]
+    for path, reason in registry.refused.items():
+        log.warning("task file not loaded: %s", reason if reason.startswith(path) else f"{path}: {reason}")
+    prepared = [prepare_task(t, data_dir, config.limit, config.seed, task_shots(t, config)) for t in tasks]
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
@@ -190,8 +243,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     window = hf_loading.model_window(model, config.max_length)
     all_requests = [r for p in prepared for r in p.requests]
     t0 = time.perf_counter()
-    tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
-                                  config.extra.get("tokenization", "separate"))
+    tokenized = tokenize_tasks(prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
+                               config.extra.get("tokenization", "separate"))
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
     backend = hf_backend.HFBackend(
@@ -246,6 +299,22 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
+
+
+def tokenize_tasks(
+    prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str
+) -> list[TokenizedRequest]:
+    """Every task's requests tokenized in order, each task in its own mode (``Task.tokenization``, else the run's).
+
+    Raises:
+        EvalkitError: as :func:`evalkit.tokenization.tokenize_requests`.
+    """
+    modes = [p.task.tokenization or run_mode for p in prepared]
+    by_mode = {}
+    for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
+        chosen = [r for p, m in zip(prepared, modes) if m == mode for r in p.requests]
+        by_mode[mode] = iter(tokenize_requests(chosen, encode_batch, eot_id, window, mode))
+    return [next(by_mode[m]) for p, m in zip(prepared, modes) for _ in p.requests]
 
 
 def task_summary(
