@@ -51,7 +51,8 @@ def _field(doc: Doc, dotted: str) -> Any:
 
 
 def validate_doc(task: Task, doc: Any, where: str) -> None:
-    """Check one document against the task's declared fields and its own ``validate``.
+    """Check one document against the task's declared fields and its own ``validate``, and build its continuations,
+    gold index, context and per-choice contexts once (a template or function that fails is named here).
 
     Args:
         task: the task whose ``dataset.fields`` and ``validate`` apply.
@@ -85,6 +86,10 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
         gold = task.gold(doc)
         if not 0 <= gold < len(conts):
             raise ValueError(f"gold index {gold} is out of range for {len(conts)} continuations")
+        if not isinstance(task.context(doc), str):
+            raise ValueError("context is not a string")
+        if task.choice_contexts is not None and len(task.choice_contexts(doc)) != len(conts):
+            raise ValueError(f"{len(task.choice_contexts(doc))} per-choice contexts for {len(conts)} continuations")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise EvalkitError(f"{where}: {exc}") from None
 
