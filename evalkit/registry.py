@@ -95,7 +95,7 @@ class TaskRegistry:
             if not name:
                 continue
             if name not in self.groups and name in self.refused_names:
-                raise EvalkitError(f"'{name}' was not loaded: {self.refused_names[name]}")
+                raise EvalkitError(f"task '{name}' was not loaded: {self.refused_names[name]}")
             members = self.groups[name].tasks if name in self.groups else (name,)
             for member in members:
                 task = self.get(member)
