@@ -411,17 +411,28 @@ def write_outputs(
 def _write_samples(
     path: Path, results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask]
 ) -> Path:
-    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``."""
+    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
+
+    ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
+    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts).
+    """
     samples_path = path.with_suffix(".samples.jsonl")
     lines = []
     for p in prepared:
+        scored: dict[int, list[str]] = {}  # the contexts actually scored (few-shot examples, per-choice contexts)
+        for request in p.requests:
+            scored.setdefault(request.doc_id, []).append(request.context)
         for doc, result in zip(p.docs, doc_results[p.task.name]):
-            lines.append(json.dumps({
-                "task": p.task.name, "doc_id": result.doc_id, "context": p.task.context(doc),
+            contexts = scored[result.doc_id]
+            line = {
+                "task": p.task.name, "doc_id": result.doc_id, "context": contexts[0],
                 "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
                 "loglikelihoods": list(result.loglikelihoods), "greedy": list(result.greedy),
                 "metrics": dict(result.metrics),
-            }))
+            }
+            if len(set(contexts)) > 1:
+                line["choice_contexts"] = contexts
+            lines.append(json.dumps(line))
     atomic_write_text(samples_path, "\n".join(lines) + "\n")
     results["samples_file"] = samples_path.name
     return samples_path

@@ -36,7 +36,8 @@ def registry():
 def linked_data(data_dir, tmp_path_factory) -> Path:
     """A data folder whose lm-eval task folders point at the shared copies (sciq_2shot reads sciq's files)."""
     root = tmp_path_factory.mktemp("lmeval_data")
-    for name, target in (("sciq", "sciq"), ("sciq_2shot", "sciq"), ("lambada_openai", "lambada_openai")):
+    for name, target in (("sciq", "sciq"), ("sciq_2shot", "sciq"), ("lambada_openai", "lambada_openai"),
+                         ("winogrande", "winogrande")):
         (root / name).symlink_to(data_dir / target)
     return root
 
@@ -226,15 +227,22 @@ def test_tasks_command_lists_loaded_and_refused_files(capsys):
                f"scoring 'rolling'" in out
 
 
-def test_an_lmeval_task_runs_end_to_end(linked_data, tmp_path, capsys):
+def test_lmeval_tasks_run_end_to_end_and_log_the_contexts_they_scored(linked_data, tmp_path):
     code = main(["run", "--model", "random:pythia-14m", "--tokenizer", str(TOKENIZER_JSON), "--tasks",
-                 "lm_eval.sciq", "--include-path", str(FIXTURES), "--data-dir", str(linked_data), "--limit", "5",
-                 "--output-dir", str(tmp_path), "--bootstrap-iters", "0", "--no-progress", "--no-cache",
-                 "--log-samples"])
+                 "lm_eval.sciq,lm_eval.sciq_2shot,lm_eval.winogrande", "--include-path", str(FIXTURES),
+                 "--data-dir", str(linked_data), "--limit", "4", "--output-dir", str(tmp_path),
+                 "--bootstrap-iters", "0", "--no-progress", "--no-cache", "--log-samples"])
     assert code == 0
     [results] = (tmp_path / "results" / "random_pythia-14m").glob("*[0-9]Z.json")
-    task = json.loads(results.read_text())["tasks"]["lm_eval.sciq"]
-    assert (task["n"], task["requests"], task["n_split"], task["expected_n"], task["warnings"]) == \
-        (5, 20, 1000, None, [])
+    tasks = json.loads(results.read_text())["tasks"]
+    assert (tasks["lm_eval.sciq"]["n"], tasks["lm_eval.sciq"]["requests"], tasks["lm_eval.sciq"]["n_split"],
+            tasks["lm_eval.sciq"]["expected_n"], tasks["lm_eval.sciq"]["warnings"]) == (4, 16, 1000, None, [])
+    assert tasks["lm_eval.winogrande"]["requests"] == 8 and tasks["lm_eval.winogrande"]["n_split"] == 1267
     samples = [json.loads(x) for x in results.with_suffix(".samples.jsonl").read_text().splitlines()]
-    assert all(s["context"].startswith("Science questions (") for s in samples)
+    by_task = {t: [s for s in samples if s["task"] == t] for t in tasks}
+    assert all(s["context"].startswith("Science questions (") for s in by_task["lm_eval.sciq"])
+    # the YAML's num_fewshot: 2 applies (the run asks for none): two examples, each closed by the "\n###\n" delimiter
+    assert all(s["context"].count("\n###\n") == 2 for s in by_task["lm_eval.sciq_2shot"])
+    for sample in by_task["lm_eval.winogrande"]:
+        first, second = sample["choice_contexts"]
+        assert first != second and sample["context"] == first and len(set(sample["continuations"])) == 1
