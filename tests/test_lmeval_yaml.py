@@ -246,3 +246,31 @@ def test_lmeval_tasks_run_end_to_end_and_log_the_contexts_they_scored(linked_dat
     for sample in by_task["lm_eval.winogrande"]:
         first, second = sample["choice_contexts"]
         assert first != second and sample["context"] == first and len(set(sample["continuations"])) == 1
+
+
+def test_a_group_file_becomes_a_group_of_lmeval_tasks(tmp_path):
+    (tmp_path / "a.yaml").write_text(TASK.replace("task: t", "task: a"))
+    (tmp_path / "b.yaml").write_text(TASK.replace("task: t", "task: b"))
+    (tmp_path / "_ab.yaml").write_text("group: ab\ntask: [a, b]\naggregate_metric_list:\n  - metric: acc\n"
+                                       "    weight_by_size: false\n")
+    (tmp_path / "_bad.yaml").write_text("group: bad\ntask: [a, nowhere]\n")
+    registry = load_registry([str(tmp_path)])
+    group = registry.groups["lm_eval.ab"]
+    assert (group.tasks, group.aggregation) == (("lm_eval.a", "lm_eval.b"), "macro")
+    assert [t.name for t in registry.expand(["lm_eval.ab"])] == ["lm_eval.a", "lm_eval.b"]
+    assert "lm_eval.bad" not in registry.groups
+    assert registry.refused[f"{tmp_path / '_bad.yaml'} (group 'lm_eval.bad')"] == \
+        "group 'lm_eval.bad' names tasks that were not loaded: lm_eval.nowhere"
+
+
+def test_baseline_and_check_of_an_lmeval_task(linked_data, tmp_path, capsys):
+    baseline = tmp_path / "baseline.json"
+    common = ["--data-dir", str(linked_data), "--output-dir", str(tmp_path / "out")]
+    assert main(["baseline", "--model", "random:pythia-14m", "--tasks", "lm_eval.winogrande", "--tokenizer",
+                 str(TOKENIZER_JSON), "--include-path", str(FIXTURES), "--limit", "3", "--dtype", "float32",
+                 "--device", "cpu", "--bootstrap-iters", "0", "--output", str(baseline), *common]) == 0
+    frozen = json.loads(baseline.read_text())
+    assert frozen["config"]["include_paths"] == [str(FIXTURES)]
+    assert len(frozen["tasks"]["lm_eval.winogrande"]["requests"]["doc_id"]) == 6
+    capsys.readouterr()
+    assert main(["check", "--baseline", str(baseline), *common]) == 0
