@@ -6,12 +6,13 @@ Usage (in an environment with lm-eval installed, e.g. after ``pip install -e '.[
     python benchmarks/yaml_vs_lm_eval.py --limit 200 --shots 0
 
 evalkit loads the YAMLs exactly as lm-eval ships them (``--include-path <lm_eval>/tasks/<folder>``) with
-``--data-dir`` on the shared data. lm-eval itself cannot reach the hub here, so it reads copies of the same YAMLs
-renamed ``local_<task>`` with ``dataset_path: json`` and ``dataset_kwargs.data_files`` pointing at the same files.
-Both score one tiny seeded random GPT-NeoX saved with transformers (``--model hf``) on lm-eval's ``--limit``
-documents (the first N) with its ``log_samples``. Printed per task and shot count: the fraction of requests
-whose (context, continuation) equal lm-eval's arguments, the fraction with equal greedy flags, the largest
-|delta log-likelihood| in nats, and the fraction of documents with the same acc.
+``--data-dir`` on links to the shared data. lm-eval itself cannot reach the hub here, so it runs YAMLs
+``local_<task>`` that include the shipped file unchanged and only set ``dataset_path: json`` and
+``dataset_kwargs.data_files`` to the same files. Both score one tiny seeded random GPT-NeoX saved with
+transformers (``--model hf``) on lm-eval's ``--limit`` documents (the first N), lm-eval with ``log_samples``.
+Printed per task and number of shots: the fraction of requests whose (context, continuation) equal lm-eval's
+arguments, the fraction with equal greedy flags, the largest |delta log-likelihood| in nats, and the documents
+whose highest-scoring continuation is the same on both sides.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,16 +27,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# lm-eval folder, task, {split name in its YAML: file under the data folder}, the YAML's split keys to clear
+# task -> (its shipped YAML under lm_eval/tasks, {split name in the YAML: file under the data folder})
 TASKS = {
-    "arc_easy": ("arc", {"test": "arc_easy/test.jsonl", "train": "arc_easy/train.jsonl"}),
-    "arc_challenge": ("arc", {"test": "arc_challenge/test.jsonl", "train": "arc_challenge/train.jsonl"}),
-    "piqa": ("piqa", {"validation": "piqa/validation.jsonl"}),
-    "sciq": ("sciq", {"test": "sciq/test.jsonl", "train": "sciq/train.jsonl"}),
-    "openbookqa": ("openbookqa", {"test": "openbookqa/test.jsonl", "train": "openbookqa/train.jsonl"}),
-    "winogrande": ("winogrande", {"validation": "winogrande/validation.jsonl", "train": "winogrande/train_l.jsonl"}),
+    "arc_easy": ("arc/arc_easy.yaml", {"test": "arc_easy/test.jsonl", "train": "arc_easy/train.jsonl"}),
+    "arc_challenge": ("arc/arc_challenge.yaml",
+                      {"test": "arc_challenge/test.jsonl", "train": "arc_challenge/train.jsonl"}),
+    "piqa": ("piqa/piqa.yaml", {"validation": "piqa/validation.jsonl"}),
+    "sciq": ("sciq/sciq.yaml", {"test": "sciq/test.jsonl", "train": "sciq/train.jsonl"}),
+    "openbookqa": ("openbookqa/openbookqa.yaml",
+                   {"test": "openbookqa/test.jsonl", "train": "openbookqa/train.jsonl"}),
+    "winogrande": ("winogrande/default.yaml",
+                   {"validation": "winogrande/validation.jsonl", "train": "winogrande/train_l.jsonl"}),
+    "mmlu_anatomy": ("mmlu/default/mmlu_anatomy.yaml", {"test": "mmlu/anatomy/test.jsonl",
+                                                        "dev": "mmlu/anatomy/dev.jsonl"}),
 }
-YAML_FILE = {"winogrande": "default.yaml"}
 SPLIT_KEYS = {"train": "training_split", "validation": "validation_split", "test": "test_split"}
 
 
@@ -81,22 +84,15 @@ def local_data(data_dir: Path, root: Path) -> Path:
 
 
 def lm_eval_copies(tasks_root: Path, data_root: Path, out: Path) -> None:
-    """Copies of the shipped YAMLs lm-eval can run offline: ``local_<task>``, JSON files, missing splits cleared."""
+    """For each task a YAML lm-eval can run offline: ``local_<task>`` includes the shipped file unchanged and only
+    replaces the dataset by JSON files (and clears the splits that have no file here)."""
     out.mkdir(parents=True, exist_ok=True)
-    for task, (folder, files) in TASKS.items():
-        source = tasks_root / folder / YAML_FILE.get(task, f"{task}.yaml")
-        for helper in (tasks_root / folder).glob("*.py"):
-            shutil.copy(helper, out / helper.name)
-        text = source.read_text()
-        text = re.sub(r"^include: (\w+)\.yaml$", r"include: local_\1.yaml", text, flags=re.M)
-        text = re.sub(r"^task: (\w+)$", r"task: local_\1", text, flags=re.M)
-        text = re.sub(r"^(dataset_path|dataset_name|tag):.*\n(  - .*\n)*", "", text, flags=re.M)
-        for split, key in SPLIT_KEYS.items():
-            if split not in files:
-                text = re.sub(rf"^{key}:.*$", f"{key}: null", text, flags=re.M)
-        data_files = "".join(f"    {split}: {data_root / task / (split + '.jsonl')}\n" for split in files)
-        text += f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n{data_files}"
-        (out / f"local_{task}.yaml").write_text(text)
+    for task, (shipped, files) in TASKS.items():
+        lines = [f"include: {tasks_root / shipped}", f"task: local_{task}", "tag: []", "dataset_path: json",
+                 "dataset_name: null", "dataset_kwargs:", "  data_files:"]
+        lines += [f"    {split}: {data_root / task / (split + '.jsonl')}" for split in files]
+        lines += [f"{key}: null" for split, key in SPLIT_KEYS.items() if split not in files]
+        (out / f"local_{task}.yaml").write_text("\n".join(lines) + "\n")
 
 
 def run_lm_eval(model_dir: Path, include: Path, tasks: list[str], limit: int, shots: int, batch: int) -> dict:
@@ -116,7 +112,7 @@ def evalkit_requests(tasks_root: Path, data_root: Path, tasks: list[str], limit:
     from evalkit.registry import load_registry
     from evalkit.runner import prepare_task
 
-    folders = sorted({str(tasks_root / TASKS[t][0]) for t in tasks})
+    folders = sorted({str((tasks_root / TASKS[t][0]).parent) for t in tasks})
     registry = load_registry(folders)
     out = {}
     for task in tasks:

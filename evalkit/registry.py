@@ -250,13 +250,28 @@ def _scan_yaml(directory: Path, tasks: dict[str, Task], groups: dict[str, TaskGr
             continue
         files[name] = member_files[name]
         groups[name] = TaskGroup(name, tuple(members), f"tasks whose files list '{name}'")
-    for name in [g for g in groups if files[g].suffix in (".yaml", ".yml")]:
+    yaml_groups = [g for g in groups if files[g].suffix in (".yaml", ".yml")]
+    flat = {name: _flatten(name, groups, yaml_groups, ()) for name in yaml_groups}
+    for name, members in flat.items():  # an lm-eval group may list groups and tags (MMLU's subject groups)
+        groups[name] = TaskGroup(name, members, groups[name].description, groups[name].aggregation)
+    for name in yaml_groups:
         missing = [m for m in groups[name].tasks if m not in tasks and not any(m in t.aliases for t in tasks.values())]
         if missing:
             group = groups.pop(name)
             reason = f"group '{group.name}' names tasks that were not loaded: {', '.join(missing)}"
             refused[f"{files.pop(name)} (group '{name}')"] = reason
             refused_names[name] = reason
+
+
+def _flatten(name: str, groups: dict[str, TaskGroup], nested: list[str], seen: tuple[str, ...]) -> tuple[str, ...]:
+    """A YAML group's members with every member that is itself a YAML group replaced by its tasks (in order)."""
+    out: list[str] = []
+    for member in groups[name].tasks:
+        if member in nested and member not in seen and member != name:
+            out.extend(_flatten(member, groups, nested, (*seen, name)))
+        else:
+            out.append(member)
+    return tuple(dict.fromkeys(out))
 
 
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
