@@ -7,7 +7,8 @@ evalkit's declarative format (:mod:`evalkit.yaml_tasks`) or an lm-evaluation-har
 (:mod:`evalkit.lmeval_yaml`). Built-in files live in the repository's ``tasks/`` folder (installed as the
 ``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
 
-A Python file that fails to load stops everything. A YAML file outside the supported subset is *refused*: it is
+A Python file that fails to load stops everything (a module a YAML file of the same folder calls with
+``!function`` is a helper, not a task file, and is not loaded as one). A YAML file outside the supported subset is *refused*: it is
 recorded with its reason (``evalkit tasks`` lists it, ``evalkit run`` logs it), and selecting its task is an error
 that gives the reason, so a folder of lm-eval YAMLs where some are generative still runs the others.
 """
@@ -18,6 +19,7 @@ import difflib
 import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -142,8 +144,9 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
         directory = Path(folder)
         if not directory.is_dir():
             raise EvalkitError(f"task folder not found: {directory}")
+        helpers = yaml_helper_modules(directory)
         for path in sorted(directory.glob("*.py")):
-            if path.name.startswith("_"):
+            if path.name.startswith("_") or path.stem in helpers:
                 continue
             module = _load_module(path)
             for obj in _defined(module, path):
@@ -168,6 +171,15 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
             if member not in tasks and not any(member in t.aliases for t in tasks.values()):
                 raise EvalkitError(f"group '{group.name}' ({files[group.name]}) names unknown task '{member}'")
     return TaskRegistry(tasks, groups, files, refused, refused_names)
+
+
+def yaml_helper_modules(directory: Path) -> set[str]:
+    """Names of the modules the folder's YAML files call with ``!function module.fn``: helpers, not task files."""
+    names = set()
+    for path in [*directory.glob("*.yaml"), *directory.glob("*.yml")]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        names |= {m.group(1).split(".")[0] for m in re.finditer(r"!function\s+([\w.]+)\.\w+", text)}
+    return names
 
 
 def yaml_files(directory: Path) -> list[Path]:

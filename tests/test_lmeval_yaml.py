@@ -206,6 +206,20 @@ def test_files_that_are_not_supported_task_files_are_reported(tmp_path, text, ex
     assert expected in registry.refused[str(tmp_path / "t.yaml")]
 
 
+def test_a_helper_module_of_a_yaml_is_not_loaded_as_a_python_task_file(tmp_path):
+    broken, working = tmp_path / "broken", tmp_path / "working"
+    for folder, body in ((broken, "import lm_eval_only_module\n"), (working, "")):
+        folder.mkdir()
+        (folder / "helpers.py").write_text(body + "\n\ndef text(doc):\n    return doc['q'] + '?'\n")
+        (folder / "t.yaml").write_text(TASK.replace('doc_to_text: "{{q}}"', "doc_to_text: !function helpers.text"))
+    registry = load_registry([str(broken)])  # loading helpers.py as a task file would stop the whole scan
+    reason = registry.refused[str(broken / "t.yaml")]
+    assert reason.startswith(f"{broken / 't.yaml'} line 5, key 'doc_to_text': {broken / 'helpers.py'} failed to "
+                             f"import: ModuleNotFoundError: No module named 'lm_eval_only_module'")
+    task = load_registry([str(working)]).get("lm_eval.t")
+    assert task.context({"q": "why"}) == "why?"
+
+
 def test_include_only_file_is_reported_and_the_including_task_loads(tmp_path):
     (tmp_path / "_base.yaml").write_text(TASK.replace("task: t\n", "tag: family\n"))
     (tmp_path / "child.yaml").write_text("include: _base.yaml\ntask: child\ndoc_to_target: 1\n")
@@ -254,10 +268,12 @@ def test_a_group_file_becomes_a_group_of_lmeval_tasks(tmp_path):
     (tmp_path / "_ab.yaml").write_text("group: ab\ntask: [a, b]\naggregate_metric_list:\n  - metric: acc\n"
                                        "    weight_by_size: false\n")
     (tmp_path / "_bad.yaml").write_text("group: bad\ntask: [a, nowhere]\n")
+    (tmp_path / "_outer.yaml").write_text("group: outer\ntask: [ab, a]\n")  # a group of a group: flattened
     registry = load_registry([str(tmp_path)])
     group = registry.groups["lm_eval.ab"]
     assert (group.tasks, group.aggregation) == (("lm_eval.a", "lm_eval.b"), "macro")
     assert [t.name for t in registry.expand(["lm_eval.ab"])] == ["lm_eval.a", "lm_eval.b"]
+    assert registry.groups["lm_eval.outer"].tasks == ("lm_eval.a", "lm_eval.b")
     assert "lm_eval.bad" not in registry.groups
     assert registry.refused[f"{tmp_path / '_bad.yaml'} (group 'lm_eval.bad')"] == \
         "group 'lm_eval.bad' names tasks that were not loaded: lm_eval.nowhere"
