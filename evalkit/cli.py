@@ -407,7 +407,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    """``evalkit tasks``: one line per task and group."""
+    """``evalkit tasks``: one line per task and group, then every YAML file that was refused and why."""
     from evalkit.registry import load_registry
 
     registry = load_registry(args.include_path)
@@ -416,12 +416,19 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         ds = task.dataset
         same = " without the document" if task.fewshot_split == ds.split else ""
         shots = f"; few-shot from {task.fewshot_split}{same}" if task.fewshot_split else "; zero-shot only"
-        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} n={ds.n}; {', '.join(task.metrics)}{shots}")
+        n = f"n={ds.n}" if ds.n is not None else "n not declared"
+        file = registry.files[name]
+        origin = f" [{file}]" if file.suffix in (".yaml", ".yml") else ""
+        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} {n}; {', '.join(task.metrics)}{shots}{origin}")
     for name, group in sorted(registry.groups.items()):
         unknown = registry.unknown_members(name)
         note = f" [not selectable: {len(unknown)} of its tasks are not defined]" if unknown else ""
         how = f", {group.aggregation} average" if group.aggregation else ""
         print(f"{name} (group{how}): {', '.join(group.tasks)}{note}")
+    if registry.refused:
+        print(f"refused ({len(registry.refused)} files):")
+        for path, reason in sorted(registry.refused.items()):
+            print(f"  {reason}" if reason.startswith(path) else f"  {path}: {reason}")
     return 0
 
 

@@ -116,6 +116,13 @@ def drop_tasks_without_data(
     return kept, {name: [str(p) for p in paths] for name, paths in missing.items()}
 
 
+def declared_file(task: Task, split: str | None = None) -> Path | None:
+    """The JSON-lines file the task itself names for a split (``dataset.data_files``), else None."""
+    files = task.dataset.data_files or {}
+    chosen = split or task.dataset.split
+    return Path(files[chosen]) if chosen in files else None
+
+
 def _field(doc: Doc, dotted: str) -> Any:
     value: Any = doc
     for part in dotted.split("."):
@@ -226,6 +233,8 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
         for what in ("context", "choice_contexts"):
             if getattr(task, what) is not None:
                 _call(task, what, doc, where, plain=False)
+        if task.choice_contexts is not None and len(task.choice_contexts(doc)) != len(conts):
+            raise ValueError(f"{len(task.choice_contexts(doc))} per-choice contexts for {len(conts)} continuations")
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise EvalkitError(f"{where}: {exc}") from None
 
@@ -315,12 +324,21 @@ def load_docs(task: Task, data_dir: Path | None, split: str | None = None) -> li
         split: the split to read; None means the evaluated split ``task.dataset.split`` (a few-shot split is read
             and validated the same way, and its rows must also give a ``Task.target``).
 
-    A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy).
+    A split whose size differs from ``task.dataset.n`` is accepted with a warning (a trimmed copy). A split the task
+    names in ``dataset.data_files`` is read from that file, with or without a data folder. ``task.process_docs``,
+    when set, is applied to the split's rows before they are validated (rows are then named by their index in the
+    processed list).
 
     Raises:
         EvalkitError: missing folder or file, malformed or invalid row (file, line and field named), empty split.
     """
-    if data_dir is not None:
+    declared = declared_file(task, split)
+    if declared is not None:
+        numbered = read_jsonl_numbered(declared)
+        rows = [value for _, value in numbered]
+        line_of = [lineno for lineno, _ in numbered]
+        label = str(declared)
+    elif data_dir is not None:
         if not data_dir.is_dir():
             raise EvalkitError(f"data folder not found: {data_dir} (from --data-dir or ${DATA_DIR_ENV})")
         path = local_path(task, data_dir, split)
@@ -332,6 +350,10 @@ def load_docs(task: Task, data_dir: Path | None, split: str | None = None) -> li
         rows = _load_hub(task, split or task.dataset.split)
         line_of = None
         label = f"{task.dataset.hub_id}:{split or task.dataset.split}"
+    if task.process_docs is not None and rows:
+        rows = task.process_docs(rows)
+        line_of = None
+        label = f"{label} (after process_docs)"
     if not rows:
         raise EvalkitError(f"{label}: empty split, no documents for task '{task.name}'")
     examples = split is not None and split == task.fewshot_split and task.target is not None
@@ -358,8 +380,8 @@ def validate_target(task: Task, doc: Doc, where: str) -> None:
 
 
 def size_warning(task: Task, n_docs: int) -> str | None:
-    """A message when the split's size differs from the task's expected n, else None."""
-    if n_docs == task.dataset.n:
+    """A message when the split's size differs from the task's expected n, else None (also when n is None)."""
+    if task.dataset.n is None or n_docs == task.dataset.n:
         return None
     return f"{task.name}: split has {n_docs} documents, expected {task.dataset.n} (trimmed or different copy?)"
 

@@ -1,9 +1,16 @@
 """Names to things: task files, task aliases and groups, model presets.
 
-Tasks are plain Python files. Each file defines ``TASK`` (a :class:`~evalkit.types.Task`) and/or ``GROUP``
-(a :class:`~evalkit.types.TaskGroup`); a task family (MMLU's 57 subjects) defines ``TASKS`` and ``GROUPS``,
-sequences of them. Built-in files live in the repository's ``tasks/`` folder (installed
-as the ``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
+Tasks are plain Python files or YAML files. Each Python file defines ``TASK`` (a :class:`~evalkit.types.Task`)
+and/or ``GROUP`` (a :class:`~evalkit.types.TaskGroup`); a task family (MMLU's 57 subjects) defines ``TASKS`` and
+``GROUPS``, sequences of them. A ``*.yaml``/``*.yml`` file (searched in sub-folders too, as lm-eval does) is either
+evalkit's declarative format (:mod:`evalkit.yaml_tasks`) or an lm-evaluation-harness 0.4 task YAML
+(:mod:`evalkit.lmeval_yaml`). Built-in files live in the repository's ``tasks/`` folder (installed as the
+``evalkit.tasks`` package); ``--include-path DIR`` adds the files of another folder.
+
+A Python file that fails to load stops everything (a module a YAML file of the same folder calls with
+``!function`` is a helper, not a task file, and is not loaded as one). A YAML file outside the supported subset is *refused*: it is
+recorded with its reason (``evalkit tasks`` lists it, ``evalkit run`` logs it), and selecting its task is an error
+that gives the reason, so a folder of lm-eval YAMLs where some are generative still runs the others.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ import difflib
 import importlib.util
 import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,11 +52,15 @@ class TaskRegistry:
         tasks: canonical name -> Task.
         groups: group name -> TaskGroup.
         files: canonical task or group name -> the file that defined it.
+        refused: YAML file -> why it was not loaded (outside the supported subset, not a task file, ...).
+        refused_names: task or group name a refused file would have defined -> the reason.
     """
 
     tasks: dict[str, Task]
     groups: dict[str, TaskGroup]
     files: dict[str, Path]
+    refused: dict[str, str] = field(default_factory=dict)
+    refused_names: dict[str, str] = field(default_factory=dict)
 
     def names(self) -> list[str]:
         """Every selectable name: tasks, aliases and groups."""
@@ -59,13 +71,16 @@ class TaskRegistry:
         """The task called ``name`` or having it as an alias.
 
         Raises:
-            EvalkitError: unknown name, with the closest known names suggested.
+            EvalkitError: unknown name, with the closest known names suggested; a refused YAML task's name, with
+                the reason it was refused.
         """
         if name in self.tasks:
             return self.tasks[name]
         for task in self.tasks.values():
             if name in task.aliases:
                 return task
+        if name in self.refused_names:
+            raise EvalkitError(f"task '{name}' was not loaded: {self.refused_names[name]}")
         close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EvalkitError(f"unknown task '{name}'{hint} (`evalkit tasks` lists them)")
@@ -81,6 +96,8 @@ class TaskRegistry:
             name = raw.strip()
             if not name:
                 continue
+            if name not in self.groups and name in self.refused_names:
+                raise EvalkitError(f"task '{name}' was not loaded: {self.refused_names[name]}")
             members = self.groups[name].tasks if name in self.groups else (name,)
             if name in self.groups:
                 self.check_group(name)
@@ -162,12 +179,15 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
     groups: dict[str, TaskGroup] = {}
     files: dict[str, Path] = {}
     builtin = Path(folders[0]) if folders else None
+    refused: dict[str, str] = {}
+    refused_names: dict[str, str] = {}
     for folder in folders:
         directory = Path(folder)
         if not directory.is_dir():
             raise EvalkitError(f"task folder not found: {directory}")
+        helpers = yaml_helper_modules(directory)
         for path in sorted(directory.glob("*.py")):
-            if path.name.startswith("_"):
+            if path.name.startswith("_") or path.stem in helpers:
                 continue
             module = _load_module(path)
             for obj in _defined(module, path):
@@ -187,11 +207,12 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                         raise EvalkitError(f"task file {path}: {exc}") from None
                 files[obj.name] = path
                 (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
+        _scan_yaml(directory, tasks, groups, files, refused, refused_names)
     for group in groups.values():
         if group.aggregation not in (None, "micro", "macro"):
             raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
                                f"expected None, 'micro' or 'macro'")
-    registry = TaskRegistry(tasks, groups, files)
+    registry = TaskRegistry(tasks, groups, files, refused, refused_names)
     for group in groups.values():
         if group.aggregation is not None and not registry.unknown_members(group.name):
             metrics = [registry.get(member).metrics for member in group.tasks]
@@ -202,6 +223,119 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
     return registry
 
 
+def yaml_helper_modules(directory: Path) -> set[str]:
+    """Names of the modules the folder's YAML files call with ``!function module.fn``: helpers, not task files."""
+    names = set()
+    for path in [*directory.glob("*.yaml"), *directory.glob("*.yml")]:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        names |= {m.group(1).split(".")[0] for m in re.finditer(r"!function\s+([\w.]+)\.\w+", text)}
+    return names
+
+
+def yaml_files(directory: Path) -> list[Path]:
+    """``*.yaml`` and ``*.yml`` files under ``directory`` (sub-folders included, ``__pycache__`` skipped), sorted."""
+    found = [*directory.rglob("*.yaml"), *directory.rglob("*.yml")]
+    return sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _declared_name(data: Any) -> str | None:
+    """The task or group name a YAML mapping declares, read without loading it (for refusal messages)."""
+    if not isinstance(data, dict):
+        return None
+    from evalkit.lmeval_yaml import PREFIX, is_lmeval_file
+
+    if is_lmeval_file(data):
+        name = data.get("task") if isinstance(data.get("task"), str) else data.get("group")
+        return PREFIX + name if isinstance(name, str) else None
+    return data.get("name") if isinstance(data.get("name"), str) else None
+
+
+def load_yaml_task_file(path: Path) -> tuple[list[Task | TaskGroup], dict[str, list[str]]]:
+    """The tasks and groups one YAML file defines, and the groups its tasks join (name -> members).
+
+    Raises:
+        EvalkitError: a file that is not a task file in either format, or outside the supported subset.
+    """
+    from evalkit import lmeval_yaml, yaml_tasks  # jinja2 and PyYAML load only when there are YAML files
+    from evalkit.yaml_source import load_yaml
+
+    source = load_yaml(path)
+    if lmeval_yaml.is_lmeval_file(source.data):
+        objects, joined = lmeval_yaml.load_file(source)
+    elif yaml_tasks.is_evalkit_file(source.data):
+        objects, joined = yaml_tasks.load_file(source)
+    else:
+        raise EvalkitError(f"{path}: not a task file: expected evalkit's format (a 'name' or 'tasks' key) or an "
+                           f"lm-eval 0.4 task YAML (a 'task', 'group', 'tag' or 'include' key)")
+    for obj in objects:
+        if isinstance(obj, Task):
+            try:
+                check_task_metrics(obj.name, obj.scoring, obj.metrics, obj.primary_metric)
+            except ValueError as exc:
+                raise EvalkitError(f"{path}: {exc}") from None
+    return objects, joined
+
+
+def _scan_yaml(directory: Path, tasks: dict[str, Task], groups: dict[str, TaskGroup], files: dict[str, Path],
+               refused: dict[str, str], refused_names: dict[str, str]) -> None:
+    """Load a folder's YAML task files into the registry's dicts; record refused files instead of stopping."""
+    memberships: dict[str, list[str]] = {}
+    member_files: dict[str, Path] = {}
+    for path in yaml_files(directory):
+        try:
+            objects, joined = load_yaml_task_file(path)
+            for obj in objects:
+                if obj.name in files or obj.name in memberships:
+                    raise EvalkitError(f"{path}: task name '{obj.name}' already defined by "
+                                       f"{files.get(obj.name) or member_files[obj.name]}")
+        except EvalkitError as exc:
+            refused[str(path)] = str(exc)
+            try:
+                from evalkit.yaml_source import load_yaml
+
+                name = _declared_name(load_yaml(path).data)
+            except EvalkitError:
+                name = None
+            if name and name not in files:
+                refused_names[name] = str(exc)
+            continue
+        for obj in objects:
+            files[obj.name] = path
+            (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
+        for name, members in joined.items():
+            memberships.setdefault(name, []).extend(members)
+            member_files.setdefault(name, path)
+    for name, members in memberships.items():
+        if name in files:
+            refused[f"{member_files[name]} (group '{name}')"] = (f"group '{name}' joined by its tasks is also "
+                                                                 f"defined by {files[name]}")
+            continue
+        files[name] = member_files[name]
+        groups[name] = TaskGroup(name, tuple(members), f"tasks whose files list '{name}'")
+    yaml_groups = [g for g in groups if files[g].suffix in (".yaml", ".yml")]
+    flat = {name: _flatten(name, groups, yaml_groups, ()) for name in yaml_groups}
+    for name, members in flat.items():  # an lm-eval group may list groups and tags (MMLU's subject groups)
+        groups[name] = TaskGroup(name, members, groups[name].description, groups[name].aggregation)
+    for name in yaml_groups:
+        missing = [m for m in groups[name].tasks if m not in tasks and not any(m in t.aliases for t in tasks.values())]
+        if missing:
+            group = groups.pop(name)
+            reason = f"group '{group.name}' names tasks that were not loaded: {', '.join(missing)}"
+            refused[f"{files.pop(name)} (group '{name}')"] = reason
+            refused_names[name] = reason
+
+
+def _flatten(name: str, groups: dict[str, TaskGroup], nested: list[str], seen: tuple[str, ...]) -> tuple[str, ...]:
+    """A YAML group's members with every member that is itself a YAML group replaced by its tasks (in order)."""
+    out: list[str] = []
+    for member in groups[name].tasks:
+        if member in nested and member not in seen and member != name:
+            out.extend(_flatten(member, groups, nested, (*seen, name)))
+        else:
+            out.append(member)
+    return tuple(dict.fromkeys(out))
+
+
 def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
     """Registry of the built-in tasks plus those in ``include_paths``.
 
@@ -209,12 +343,14 @@ def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
     ``tasks/<name>.py`` into a folder, edit it, pass the folder with ``--include-path``); two included folders
     defining one name is an error.
 
+    Refused YAML files do not raise: they are listed in :attr:`TaskRegistry.refused` and logged.
+
     Raises:
-        EvalkitError: a missing folder, a task file that fails to load or defines a name twice (other than an
+        EvalkitError: a missing folder, a Python task file that fails to load or defines a name twice (other than an
             included file replacing a built-in), a task whose metrics its scoring rule cannot give
             (:func:`evalkit.metrics.check_task_metrics`), a group with an aggregation other than None, "micro" or
             "macro", or an aggregated group whose tasks share no mean metric (:func:`evalkit.metrics.group_metrics`).
-            A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
+            A YAML file that fails is recorded in ``refused``, not raised. A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
     """
     folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
     return _scan(folders)

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit import __version__
+from evalkit import __version__, fewshot_lmeval
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, local_path,
@@ -86,10 +86,11 @@ def prepare_task(
         EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
             task function raising on a document (names ``task_file``, the document and the exception).
     """
+    lmeval = task.fewshot_sampler != "v0.2.0"  # an lm-eval 0.4 task YAML draws with lm-eval's own sampler
     try:
         docs = load_docs(task, data_dir)
         pool = docs
-        if fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # route 3 draws from the evaluated split itself
+        if not lmeval and fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # examples from another split
             pool = load_docs(task, data_dir, task.fewshot_split)
     except TaskCodeError as exc:
         raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
@@ -102,8 +103,14 @@ def prepare_task(
         more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
-    plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
-    contexts = document_contexts(task, docs, pool, plan, ids)
+    if lmeval:
+        plan = None
+        contexts = (lmeval_fewshot_contexts(task, data_dir, chosen, num_fewshot) if num_fewshot else
+                    [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
+                        task.continuations(doc)) for doc in chosen])
+    else:
+        plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
+        contexts = document_contexts(task, docs, pool, plan, ids)
     if task.scoring == "rolling":
         for doc_id, doc in zip(ids, chosen):
             check_rolling_doc(task, doc_id, doc)
@@ -112,7 +119,8 @@ def prepare_task(
         for doc_id, doc, ctxs in zip(ids, chosen, contexts)
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
-    warnings += [w for w in [short_warning(task, plan, ids)] if w]
+    if plan is not None:
+        warnings += [w for w in [short_warning(task, plan, ids)] if w]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
 
 
@@ -145,6 +153,32 @@ def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
         if not isinstance(units, str) or not units:
             raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
                                f"the perplexities), got {units!r}")
+
+
+def lmeval_fewshot_contexts(task: Task, data_dir: Path | None, chosen: Sequence[Any], shots: int) -> list[list[str]]:
+    """Per chosen document, the context of each continuation with ``shots`` examples drawn by lm-eval 0.4's sampler
+    (one ``random.Random(1234)`` for the task, advanced document by document in id order).
+
+    Raises:
+        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+    """
+    parsed = fewshot_lmeval.parse_sampler(task.fewshot_sampler)
+    if parsed is None or task.fewshot_contexts is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
+                           f"assemble few-shot contexts in this evalkit")
+    if task.fewshot_split is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
+    pool = load_docs(task, data_dir, task.fewshot_split)
+    sampler, exclude = parsed
+    try:
+        drawn = fewshot_lmeval.draw_examples(pool, chosen, shots, fewshot_lmeval.LMEVAL_FEWSHOT_SEED, sampler,
+                                             exclude)
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}: {exc}") from None
+    try:
+        return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None
 
 
 def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
@@ -276,6 +310,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
                            f"revision (its seed is its revision)")
     data_dir = resolve_data_dir(config.data_dir)
     shots = resolve_shots(tasks, config.num_fewshot, config.fewshot_overrides, registry.groups)
+    for t in tasks:  # an lm-eval task YAML's own num_fewshot applies when the run asks for no shots
+        if shots[t.name] == 0 and t.num_fewshot and t.name not in config.fewshot_overrides:
+            shots[t.name] = t.num_fewshot
+    for path, reason in registry.refused.items():
+        log.warning("task file not loaded: %s", reason if reason.startswith(path) else f"{path}: {reason}")
     tasks, skipped = drop_tasks_without_data(tasks, data_dir, config, shots)
     check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     if resolved["kind"] == "random" and config.tokenizer is None:
@@ -309,10 +348,9 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
     window = hf_loading.config_window(model_config, config.max_length, config.model)
     all_requests = [r for p in prepared for r in p.requests]
-    rolling = [p.task.scoring == "rolling" for p in prepared for _ in p.requests]
     t0 = time.perf_counter()
-    windows = tokenize_windows(all_requests, rolling, tokenizer.encode_batch, tokenizer.eot_id, window,
-                               config.extra.get("tokenization", "separate"))
+    windows = tokenize_tasks(prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
+                             config.extra.get("tokenization", "separate"))
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, windows, window)
@@ -420,6 +458,24 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     if not write:
         return RunOutput(None, None, None, results)
     return write_outputs(results, doc_results, prepared, config)
+
+
+def tokenize_tasks(
+    prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str
+) -> list[tuple[TokenizedRequest, ...]]:
+    """Every task's requests tokenized in order (:func:`evalkit.tokenization.tokenize_windows`: one sequence per
+    request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's).
+
+    Raises:
+        EvalkitError: as :func:`evalkit.tokenization.tokenize_requests`.
+    """
+    modes = [p.task.tokenization or run_mode for p in prepared]
+    by_mode = {}
+    for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
+        chosen = [(r, p.task.scoring == "rolling") for p, m in zip(prepared, modes) if m == mode for r in p.requests]
+        by_mode[mode] = iter(tokenize_windows([r for r, _ in chosen], [x for _, x in chosen], encode_batch, eot_id,
+                                              window, mode))
+    return [next(by_mode[m]) for p, m in zip(prepared, modes) for _ in p.requests]
 
 
 def task_summary(
@@ -619,7 +675,11 @@ def _finite_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
 def _write_samples(
     path: Path, results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask]
 ) -> Path:
-    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``."""
+    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
+
+    ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
+    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts).
+    """
     samples_path = path.with_suffix(".samples.jsonl")
     lines = []
     for p in prepared:
@@ -627,7 +687,7 @@ def _write_samples(
             contexts = p.contexts[index] if p.contexts else [p.task.context(doc)]
             lines.append(json.dumps({
                 "task": p.task.name, "doc_id": result.doc_id,
-                "context": contexts if p.task.choice_contexts is not None else contexts[0],
+                "context": contexts[0] if len(set(contexts)) == 1 else contexts,  # a list: per-choice contexts
                 "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
                 "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
                 "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],

@@ -78,19 +78,23 @@ class DatasetSpec:
         hub_id: Hugging Face dataset id, e.g. ``"allenai/sciq"``.
         config: dataset config name or None.
         split: split name, e.g. ``"test"``.
-        n: expected number of documents in the split (a mismatch is warned about, not fatal).
+        n: expected number of documents in the split (a mismatch is warned about, not fatal); None when the task
+            file declares no size (lm-eval task YAMLs), so no size check is made.
         fields: required fields as dotted paths mapped to their JSON type
             (``str``, ``int``, ``list``, ``dict``), e.g. ``{"choices.text": list}``.
         local_dir: folder under ``--data-dir`` holding ``<split>.jsonl``, e.g. ``"mmlu/anatomy"`` for a task family
             whose data is laid out per member; None means the task's name.
+        data_files: split name -> path of a JSON-lines file holding that split (a task YAML's
+            ``dataset_kwargs.data_files``); a split listed here is read from its file whatever ``--data-dir`` says.
     """
 
     hub_id: str
     config: str | None
     split: str
-    n: int
+    n: int | None
     fields: Mapping[str, type]
     local_dir: str | None = None
+    data_files: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,16 @@ class Task:
             while ``context(doc)`` stays the text a few-shot example of this document shows.
         units_text: for ``scoring="rolling"``: ``doc -> str`` whose words and UTF-8 bytes normalise the
             document perplexities (wikitext: the raw, un-detokenised document); None means the scored text.
+        process_docs: optional ``list[Doc] -> list[Doc]`` applied to every split right after it is read and before
+            it is validated (an lm-eval YAML's ``process_docs: !function``); doc ids index the processed list.
+        tokenization: ``"separate"`` or ``"joint"`` to override the run's ``--tokenization`` for this task's
+            requests (lm-eval 0.4 task YAMLs use ``"joint"``, as lm-eval 0.4 does); None follows the run.
+        fewshot_sampler: how few-shot examples are drawn and assembled: ``"v0.2.0"`` (lm-eval v0.2.0, the
+            default), or lm-eval 0.4's ``"lm-eval-0.4:<default|first_n>"``, with ``":exclude-doc"`` appended when
+            examples equal to the document are never shown (:mod:`evalkit.fewshot_lmeval`).
+        fewshot_contexts: for the lm-eval 0.4 samplers: ``(doc, examples) -> list[str]``, the full context of each
+            continuation given the drawn few-shot example documents (description, examples, the document).
+        num_fewshot: the task file's own number of few-shot examples, used when the run asks for none; None: 0.
     """
 
     name: str
@@ -150,6 +164,11 @@ class Task:
     target: Callable[[Doc], str] | None = None
     choice_contexts: Callable[[Doc], list[str]] | None = None
     units_text: Callable[[Doc], str] | None = None
+    process_docs: Callable[[list[Doc]], list[Doc]] | None = None
+    tokenization: str | None = None
+    fewshot_sampler: str = "v0.2.0"
+    fewshot_contexts: Callable[[Doc, Sequence[Doc]], list[str]] | None = None
+    num_fewshot: int | None = None
 
 
 @dataclass(frozen=True)

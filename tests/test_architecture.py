@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .conftest import REPO
 
-PURE = {"types", "data", "tokenization", "batching", "metrics", "stats", "fewshot"}
+PURE = {"types", "data", "tokenization", "batching", "metrics", "stats", "fewshot", "fewshot_lmeval"}
 TORCH_ALLOWED = {"hf_loading", "hf_backend", "distributed", "__main__"}  # __main__: only under torchrun
 
 

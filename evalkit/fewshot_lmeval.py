@@ -1,0 +1,141 @@
+"""Few-shot examples the way lm-evaluation-harness 0.4 draws and joins them (not v0.2.0's way).
+
+Source: lm-eval 0.4 ``lm_eval/api/samplers.py`` (``ContextSampler``, ``FirstNSampler``) and
+``ConfigurableTask.fewshot_context`` / ``build_qa_turn`` in ``lm_eval/api/task.py`` (plain text, no chat template):
+
+* One ``random.Random(seed)`` per task (lm-eval's ``fewshot_random_seed``, 1234 by default), seeded once and then
+  drawn from for each evaluated document in document order, so a document's examples depend on the documents
+  before it.
+* ``default`` sampler: ``rnd.sample(pool, n)``; when the few-shot split is the evaluated (test) split it draws
+  ``n + 1``, drops every example equal to the document and keeps the first ``n`` (and, should duplicates of the
+  document leave fewer than ``n``, draws ``n`` again from the pool without any copy of it).
+* ``first_n`` sampler: the first ``n`` documents of the pool (without the document, as above); no randomness.
+* Context: ``description`` + for each example ``text + target_delimiter + answer + fewshot_delimiter`` (an example
+  whose answer is empty shows its text alone) + the document's text. No delimiter follows the description:
+  lm-eval YAMLs end it with their own (``"...\\n\\n"``).
+
+Pure: imports only the standard library and :mod:`evalkit.types`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from evalkit.types import Doc
+
+LMEVAL_FEWSHOT_SEED = 1234
+"""lm-eval 0.4's default ``fewshot_random_seed`` (``simple_evaluate``; ``--seed`` third value)."""
+
+SAMPLERS = ("default", "first_n")
+
+
+def _without(doc: Doc, pool: Sequence[Doc]) -> list[Doc]:
+    return [x for x in pool if x != doc]
+
+
+def draw_examples(
+    pool: Sequence[Doc],
+    eval_docs: Sequence[Doc],
+    n: int,
+    seed: int = LMEVAL_FEWSHOT_SEED,
+    sampler: str = "default",
+    exclude_eval_doc: bool = False,
+) -> list[list[Doc]]:
+    """The few-shot example documents of each evaluated document, drawn as lm-eval 0.4 draws them.
+
+    Args:
+        pool: the few-shot split's documents (after ``process_docs``), in split order.
+        eval_docs: the evaluated documents in the order lm-eval visits them (split order of the chosen documents);
+            the generator advances once per document, so this order matters.
+        n: examples per document (>= 0); 0 draws nothing and leaves the generator untouched.
+        seed: seed of the task's one ``random.Random`` (lm-eval's default 1234).
+        sampler: ``"default"`` (seeded random sample) or ``"first_n"`` (the pool's first ``n``).
+        exclude_eval_doc: True when the few-shot split is the evaluated split (lm-eval: ``fewshot_split ==
+            test_split``): examples equal to the document (``==`` on the dict) are never shown.
+
+    Returns:
+        one list of ``n`` example documents per evaluated document, in ``eval_docs`` order.
+
+    Raises:
+        ValueError: an unknown sampler, a negative ``n``, an empty pool, or a pool too small for ``n`` examples.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown lm-eval few-shot sampler {sampler!r}; supported: {', '.join(SAMPLERS)}")
+    if n < 0:
+        raise ValueError(f"number of few-shot examples must be >= 0, got {n}")
+    if n == 0:
+        return [[] for _ in eval_docs]
+    if not pool:
+        raise ValueError("the few-shot split has no documents to draw examples from")
+    need = n + 1 if exclude_eval_doc and sampler == "default" else n
+    if need > len(pool):
+        raise ValueError(f"{n} few-shot examples asked for, but the few-shot split has {len(pool)} documents"
+                         + (" (one more is drawn when examples come from the evaluated split)"
+                            if exclude_eval_doc else ""))
+    rnd = random.Random(seed)
+    out = []
+    for doc in eval_docs:
+        if sampler == "first_n":
+            chosen = (_without(doc, pool) if exclude_eval_doc else list(pool))[:n]
+        elif not exclude_eval_doc:
+            chosen = rnd.sample(list(pool), n)
+        else:
+            chosen = _without(doc, rnd.sample(list(pool), n + 1))[:n]
+            if len(chosen) < n:  # duplicates of the document were drawn: lm-eval draws again without any copy
+                chosen = rnd.sample(_without(doc, pool), n)
+        if len(chosen) != n:
+            raise ValueError(f"only {len(chosen)} few-shot examples remain once the document itself is removed")
+        out.append(chosen)
+    return out
+
+
+def assemble_context(
+    description: str,
+    examples: Sequence[tuple[str, str]],
+    text: str,
+    target_delimiter: str = " ",
+    fewshot_delimiter: str = "\n\n",
+) -> str:
+    """lm-eval 0.4's plain-text context: description, then each example, then the document's own text.
+
+    Args:
+        description: the task description, rendered for the document ("" for none).
+        examples: (text, answer) of each example, answer already resolved to the shown string.
+        text: the evaluated document's text (for a multiple-input task, one of its per-choice contexts).
+        target_delimiter: between an example's text and its answer (lm-eval default ``" "``).
+        fewshot_delimiter: after each example's answer (lm-eval default ``"\\n\\n"``).
+
+    Returns:
+        the context string (the continuation, ``target_delimiter + choice``, is not part of it).
+    """
+    parts = [description]
+    for example_text, answer in examples:
+        parts.append(example_text + (target_delimiter + answer + fewshot_delimiter if answer != "" else ""))
+    parts.append(text)
+    return "".join(parts)
+
+
+SAMPLER_PREFIX = "lm-eval-0.4:"
+EXCLUDE_SUFFIX = ":exclude-doc"
+
+
+def sampler_name(sampler: str, exclude_eval_doc: bool) -> str:
+    """The ``Task.fewshot_sampler`` value for an lm-eval 0.4 sampler, e.g. ``"lm-eval-0.4:default:exclude-doc"``."""
+    return SAMPLER_PREFIX + sampler + (EXCLUDE_SUFFIX if exclude_eval_doc else "")
+
+
+def parse_sampler(name: str) -> tuple[str, bool] | None:
+    """``(sampler, exclude_eval_doc)`` of an lm-eval 0.4 ``Task.fewshot_sampler`` value; None for any other value.
+
+    Raises:
+        ValueError: an ``lm-eval-0.4:`` value naming an unknown sampler.
+    """
+    if not name.startswith(SAMPLER_PREFIX):
+        return None
+    rest = name[len(SAMPLER_PREFIX):]
+    exclude = rest.endswith(EXCLUDE_SUFFIX)
+    sampler = rest[: -len(EXCLUDE_SUFFIX)] if exclude else rest
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown lm-eval few-shot sampler {sampler!r} in {name!r}; supported: {', '.join(SAMPLERS)}")
+    return sampler, exclude
