@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="evaluate a model on tasks; writes results/ and reports/")
     add_run_flags(run)
     run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
+    run.add_argument("--no-figure", action="store_true", help="write the report without its PNG figure (faster)")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     report = sub.add_parser("report", help="re-render a Markdown report (and its figure) from saved results")
@@ -78,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_run_flags(run: argparse.ArgumentParser) -> None:
     """The flags that define a run (shared by ``evalkit run`` and ``evalkit baseline``)."""
     run.add_argument("--model", required=True,
-                     help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
+                     help="alias (neox-20b, pythia-70m, ...), hub id, local folder, file.gguf, or random:<alias>")
+    run.add_argument("--gguf-file", metavar="NAME", help="with --model FOLDER: load FOLDER/NAME, a GGUF checkpoint")
     run.add_argument("--tasks", required=True, type=_csv, help="comma-separated task, alias or group names")
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
@@ -113,14 +115,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "tokenization": args.tokenization,
         "share_context": not args.no_shared_context,
     }
+    model = args.model
+    if getattr(args, "gguf_file", None):
+        if model.lower().endswith(".gguf") or model.startswith("random:"):
+            raise EvalkitError(f"--gguf-file names a file inside the --model folder; --model {model} is not a folder")
+        model = f"{model.rstrip('/')}/{args.gguf_file}"
     if args.max_memory and not args.parallelize:
         raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:
         extra["load_kwargs"] = {"device_map": "auto"} | ({"max_memory": args.max_memory} if args.max_memory else {})
     if args.dist_timeout is not None:
         extra["dist_timeout_s"] = args.dist_timeout
+    if getattr(args, "no_figure", False):
+        extra["figure"] = False
     return RunConfig(
-        model=args.model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
+        model=model, tasks=args.tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,

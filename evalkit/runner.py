@@ -28,7 +28,7 @@ from evalkit.registry import load_registry, resolve_model
 from evalkit.report import write_report
 from evalkit.results_io import atomic_write_text, results_path
 from evalkit.stats import bootstrap_stderr, mean_stderr
-from evalkit.tokenization import tokenize_requests
+from evalkit.tokenization import context_prefix, tokenize_requests
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
 log = logging.getLogger(__name__)
@@ -175,12 +175,18 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
             log.warning(warning)
     if config.use_cache:  # a broken cache fails here, before the model is loaded
         RequestCache(resolve_cache_dir(config.cache_dir)).close()
+    if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
+        _identify_gguf(resolved, config)
 
     from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
+    t0 = time.perf_counter()
     tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"))
+    t_tokenizer = time.perf_counter() - t0
+    t0 = time.perf_counter()
     model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs)
+    t_model = time.perf_counter() - t0
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:
         raise EvalkitError(
@@ -188,10 +194,11 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
             f"has {rows} rows: wrong tokenizer for this model?"
         )
     window = hf_loading.model_window(model, config.max_length)
+    prefix = context_prefix(getattr(model.config, "model_type", None), tokenizer.prefix_ids)
     all_requests = [r for p in prepared for r in p.requests]
     t0 = time.perf_counter()
     tokenized = tokenize_requests(all_requests, tokenizer.encode_batch, tokenizer.eot_id, window,
-                                  config.extra.get("tokenization", "separate"))
+                                  config.extra.get("tokenization", "separate"), prefix)
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, tokenized, window)
     backend = hf_backend.HFBackend(
@@ -218,6 +225,8 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         task_results[p.task.name] = task_summary(p, docs, toks, config)
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
+        "load_tokenizer_s": round(t_tokenizer, 3),
+        "load_model_s": round(t_model, 3),
         "tokenize_s": round(t_tok, 3),
         "score_s": round(t_score, 3),
         "requests": len(all_requests),
@@ -231,13 +240,19 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
         "batch_size": config.batch_size,
         "batch_size_final": backend.batch_size,
         "oom_retries": backend.oom_retries,
+        "shared_context": backend.share_context,
     }
+    if backend.mask_fallback:  # same numbers, but the run was slower than it should be: say so in the report
+        for summary in task_results.values():
+            summary["warnings"].append(f"shared-context scoring was turned off: {backend.mask_fallback}")
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": asdict(config),
         "model": identity,
-        "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size},
+        "tokenizer": tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size,
+                                           "adds_prefix_ids": list(tokenizer.prefix_ids),
+                                           "context_prefix_ids": list(prefix)},
         "window": window,
         "versions": versions,
         "cache": cache_info,
@@ -246,6 +261,24 @@ def run(config: RunConfig, progress: bool = True) -> RunOutput | None:
     }
     ranks.annotate(results)
     return write_outputs(results, doc_results, prepared, config)
+
+
+def _identify_gguf(resolved: dict[str, Any], config: RunConfig) -> None:
+    """Add the GGUF file's content sha256 (remembered in the cache folder unless ``--no-cache``) and its declared
+    quantization to ``resolved``, so the model's identity is its content.
+
+    Raises:
+        EvalkitError: the gguf package is missing or the file cannot be read or parsed.
+    """
+    from evalkit.file_identity import file_sha256, remembered
+    from evalkit.gguf_file import describe_gguf
+
+    memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
+    try:
+        resolved["gguf"] = remembered(resolved["path"], memo, "gguf", describe_gguf)
+        resolved["sha256"] = file_sha256(resolved["path"], memo)
+    except OSError as exc:
+        raise EvalkitError(f"cannot read GGUF file {resolved['path']}: {exc}") from None
 
 
 def task_summary(
@@ -335,7 +368,8 @@ def write_outputs(
         if path.exists() and path.stat().st_size == 0:
             path.unlink()
         raise
-    report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path])
+    report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path],
+                               draw_figure=config.extra.get("figure", True))
     return RunOutput(path, report_path, samples_path, results)
 
 

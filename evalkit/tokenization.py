@@ -9,8 +9,13 @@ Two encodings are supported:
   the join the continuation can come out empty; then the context and the continuation are each encoded alone
   (never a crash, and never a context that already contains the continuation's text).
 
-Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; no BOS is added; inputs longer than the window
-``max_length`` are truncated on the left, keeping the whole continuation.
+Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; inputs longer than the
+window ``max_length`` are truncated on the left, keeping the whole continuation.
+
+BOS: GPT-NeoX (the card's models) never gets one. Other tokenizers whose own configuration adds special tokens
+in front of every text (Llama-style BOS) get those before every context, as lm-eval 0.4 encodes contexts with
+the tokenizer's default ``add_special_tokens``; an empty context then is the BOS alone (lm-eval 0.4's
+``prefix_token_id``). See :func:`context_prefix`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,23 @@ EncodeBatch = Callable[[list[str]], list[list[int]]]
 MODES = ("separate", "joint")
 
 
+NEVER_PREFIXED = frozenset({"gpt_neox"})
+"""Model types that are never given a BOS: the card's models were evaluated without one (lm-eval v0.2.0)."""
+
+
+def context_prefix(model_type: str | None, tokenizer_prefix: Sequence[int]) -> tuple[int, ...]:
+    """The token ids placed before every context: those the tokenizer's own configuration adds (lm-eval 0.4,
+    ``HFLM.tok_encode`` with the tokenizer's default special tokens), except for GPT-NeoX, which never gets any.
+
+    Args:
+        model_type: the model config's ``model_type`` (e.g. ``"llama"``, ``"gpt_neox"``).
+        tokenizer_prefix: what the tokenizer puts before a text (see ``LoadedTokenizer.prefix_ids``).
+    """
+    if model_type in NEVER_PREFIXED:
+        return ()
+    return tuple(int(i) for i in tokenizer_prefix)
+
+
 def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
     """Move the context's trailing whitespace to the front of the continuation (lm-eval 0.4 rule)."""
     stripped = context.rstrip()
@@ -37,15 +59,19 @@ def _encode_unique(texts: Sequence[str], encode_batch: EncodeBatch) -> dict[str,
 
 
 def encode_pairs(
-    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate"
+    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids for each (context, continuation) pair, before truncation.
 
     Args:
         pairs: (context, continuation) strings.
         encode_batch: tokenizer call, no special tokens added.
-        eot_id: end-of-text token id, used as the context when the context is empty or encodes to no tokens.
+        eot_id: end-of-text token id, used as the context when the context is empty or encodes to no tokens
+            (when ``prefix_ids`` is empty).
         mode: ``"separate"`` or ``"joint"`` (see module docstring).
+        prefix_ids: ids put before every context (a BOS, see :func:`context_prefix`); an empty context is then
+            ``prefix_ids`` alone.
 
     Returns:
         one (context_ids, continuation_ids) per pair; context_ids is never empty, continuation_ids is non-empty for
@@ -64,7 +90,7 @@ def encode_pairs(
     out = []
     for context, continuation in pairs:
         if not context:
-            out.append(([eot_id], list(conts[continuation])))
+            out.append(([], list(conts[continuation])))
             continue
         ctx_ids = list(contexts[context])
         if mode == "separate":
@@ -83,6 +109,8 @@ def encode_pairs(
         out.append((whole[: len(ctx_ids)], list(cont_ids)))
     # A context that encodes to no tokens (spaces or zero-width characters for some tokenizers) is scored like
     # an empty one: the first continuation token needs a position that predicts it.
+    if prefix_ids:
+        return [(list(prefix_ids) + ctx_ids, cont_ids) for ctx_ids, cont_ids in out]
     return [(ctx_ids or [eot_id], cont_ids) for ctx_ids, cont_ids in out]
 
 
@@ -110,13 +138,16 @@ def tokenize_requests(
     eot_id: int,
     max_length: int,
     mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[TokenizedRequest]:
-    """Tokenize and left-truncate requests, in order.
+    """Tokenize and left-truncate requests, in order. ``prefix_ids`` go before every context (see
+    :func:`encode_pairs`); like any context token, they are the first dropped by left truncation (lm-eval 0.4
+    keeps the last ``max_length + 1`` tokens of context + continuation the same way).
 
     Raises:
         EvalkitError: a continuation that tokenizes to nothing or cannot fit the window (names task and doc).
     """
-    encoded = encode_pairs([(r.context, r.continuation) for r in requests], encode_batch, eot_id, mode)
+    encoded = encode_pairs([(r.context, r.continuation) for r in requests], encode_batch, eot_id, mode, prefix_ids)
     out = []
     for request, (ctx_ids, cont_ids) in zip(requests, encoded):
         where = f"task {request.task} doc {request.doc_id} choice {request.choice_index}"
