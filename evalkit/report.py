@@ -200,15 +200,18 @@ def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] 
 
 
 def write_report(
-    runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = ()
+    runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = (),
+    draw_figure: bool = True,
 ) -> Path:
-    """Draw ``reports_dir/<stem>.png`` (when a task has an accuracy), then write ``reports_dir/<stem>.md``.
+    """Draw ``reports_dir/<stem>.png`` (when a task has an accuracy and ``draw_figure``), then write
+    ``reports_dir/<stem>.md``. Without the figure (``evalkit check``, ``--no-figure``) matplotlib is never
+    imported, which saves about a second of a small run.
 
     Returns:
         the report's path.
     """
     path = Path(reports_dir) / f"{stem}.md"
-    panels = figure_panels(runs)
+    panels = figure_panels(runs) if draw_figure else []
     figure = None
     if panels:
         figure_path = draw_intervals(panels, path.with_suffix(".png"), "Accuracy with 95% intervals (Wilson)")

@@ -232,7 +232,8 @@ class RunConfig:
         fewshot_seed: seed of the generator that shuffles documents and draws examples (v0.2.0 uses 42).
         extra: backend options, each optional: ``max_batch_tokens`` (int, padded tokens per forward pass,
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
-            True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float).
+            True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float),
+            ``figure`` (bool, default True: draw the report's PNG figure).
     """
 
     model: str
