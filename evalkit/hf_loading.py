@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from evalkit.file_identity import file_sha256
+from evalkit.gguf_file import describe_gguf, is_gguf_path, require_gguf
 from evalkit.types import EvalkitError
 from evalkit.weights_hash import folder_digest
 
@@ -32,12 +34,30 @@ class LoadedTokenizer:
         eot_id: end-of-text token id (int).
         vocab_size: ids the tokenizer can emit, added tokens included (int).
         identity: name and sha256 of the tokenizer's serialized form.
+        prefix_ids: the special tokens the tokenizer's own configuration puts before every text (its BOS token
+            for Llama-style tokenizers; empty for GPT-NeoX's), found by encoding a probe text with and without
+            special tokens. lm-eval 0.4 encodes contexts with them; see :func:`evalkit.tokenization.context_prefix`.
     """
 
     encode_batch: Any
     eot_id: int
     vocab_size: int
     identity: dict[str, str]
+    prefix_ids: tuple[int, ...] = ()
+
+
+PREFIX_PROBE = "a"
+"""Text encoded with and without special tokens to find what a tokenizer adds in front of every text."""
+
+
+def added_prefix(with_special: list[int], without: list[int]) -> tuple[int, ...]:
+    """The ids a tokenizer put before ``without`` when it added its special tokens (empty when none; tokens
+    appended after the text are not a prefix and are ignored)."""
+    n = len(without)
+    for start in range(len(with_special) - n + 1):
+        if list(with_special[start : start + n]) == list(without):
+            return tuple(with_special[:start])
+    return ()
 
 
 def _sha256_text(text: str) -> str:
@@ -46,7 +66,8 @@ def _sha256_text(text: str) -> str:
 
 def load_tokenizer(spec: str | None, model_path: str | None, revision: str | None = None,
                    trust_remote_code: bool = False, hub_kwargs: dict[str, Any] | None = None) -> LoadedTokenizer:
-    """Load ``spec`` (a ``tokenizer.json`` file, a folder or a hub id), else the model's own tokenizer.
+    """Load ``spec`` (a ``tokenizer.json`` file, a GGUF file, a folder or a hub id), else the model's own tokenizer
+    (for a GGUF model, the tokenizer stored in the GGUF file).
 
     The model's own tokenizer is read at the model's ``revision``, with ``trust_remote_code`` and the hub-location
     keywords of ``--model-args`` (``hub_kwargs``); a ``--tokenizer`` given apart is read as named.
@@ -75,12 +96,17 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
             return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
         identity = {"name": str(path), "sha256": _sha256_text(tok.to_str())}
-        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity)
+        prefix = added_prefix(tok.encode(PREFIX_PROBE).ids, tok.encode(PREFIX_PROBE, add_special_tokens=False).ids)
+        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix)
     from transformers import AutoTokenizer
 
     own = {"revision": revision, "trust_remote_code": trust_remote_code, **(hub_kwargs or {})} if not spec else {}
+    where = source
+    if is_gguf_path(source):
+        require_gguf()
+        where, own = str(Path(source).parent), {"gguf_file": Path(source).name}
     try:
-        hf_tok = AutoTokenizer.from_pretrained(source, **own)
+        hf_tok = AutoTokenizer.from_pretrained(where, **own)
     except Exception as exc:  # noqa: BLE001 - hub and file errors come in many types
         raise EvalkitError(f"could not load tokenizer '{source}': {exc}") from None
     eot = hf_tok.eos_token_id
@@ -92,7 +118,8 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
 
     serial = hf_tok.backend_tokenizer.to_str() if getattr(hf_tok, "is_fast", False) else json.dumps(hf_tok.get_vocab())
     identity = {"name": source, "sha256": _sha256_text(serial)}
-    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity)
+    prefix = added_prefix(hf_tok(PREFIX_PROBE)["input_ids"], hf_tok(PREFIX_PROBE, add_special_tokens=False)["input_ids"])
+    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix)
 
 
 def folder_fingerprint(folder: Path, full: bool = False, memo_dir: Path | None = None) -> str:
@@ -206,10 +233,16 @@ def load_model(
     ``fingerprint``, when given, is the identity's revision of a local model folder (the runner passes the folder's
     content digest, computed before the weights load); otherwise the hub commit or :func:`folder_fingerprint`.
 
+    A ``gguf`` model (``{"kind": "gguf", "path": file}``, see :func:`evalkit.registry.resolve_model`) is read by
+    transformers' GGUF support and dequantized to the chosen dtype; its revision is ``sha256:<content hash>``
+    (``resolved["sha256"]`` when the caller computed it, e.g. remembered in the cache folder) and its identity
+    adds ``path`` and ``quantization``: the file's type, the storage type of its tensors and the dequantized dtype.
+
     Returns:
         (model in eval mode, identity dict with name, kind, revision (hub commit, :func:`random_revision` for random
-        weights, or :func:`folder_fingerprint` for a local folder), revision_requested (the ``revision`` asked
-        for, or None), trust_remote_code, model_args, dtype, device, parameters, config sha256).
+        weights, :func:`folder_fingerprint` for a local folder, ``sha256:...`` for a GGUF file), dtype, device,
+        parameters, config sha256, revision_requested, trust_remote_code, model_args; a GGUF model also path and
+        quantization).
 
     Raises:
         EvalkitError: the model cannot be found or loaded, or a revision asked of random weights.
@@ -238,6 +271,9 @@ def load_model(
             model = dispatch(model, device_map, max_memory, torch_dtype)
         name = resolved.get("name", f"random:{resolved['alias']}")
         resolved_revision = random_revision(seed, _generator_label(init))
+    elif resolved["kind"] == "gguf":
+        model, torch_dtype, extra = _load_gguf(resolved, dtype, target, device_map, max_memory)
+        name, resolved_revision = Path(resolved["path"]).name, extra.pop("revision")
     else:
         path = resolved["path"]
         hub = {"revision": revision, "trust_remote_code": trust_remote_code,
@@ -275,6 +311,8 @@ def load_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "config_sha256": _sha256_text(config_json),
     }
+    if resolved["kind"] == "gguf":
+        identity.update(extra)
     return model, identity
 
 
@@ -305,9 +343,45 @@ def load_config(resolved: dict[str, Any], hub: dict[str, Any] | None = None) -> 
         cfg = dict(resolved["config"])
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     try:
+        if resolved["kind"] == "gguf":  # the architecture is in the file's header
+            require_gguf()
+            path = Path(resolved["path"])
+            return AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
         return AutoConfig.from_pretrained(resolved["path"], **(hub or {}))
     except (OSError, ValueError) as exc:
         raise EvalkitError(f"could not load model '{resolved['path']}': {exc}") from None
+
+
+def _load_gguf(
+    resolved: dict[str, Any], dtype: str, target: torch.device, device_map: str | dict | None,
+    max_memory: dict | None,
+) -> tuple[torch.nn.Module, torch.dtype, dict[str, Any]]:
+    """Read a GGUF checkpoint with transformers (``from_pretrained(folder, gguf_file=NAME)``), dequantized to the
+    chosen dtype. Returns (model, dtype, identity fields: revision, path, quantization).
+
+    Raises:
+        EvalkitError: the gguf package is missing, or transformers cannot read this file or its architecture.
+    """
+    from transformers import AutoModelForCausalLM
+
+    require_gguf()
+    path = Path(resolved["path"])
+    described = resolved.get("gguf") or describe_gguf(path)
+    digest = resolved.get("sha256") or file_sha256(path)
+    torch_dtype = pick_dtype(dtype, target, None)  # a GGUF file has no dtype: float32 on CPU, bfloat16 on GPUs
+    try:
+        kwargs: dict[str, Any] = {"dtype": torch_dtype}
+        if device_map is not None:
+            kwargs.update(device_map=device_map, max_memory=dict(max_memory) if max_memory else None,
+                          offload_folder=_offload_dir())
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise EvalkitError(f"could not load GGUF model {path}: {type(exc).__name__}: {exc}") from None
+    if device_map is None:
+        model.to(target)
+    quantization = {"file_type": described["file_type"], "tensor_types": described["tensor_types"],
+                    "dequantized_dtype": str(torch_dtype).replace("torch.", "")}
+    return model, torch_dtype, {"revision": f"sha256:{digest}", "path": str(path), "quantization": quantization}
 
 
 def dispatch(

@@ -35,7 +35,7 @@ from evalkit.model_args import hub_options
 from evalkit.registry import load_registry, resolve_model
 from evalkit.results_io import atomic_write_text, results_path, strict_json
 from evalkit.stats import bootstrap_stderr, mean_stderr
-from evalkit.tokenization import tokenize_windows
+from evalkit.tokenization import context_prefix, tokenize_windows
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
 log = logging.getLogger(__name__)
@@ -329,13 +329,17 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
             log.warning(warning)
     if config.use_cache:  # a broken cache fails here, before the model is loaded
         RequestCache(resolve_cache_dir(config.cache_dir)).close()
+    if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
+        _identify_gguf(resolved, config)
 
     from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
     hub = hub_options(config)
+    t0 = time.perf_counter()
     tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                           hub["trust_remote_code"], hub["hub_kwargs"])
+    t_tokenizer = time.perf_counter() - t0
     run_warnings = []
     own = hf_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
     if own is not None and own.identity["sha256"] != tokenizer.identity["sha256"]:
@@ -347,10 +351,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     model_config = hf_loading.load_config(  # no weights yet: every input check runs before they load
         resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
     window = hf_loading.config_window(model_config, config.max_length, config.model)
+    prefix = context_prefix(getattr(model_config, "model_type", None), tokenizer.prefix_ids)
     all_requests = [r for p in prepared for r in p.requests]
     t0 = time.perf_counter()
     windows = tokenize_tasks(prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
-                             config.extra.get("tokenization", "separate"))
+                             config.extra.get("tokenization", "separate"), prefix)
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     t_tok = time.perf_counter() - t0
     _warn_truncated(prepared, windows, window)
@@ -360,9 +365,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
         fingerprint = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
                                                     memo)
+    t0 = time.perf_counter()
     model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
                                             revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
                                             model_args=hub["model_args"], fingerprint=fingerprint)
+    t_model = time.perf_counter() - t0
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:
         raise EvalkitError(
@@ -419,6 +426,8 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
                      for g in groups if all(name in task_results for name in registry.members(g))}
     timing = {
         "wall_time_s": round(time.perf_counter() - started, 3),
+        "load_tokenizer_s": round(t_tokenizer, 3),
+        "load_model_s": round(t_model, 3),
         "tokenize_s": round(t_tok, 3),
         "score_s": round(t_score, 3),
         "requests": len(all_requests),
@@ -433,18 +442,23 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         "batch_size": config.batch_size,
         "batch_size_final": backend.batch_size,
         "oom_retries": backend.oom_retries,
+        "shared_context": backend.share_context,
     }
     if config.batch_size == "auto":
         timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
     tokenizer_info = tokenizer.identity | {"eot_id": tokenizer.eot_id, "vocab_size": tokenizer.vocab_size}
     if own is not None:
         tokenizer_info["model_tokenizer_sha256"] = own.identity["sha256"]
+    if backend.mask_fallback:  # same numbers, but the run was slower than it should be: say so in the report
+        for summary in task_results.values():
+            summary["warnings"].append(f"shared-context scoring was turned off: {backend.mask_fallback}")
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": asdict(config),
         "model": identity,
-        "tokenizer": tokenizer_info,
+        "tokenizer": tokenizer_info | {"adds_prefix_ids": list(tokenizer.prefix_ids),
+                                       "context_prefix_ids": list(prefix)},
         "window": window,
         "versions": versions,
         "cache": cache_info,
@@ -461,10 +475,12 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
 
 
 def tokenize_tasks(
-    prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str
+    prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str,
+    prefix_ids: Sequence[int] = (),
 ) -> list[tuple[TokenizedRequest, ...]]:
     """Every task's requests tokenized in order (:func:`evalkit.tokenization.tokenize_windows`: one sequence per
-    request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's).
+    request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's);
+    ``prefix_ids`` (a BOS, :func:`evalkit.tokenization.context_prefix`) go before every context.
 
     Raises:
         EvalkitError: as :func:`evalkit.tokenization.tokenize_requests`.
@@ -474,8 +490,26 @@ def tokenize_tasks(
     for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
         chosen = [(r, p.task.scoring == "rolling") for p, m in zip(prepared, modes) if m == mode for r in p.requests]
         by_mode[mode] = iter(tokenize_windows([r for r, _ in chosen], [x for _, x in chosen], encode_batch, eot_id,
-                                              window, mode))
+                                              window, mode, prefix_ids))
     return [next(by_mode[m]) for p, m in zip(prepared, modes) for _ in p.requests]
+
+
+def _identify_gguf(resolved: dict[str, Any], config: RunConfig) -> None:
+    """Add the GGUF file's content sha256 (remembered in the cache folder unless ``--no-cache``) and its declared
+    quantization to ``resolved``, so the model's identity is its content.
+
+    Raises:
+        EvalkitError: the gguf package is missing or the file cannot be read or parsed.
+    """
+    from evalkit.file_identity import file_sha256, remembered
+    from evalkit.gguf_file import describe_gguf
+
+    memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
+    try:
+        resolved["gguf"] = remembered(resolved["path"], memo, "gguf", describe_gguf)
+        resolved["sha256"] = file_sha256(resolved["path"], memo)
+    except OSError as exc:
+        raise EvalkitError(f"cannot read GGUF file {resolved['path']}: {exc}") from None
 
 
 def task_summary(
@@ -656,7 +690,8 @@ def write_outputs(
     from evalkit.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
 
     try:
-        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True)
+        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True,
+                                   draw_figure=config.extra.get("figure", True))
     except OSError as exc:
         where = exc.filename or out_dir / "reports"
         error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"

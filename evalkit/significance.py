@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 from evalkit.metrics import aggregator, has_closed_form_stderr
 from evalkit.stats import bootstrap_distribution
@@ -36,7 +36,7 @@ def z_value(confidence: float) -> float:
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return float(sps.norm.ppf(0.5 + confidence / 2.0))
+    return NormalDist().inv_cdf(0.5 + confidence / 2.0)  # the standard library: no scipy import for a report
 
 
 def wilson_interval(proportion: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -208,7 +208,9 @@ def mcnemar_exact(a: Sequence[float], b: Sequence[float]) -> McNemar:
     only_a = int(np.sum((x == 1.0) & (y == 0.0)))
     only_b = int(np.sum((x == 0.0) & (y == 1.0)))
     n = only_a + only_b
-    p_value = 1.0 if n == 0 else float(sps.binomtest(only_b, n, 0.5).pvalue)
+    from scipy.stats import binomtest  # lazy: scipy.stats takes about a second to import; only comparisons need it
+
+    p_value = 1.0 if n == 0 else float(binomtest(only_b, n, 0.5).pvalue)
     return McNemar(only_a, only_b, min(1.0, p_value))
 
 
@@ -286,4 +288,4 @@ def unpaired_z_test(value_a: float, stderr_a: float, value_b: float, stderr_b: f
         z = 0.0 if delta == 0.0 else math.copysign(math.inf, delta)
     else:
         z = delta / pooled
-    return ZTest(delta, z, float(2.0 * sps.norm.sf(abs(z))))
+    return ZTest(delta, z, math.erfc(abs(z) / math.sqrt(2.0)))  # 2 * (1 - Phi(|z|)), exact in the tails

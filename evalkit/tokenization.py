@@ -12,8 +12,13 @@ Two encodings are supported:
   continuation's text, and the request is counted as a *joint fallback* (:attr:`TokenizedRequest.joint_fallback`,
   reported per task in the results).
 
-Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; no BOS is added; inputs longer than the window
-``max_length`` are truncated on the left, keeping the whole continuation.
+Both: an empty context, or one that encodes to no tokens, becomes the end-of-text token; inputs longer than the
+window ``max_length`` are truncated on the left, keeping the whole continuation.
+
+BOS: GPT-NeoX (the card's models) never gets one. Other tokenizers whose own configuration adds special tokens
+in front of every text (Llama-style BOS) get those before every context, as lm-eval 0.4 encodes contexts with
+the tokenizer's default ``add_special_tokens``; an empty context then is the BOS alone (lm-eval 0.4's
+``prefix_token_id``). See :func:`context_prefix`.
 
 A *rolling* request (``scoring="rolling"``: the log-likelihood of a whole document, for perplexity) has an empty
 context and the document's text as its continuation. Its text is encoded alone and cut into windows that each
@@ -34,6 +39,23 @@ EncodeBatch = Callable[[list[str]], list[list[int]]]
 MODES = ("separate", "joint")
 
 
+NEVER_PREFIXED = frozenset({"gpt_neox"})
+"""Model types that are never given a BOS: the card's models were evaluated without one (lm-eval v0.2.0)."""
+
+
+def context_prefix(model_type: str | None, tokenizer_prefix: Sequence[int]) -> tuple[int, ...]:
+    """The token ids placed before every context: those the tokenizer's own configuration adds (lm-eval 0.4,
+    ``HFLM.tok_encode`` with the tokenizer's default special tokens), except for GPT-NeoX, which never gets any.
+
+    Args:
+        model_type: the model config's ``model_type`` (e.g. ``"llama"``, ``"gpt_neox"``).
+        tokenizer_prefix: what the tokenizer puts before a text (see ``LoadedTokenizer.prefix_ids``).
+    """
+    if model_type in NEVER_PREFIXED:
+        return ()
+    return tuple(int(i) for i in tokenizer_prefix)
+
+
 def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
     """Move the context's trailing whitespace to the front of the continuation (lm-eval 0.4 rule)."""
     stripped = context.rstrip()
@@ -46,15 +68,19 @@ def _encode_unique(texts: Sequence[str], encode_batch: EncodeBatch) -> dict[str,
 
 
 def encode_pairs(
-    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate"
+    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids for each (context, continuation) pair, before truncation.
 
     Args:
         pairs: (context, continuation) strings.
         encode_batch: tokenizer call, no special tokens added.
-        eot_id: end-of-text token id, used as the context when the context is empty or encodes to no tokens.
+        eot_id: end-of-text token id, used as the context when the context is empty or encodes to no tokens
+            (when ``prefix_ids`` is empty).
         mode: ``"separate"`` or ``"joint"`` (see module docstring).
+        prefix_ids: ids put before every context (a BOS, see :func:`context_prefix`); an empty context is then
+            ``prefix_ids`` alone.
 
     Returns:
         one (context_ids, continuation_ids) per pair; context_ids is never empty, continuation_ids is non-empty for
@@ -63,11 +89,12 @@ def encode_pairs(
     Raises:
         ValueError: unknown mode.
     """
-    return [(ctx, cont) for ctx, cont, _ in encode_pairs_flagged(pairs, encode_batch, eot_id, mode)]
+    return [(ctx, cont) for ctx, cont, _ in encode_pairs_flagged(pairs, encode_batch, eot_id, mode, prefix_ids)]
 
 
 def encode_pairs_flagged(
-    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate"
+    pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[tuple[list[int], list[int], bool]]:
     """As :func:`encode_pairs`, with a third element per pair: True when ``joint`` mode fell back to the separate
     encodings because a token spans the join (always False in ``separate`` mode).
@@ -85,7 +112,7 @@ def encode_pairs_flagged(
     out = []
     for context, continuation in pairs:
         if not context:
-            out.append(([eot_id], list(conts[continuation]), False))
+            out.append(([], list(conts[continuation]), False))
             continue
         ctx_ids = list(contexts[context])
         if mode == "separate":
@@ -105,6 +132,8 @@ def encode_pairs_flagged(
         out.append((ctx_ids, list(whole[n:]), False))
     # A context that encodes to no tokens (spaces or zero-width characters for some tokenizers) is scored like
     # an empty one: the first continuation token needs a position that predicts it.
+    if prefix_ids:
+        return [(list(prefix_ids) + ctx_ids, cont_ids, fell_back) for ctx_ids, cont_ids, fell_back in out]
     return [(ctx_ids or [eot_id], cont_ids, fell_back) for ctx_ids, cont_ids, fell_back in out]
 
 
@@ -202,6 +231,7 @@ def tokenize_windows(
     eot_id: int,
     max_length: int,
     mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[tuple[TokenizedRequest, ...]]:
     """Every request's tokenized sequences, in request order: one for an ordinary request
     (:func:`tokenize_requests`), its windows for a rolling one (:func:`tokenize_rolling`).
@@ -209,7 +239,8 @@ def tokenize_windows(
     Args:
         requests: the run's requests.
         rolling: one flag per request, True for a rolling request.
-        encode_batch, eot_id, max_length, mode: as for :func:`tokenize_requests`.
+        encode_batch, eot_id, max_length, mode, prefix_ids: as for :func:`tokenize_requests` (rolling windows start
+            from the end-of-text token, v0.2.0's rule, whatever the prefix).
 
     Raises:
         ValueError: ``rolling`` has another length than ``requests``.
@@ -218,7 +249,7 @@ def tokenize_windows(
     if len(rolling) != len(requests):
         raise ValueError(f"{len(requests)} requests but {len(rolling)} rolling flags")
     plain = iter(tokenize_requests([r for r, roll in zip(requests, rolling) if not roll], encode_batch, eot_id,
-                                   max_length, mode))
+                                   max_length, mode, prefix_ids))
     rolled = iter(tokenize_rolling([r for r, roll in zip(requests, rolling) if roll], encode_batch, eot_id,
                                    max_length))
     return [next(rolled) if roll else (next(plain),) for roll in rolling]
@@ -230,8 +261,11 @@ def tokenize_requests(
     eot_id: int,
     max_length: int,
     mode: str = "separate",
+    prefix_ids: Sequence[int] = (),
 ) -> list[TokenizedRequest]:
-    """Tokenize and left-truncate requests, in order.
+    """Tokenize and left-truncate requests, in order. ``prefix_ids`` go before every context (see
+    :func:`encode_pairs`); like any context token, they are the first dropped by left truncation (lm-eval 0.4
+    keeps the last ``max_length + 1`` tokens of context + continuation the same way).
 
     Each result's ``joint_fallback`` says whether ``joint`` mode scored it with the separate encodings.
 
@@ -241,7 +275,7 @@ def tokenize_requests(
     """
     texts = [(r.context, r.continuation) for r in requests]
     try:
-        encoded = encode_pairs_flagged(texts, encode_batch, eot_id, mode)
+        encoded = encode_pairs_flagged(texts, encode_batch, eot_id, mode, prefix_ids)
     except (TypeError, ValueError, UnicodeError) as exc:
         if mode not in MODES:
             raise

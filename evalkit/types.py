@@ -263,7 +263,8 @@ class RunConfig:
             default 32768), ``tokenization`` (``"separate"`` or ``"joint"``), ``share_context`` (bool, default
             True), ``load_kwargs`` (``device_map`` / ``max_memory`` for sharding), ``dist_timeout_s`` (float),
             ``allow_non_finite`` (bool: count NaN/inf log-likelihoods instead of stopping), ``full_weight_hash``
-            (bool: key a local model folder by every weight byte instead of headers and samples).
+            (bool: key a local model folder by every weight byte instead of headers and samples),
+            ``figure`` (bool, default True: draw the report's PNG figure).
         skip_missing_data: with a data folder, leave out (and name) the tasks whose local files are missing instead
             of failing the run.
     """

@@ -27,6 +27,12 @@ TINY_NEOX = {
     "use_parallel_residual": True, "tie_word_embeddings": False,
 }
 
+TINY_LLAMA = {
+    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 50304, "max_position_embeddings": 2048,
+    "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 0,
+}
+
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
@@ -70,6 +76,16 @@ def make_tiny_model(seed: int = 0, **overrides):
 
     config = dict(TINY_NEOX, **overrides)
     model, _ = load_model({"kind": "random", "alias": "tiny", "config": config}, "float32", "cpu", seed)
+    return model
+
+
+def make_tiny_llama(seed: int = 0, **overrides):
+    """A seeded random Llama (2 layers, width 64, 4 query heads sharing 2 key/value heads, tied embeddings, the
+    20B tokenizer's vocabulary size) in fp32 on CPU, eval mode."""
+    from evalkit.hf_loading import load_model
+
+    config = dict(TINY_LLAMA, **overrides)
+    model, _ = load_model({"kind": "random", "alias": "tiny-llama", "config": config}, "float32", "cpu", seed)
     return model
 
 

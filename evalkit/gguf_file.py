@@ -1,0 +1,99 @@
+"""GGUF checkpoints (llama.cpp's single-file format): validation before the model loads, and what the file says
+about its quantization.
+
+transformers reads GGUF files with the ``gguf`` package (``from_pretrained(folder, gguf_file=NAME)``) and
+dequantizes every tensor to the requested dtype; this module only checks the file and describes it. The
+``gguf`` package is the optional extra ``evalkit[gguf]``. Format reference:
+https://github.com/ggml-org/ggml/blob/master/docs/gguf.md (magic ``GGUF``, then the version, tensor and
+key/value counts; ``general.file_type`` is a ``LlamaFileType``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from evalkit.types import EvalkitError
+
+MAGIC = b"GGUF"
+INSTALL_HINT = "pip install 'evalkit[gguf]' (the gguf package)"
+
+
+def is_gguf_path(spec: str) -> bool:
+    """True when a ``--model`` value names a GGUF file (it ends in ``.gguf``, any case)."""
+    return spec.lower().endswith(".gguf")
+
+
+def check_gguf_file(path: str | Path) -> Path:
+    """The path of an existing GGUF file, checked by its first four bytes.
+
+    Raises:
+        EvalkitError: the file is missing, is a folder, cannot be read, or does not start with ``GGUF``.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise EvalkitError(f"GGUF file not found: {path}")
+    if not path.is_file():
+        raise EvalkitError(f"GGUF model {path} is not a file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise EvalkitError(f"cannot read GGUF file {path}: {exc}") from None
+    if head != MAGIC:
+        raise EvalkitError(f"{path} is not a GGUF file (it starts with {head!r}, not {MAGIC!r})")
+    return path
+
+
+def require_gguf() -> Any:
+    """The ``gguf`` module.
+
+    Raises:
+        EvalkitError: it is not installed, with the command that installs it.
+    """
+    try:
+        import gguf
+    except ImportError:
+        raise EvalkitError(f"loading a GGUF checkpoint needs the gguf package: {INSTALL_HINT}") from None
+    return gguf
+
+
+def describe_gguf(path: str | Path) -> dict[str, Any]:
+    """What a GGUF file declares about itself.
+
+    Returns:
+        ``{"architecture": str, "file_type": str, "tensor_types": {type name: tensor count},
+        "add_bos_token": bool | None}``: ``file_type`` is the ``LlamaFileType`` name without ``MOSTLY_``
+        (e.g. ``"Q4_1"``; ``"unknown (N)"`` for a number the gguf package does not know, ``None`` when absent);
+        ``tensor_types`` counts the storage type of every tensor (e.g. ``{"Q4_1": 210, "Q8_0": 1, "F32": 61}``).
+
+    Raises:
+        EvalkitError: the gguf package is missing or the file cannot be parsed.
+    """
+    gguf = require_gguf()
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # noqa: BLE001 - the reader raises ValueError, struct errors, numpy errors
+        raise EvalkitError(f"cannot parse GGUF file {path}: {type(exc).__name__}: {exc}") from None
+
+    def scalar(key: str) -> Any:
+        field = reader.fields.get(key)
+        return None if field is None else field.contents()
+
+    code = scalar("general.file_type")
+    if code is None:
+        file_type = None
+    else:
+        try:
+            file_type = gguf.LlamaFileType(int(code)).name.removeprefix("MOSTLY_")
+        except ValueError:
+            file_type = f"unknown ({code})"
+    counts = Counter(tensor.tensor_type.name for tensor in reader.tensors)
+    add_bos = scalar("tokenizer.ggml.add_bos_token")
+    return {
+        "architecture": scalar("general.architecture"),
+        "file_type": file_type,
+        "tensor_types": dict(sorted(counts.items())),
+        "add_bos_token": None if add_bos is None else bool(add_bos),
+    }
