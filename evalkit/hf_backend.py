@@ -34,6 +34,11 @@ PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
 """Largest |log-likelihood difference| (nats) between packed and unpacked scoring of the mask probe, per dtype;
 other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a continuation by far more."""
 
+MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError)
+"""Errors by which an attention implementation refuses a custom 4-D mask (flash attention raises ValueError or
+RuntimeError); others (an interrupt) propagate from the probe as from any batch."""
+
+
 def is_cuda_oom(exc: BaseException) -> bool:
     """True for ``torch.cuda.OutOfMemoryError`` (the default out-of-memory test of :class:`HFBackend`)."""
     return isinstance(exc, torch.cuda.OutOfMemoryError)
@@ -202,15 +207,16 @@ class HFBackend:
         alone = [PackedGroup(context, (c,), ((0,),)) for c in conts]
         counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions)
         try:
-            shared = [ll for ll, _ in self.score_groups([packed])[0]]
-            single = [self.score_groups([g])[0][0][0] for g in alone]
+            score = HFBackend.score_groups  # the class's own: wrappers of the instance's see only real batches
+            single = [score(self, [g])[0][0][0] for g in alone]
+            shared = [ll for ll, _ in score(self, [packed])[0]]
             tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
             worst = max(abs(a - b) for a, b in zip(shared, single))
             reason = (None if worst <= tolerance else
                       f"packed continuations differ from unpacked ones by {worst:.3g} nats (tolerance {tolerance:g})")
-        except Exception as exc:  # noqa: BLE001 - any failure of the custom mask means: do not use it
-            if self.is_oom(exc):
-                raise
+        except MASK_ERRORS as exc:
+            if self.is_oom(exc):  # not about the mask: the batches that follow meet it with the usual back-off
+                return
             reason = f"the model rejected a 4-D attention mask ({type(exc).__name__}: {exc})"
         finally:
             self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions = counters

