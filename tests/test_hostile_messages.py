@@ -196,7 +196,7 @@ def test_an_unwritable_reports_folder_keeps_the_results_and_prints_how_to_re_ren
 
     reports = tmp_path / "out" / "reports"
 
-    def refuse(runs, path, source_paths=()):
+    def refuse(runs, path, source_paths=(), draw_figure=True):
         raise PermissionError(13, "Permission denied", str(path))
 
     argv = ["run", "--model", "random:pythia-14m", "--tokenizer", str(TOKENIZER_JSON), "--tasks", "piqa",
