@@ -446,9 +446,17 @@ NOISY_LIBRARIES = ("matplotlib", "PIL", "httpx", "httpcore", "urllib3", "fileloc
 """Libraries whose info lines (matplotlib's font cache, hub requests) are hidden unless -v is given."""
 
 
-OWN_HANDLER_LIBRARIES = ("huggingface_hub", "datasets")
-"""Libraries that attach their own stderr handler to their root logger and still propagate to the root one
-(transformers already does not)."""
+OWN_HANDLER_LIBRARIES = ("huggingface_hub", "datasets", "transformers")
+"""Libraries that attach their own stderr handler to their root logger. Some still propagate to the root logger
+(huggingface_hub, datasets; transformers too when the ``CI`` environment variable is set, which it decides when
+it is first imported, after :func:`configure_logging` ran), so the root handler drops their records."""
+
+
+class _NotOwnHandlerLibraries(logging.Filter):
+    """Drops records of :data:`OWN_HANDLER_LIBRARIES`: their own handler already printed them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(record.name == lib or record.name.startswith(lib + ".") for lib in OWN_HANDLER_LIBRARIES)
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
@@ -457,11 +465,13 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     own = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
     others = logging.WARNING if quiet or not verbose else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=own, format="%(levelname)s %(name)s: %(message)s")  # no-op when configured
-    logging.getLogger().setLevel(own)
+    root = logging.getLogger()
+    root.setLevel(own)
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(others)
-    for name in OWN_HANDLER_LIBRARIES:  # their lines reach stderr through their own handler only: once, not twice
-        logging.getLogger(name).propagate = False
+    for handler in root.handlers:  # their lines reach stderr through their own handler only: once, not twice
+        if not any(isinstance(f, _NotOwnHandlerLibraries) for f in handler.filters):
+            handler.addFilter(_NotOwnHandlerLibraries())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

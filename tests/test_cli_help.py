@@ -132,7 +132,10 @@ def test_two_included_folders_defining_one_name_is_an_error(tmp_path):
         load_registry([str(a), str(b)])
 
 
-def test_hub_library_warnings_print_once():
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_hub_library_warnings_print_once(ci):
+    """transformers propagates its records to the root logger when ``CI`` is set (as on CI machines)."""
+    import os
     import subprocess
     import sys
 
@@ -141,7 +144,9 @@ def test_hub_library_warnings_print_once():
             "h.get_logger('huggingface_hub.x').warning('hub warning')\n"
             "d.get_logger('datasets.x').warning('datasets warning')\n"
             "t.get_logger('transformers.x').warning('transformers warning')\n")
+    env = {key: value for key, value in os.environ.items() if key != "CI"}
+    env.update({"PYTHONPATH": str(REPO)}, **({"CI": ci} if ci else {}))
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(REPO)}).stderr
+                         env=env).stderr
     for text in ("hub warning", "datasets warning", "transformers warning"):
         assert err.count(text) == 1, err
