@@ -94,9 +94,11 @@ wrap(runner, "tokenize_tasks", "tokenize")
 wrap(distributed.Ranks, "loglikelihood", "scoring")
 wrap(report, "write_report", "report")
 wrap(report, "draw_intervals", "figure")
-code = cli.main(sys.argv[2:])
+record_path = sys.argv[1]
+sys.argv = ["evalkit", *sys.argv[2:]]
+code = cli.main()  # as the program does: main() reads sys.argv
 t_end = time.perf_counter()
-with open(sys.argv[1], "w") as handle:
+with open(record_path, "w") as handle:
     json.dump({"code": code, "start": t_start, "end": t_end, "imports": imports, "phases": phases,
                "roots": roots}, handle)
 '''
