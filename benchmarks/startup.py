@@ -13,7 +13,8 @@ only, so nested imports are not counted twice), and so are the run's phases: ``l
 ``draw_intervals`` (the figure, inside the report). A phase's figure leaves out the imports made inside it (the
 lazy ``transformers`` model classes, matplotlib), which are counted under ``import`` and, split by top-level
 package, listed below the table; ``other`` is the rest of the run (reading and validating data, results JSON,
-summary); ``interpreter`` is Python's own start and exit (the parent's wall time minus the child's).
+summary); ``interpreter`` is Python's own start and exit (the parent's wall time minus the child's). The seconds
+the garbage collector ran during the run, within those parts, are printed too.
 
 Timings on a shared machine are noisy: compare medians of several runs taken one after the other.
 """
@@ -33,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 CHILD = r'''
-import builtins, importlib, json, sys, time
+import builtins, gc, importlib, json, sys, time
 
 t_start = time.perf_counter()
 imports, roots = [], {}
@@ -66,6 +67,16 @@ def timed_import_module(name, package=None):
 
 builtins.__import__, importlib.import_module = timed_import, timed_import_module
 
+collecting = [0.0, 0.0]  # start of the collection under way, seconds spent collecting
+
+def on_collection(phase, info):
+    now = time.perf_counter()
+    if phase == "start":
+        collecting[0] = now
+    else:
+        collecting[1] += now - collecting[0]
+
+gc.callbacks.append(on_collection)
 phases = {}
 
 def wrap(owner, attribute, phase):
@@ -100,7 +111,7 @@ code = cli.main()  # as the program does: main() reads sys.argv
 t_end = time.perf_counter()
 with open(record_path, "w") as handle:
     json.dump({"code": code, "start": t_start, "end": t_end, "imports": imports, "phases": phases,
-               "roots": roots}, handle)
+               "roots": roots, "gc": collecting[1]}, handle)
 '''
 
 PHASES = ("import", "tokenizer", "model", "tokenize", "scoring", "report", "figure", "other", "interpreter",
@@ -148,7 +159,7 @@ def main() -> None:
 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     env.setdefault("OMP_NUM_THREADS", "1")
-    rows, roots = [], []
+    rows, roots, collected = [], [], []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="evalkit-startup-") as tmp:
             command = ["run", "--model", args.model, "--tokenizer", args.tokenizer, "--tasks", args.tasks,
@@ -166,6 +177,7 @@ def main() -> None:
             raise SystemExit(f"startup.py: evalkit run exited with {record['code']}")
         rows.append(breakdown(record, wall))
         roots.append(record["roots"])
+        collected.append(record["gc"])
         print(f"run {i + 1}: " + "  ".join(f"{p} {rows[-1][p]:.2f}" for p in PHASES), file=sys.stderr)
 
     print(f"evalkit run {args.model} --tasks {args.tasks} --limit {args.limit}"
@@ -176,6 +188,7 @@ def main() -> None:
     shown = [(k, statistics.median(r.get(k, 0.0) for r in roots)) for k in packages]
     print("imports by top-level package (median s): "
           + ", ".join(f"{k} {v:.2f}" for k, v in shown if v >= 0.01))
+    print(f"garbage collection during the run (inside the parts above, median s): {statistics.median(collected):.2f}")
 
 
 if __name__ == "__main__":

@@ -477,9 +477,14 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``evalkit`` console script; returns the exit status.
 
-    Called without ``argv`` (as the program: ``evalkit``, ``python -m evalkit``) it freezes the garbage collector
-    on its way out (:func:`gc.freeze`), since the process ends next.
+    Called without ``argv`` (as the program: ``evalkit``, ``python -m evalkit``) it pauses the garbage collector
+    while torch, transformers and matplotlib import (:mod:`evalkit.import_gc`) and freezes it on its way out
+    (:func:`gc.freeze`), since the process ends next.
     """
+    if argv is None:  # the program itself: its one-time imports run without garbage collection
+        from evalkit.import_gc import enter_program
+
+        enter_program()
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose, args.quiet)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from evalkit.import_gc import paused_collection
 from evalkit.results_io import atomic_write_bytes
 
 MEASURED_COLOUR = "tab:red"
@@ -77,7 +78,8 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
     """
     if not panels or any(not p.points for p in panels):
         raise ValueError("draw_intervals needs at least one panel, each with at least one point")
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import and only figures need it
+    with paused_collection():  # lazy: matplotlib is slow to import and only figures need it
+        from matplotlib.figure import Figure
 
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -150,7 +152,8 @@ def draw_deltas(panels: Sequence[DeltaPanel], path: Path, title: str, dpi: int =
     """
     if not panels or any(not p.points for p in panels):
         raise ValueError("draw_deltas needs at least one panel, each with at least one point")
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import and only figures need it
+    with paused_collection():  # lazy: matplotlib is slow to import and only figures need it
+        from matplotlib.figure import Figure
 
     tallest = max(len(p.points) for p in panels)
     widths = [max(1.0, len(p.points) / 3) for p in panels]  # a one-row perplexity panel needs less room
