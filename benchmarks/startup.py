@@ -57,6 +57,8 @@ def _timed(load, name, package):
             imports.append((t0, t1))
         if foreign:
             roots[root] = roots.get(root, 0.0) + t1 - t0
+        if root == "evalkit":
+            patch_loaded()
 
 def timed_import(name, globals=None, locals=None, fromlist=(), level=0):
     package = (globals or {}).get("__package__") or "" if level else ""  # relative: the importer's package
@@ -96,15 +98,24 @@ def wrap(owner, attribute, phase):
 
     setattr(owner, attribute, timed)
 
-from evalkit import cli, distributed, hf_loading, report, runner
+TIMED = {  # module: (object, function, phase); patched when the run first imports the module, as it does
+    "evalkit.hf_loading": [(None, "load_tokenizer", "tokenizer"), (None, "load_config", "model"),
+                           (None, "load_model", "model")],
+    "evalkit.runner": [(None, "tokenize_tasks", "tokenize")],
+    "evalkit.distributed": [("Ranks", "loglikelihood", "scoring")],
+    "evalkit.report": [(None, "write_report", "report"), (None, "draw_intervals", "figure")],
+}
 
-wrap(hf_loading, "load_tokenizer", "tokenizer")
-wrap(hf_loading, "load_config", "model")
-wrap(hf_loading, "load_model", "model")
-wrap(runner, "tokenize_tasks", "tokenize")
-wrap(distributed.Ranks, "loglikelihood", "scoring")
-wrap(report, "write_report", "report")
-wrap(report, "draw_intervals", "figure")
+def patch_loaded():
+    for module in [m for m in TIMED if m in sys.modules and hasattr(sys.modules[m], "__spec__")]:
+        loaded = sys.modules[module]
+        if not all(hasattr(loaded, owner or function) for owner, function, _ in TIMED[module]):
+            continue  # still being imported
+        for owner, function, phase in TIMED.pop(module):
+            wrap(getattr(loaded, owner) if owner else loaded, function, phase)
+
+from evalkit import cli  # light: torch, transformers and matplotlib import inside the run, as in the program
+
 record_path = sys.argv[1]
 sys.argv = ["evalkit", *sys.argv[2:]]
 code = cli.main()  # as the program does: main() reads sys.argv
