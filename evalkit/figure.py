@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from evalkit.import_gc import paused_collection
 from evalkit.results_io import atomic_write_bytes
 
 MEASURED_COLOUR = "tab:red"
@@ -77,7 +78,8 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
     """
     if not panels or any(not p.points for p in panels):
         raise ValueError("draw_intervals needs at least one panel, each with at least one point")
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import and only figures need it
+    with paused_collection():  # lazy: matplotlib is slow to import and only figures need it
+        from matplotlib.figure import Figure
 
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -85,12 +87,15 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
     fig = Figure(figsize=(5.2 * ncols, max(2.4, 0.32 * tallest + 1.3) * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
-        for y, point in enumerate(panel.points):
-            colour = MEASURED_COLOUR if point.measured else PUBLISHED_COLOUR
+        for measured in (False, True):  # one errorbar (a few artists) per style, not one per point
+            rows = [(y, p) for y, p in enumerate(panel.points) if p.measured is measured]
+            if not rows:
+                continue
             ax.errorbar(
-                point.value, y, xerr=[[max(0.0, point.value - point.low)], [max(0.0, point.high - point.value)]],
-                fmt="D" if point.measured else "o", color=colour, markersize=6 if point.measured else 4,
-                capsize=3, linewidth=1.6 if point.measured else 1.0,
+                [p.value for _, p in rows], [y for y, _ in rows],
+                xerr=[[max(0.0, p.value - p.low) for _, p in rows], [max(0.0, p.high - p.value) for _, p in rows]],
+                fmt="D" if measured else "o", color=MEASURED_COLOUR if measured else PUBLISHED_COLOUR,
+                markersize=6 if measured else 4, capsize=3, linewidth=1.6 if measured else 1.0,
             )
         ax.set_yticks(range(len(panel.points)), labels=[_label(p.label) for p in panel.points])
         for label, point in zip(ax.get_yticklabels(), panel.points):
@@ -150,7 +155,8 @@ def draw_deltas(panels: Sequence[DeltaPanel], path: Path, title: str, dpi: int =
     """
     if not panels or any(not p.points for p in panels):
         raise ValueError("draw_deltas needs at least one panel, each with at least one point")
-    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import and only figures need it
+    with paused_collection():  # lazy: matplotlib is slow to import and only figures need it
+        from matplotlib.figure import Figure
 
     tallest = max(len(p.points) for p in panels)
     widths = [max(1.0, len(p.points) / 3) for p in panels]  # a one-row perplexity panel needs less room

@@ -29,6 +29,7 @@ from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.groups import aggregate_group
 from evalkit.hub_check import check_hub
+from evalkit.import_gc import paused_collection
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.model_args import hub_options
@@ -332,7 +333,10 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
         _identify_gguf(resolved, config)
 
-    from evalkit import distributed, hf_backend, hf_loading  # torch loads only when there is work for it
+    with paused_collection():  # torch loads only when there is work for it
+        from evalkit import distributed, hf_backend, hf_loading
+
+        hf_loading.import_model_support()
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
     hub = hub_options(config)
