@@ -31,13 +31,9 @@ from evalkit.model_args import hub_options
 from evalkit.outputs import RunOutput, write_outputs
 from evalkit.prepare import PreparedTask, missing_fewshot_file, prepare_task
 from evalkit.registry import load_registry, resolve_model
-from evalkit.task_results import prompt_hash, score_documents, task_summary
+from evalkit.task_results import prompt_hash, score_documents, task_summary  # noqa: F401 - prompt_hash re-exported
 from evalkit.tokenization import context_prefix, tokenize_windows
 from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, TokenizedRequest
-
-__all__ = ["PreparedTask", "RunOutput", "check_config", "prepare_task", "prompt_hash", "run", "tokenize_tasks"]
-"""``prepare_task``, ``PreparedTask`` and ``prompt_hash`` live in their stages' modules; importing them from here
-keeps working."""
 
 log = logging.getLogger(__name__)
 
