@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from evalkit.file_identity import file_sha256
+from evalkit.weights_hash import file_sha256
 from evalkit.gguf_file import describe_gguf, require_gguf
 from evalkit.types import EvalkitError
 

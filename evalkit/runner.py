@@ -312,7 +312,7 @@ def _identify_gguf(resolved: dict[str, Any], config: RunConfig) -> None:
     Raises:
         EvalkitError: the gguf package is missing or the file cannot be read or parsed.
     """
-    from evalkit.file_identity import file_sha256, remembered
+    from evalkit.weights_hash import file_sha256, remembered
     from evalkit.gguf_file import describe_gguf
 
     memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
