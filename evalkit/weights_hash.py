@@ -18,13 +18,13 @@ inode, mode), so a 40 GB checkpoint is read once, not every run. The ctime is pa
 system sets it on every write and no user call can restore it: a file rewritten in place with its old mtime
 put back is hashed again.
 
-A single checkpoint file's identity is the sha256 of all its bytes (:func:`file_sha256`), computed once per
-version of the file on disk. A GGUF checkpoint is one large file, and its name says nothing about its weights
-(a re-quantized file keeps its name), so the model identity, and with it the request cache's model key, is the
-file's content hash. Hashing a 7B checkpoint takes tens of seconds, so the digest is remembered in
-``file_hashes.json`` in a folder (the request cache's) under the file's (absolute path, size, modification time in ns, inode): a file rewritten
-in place, replaced or touched is hashed again; an unchanged one is not. Other facts read from a file's content
-(a GGUF file's quantization, which takes seconds to parse) are remembered the same way (:func:`remembered`).
+A single checkpoint file's identity is the sha256 of all its bytes (:func:`file_sha256`), computed once per version
+of the file on disk. A GGUF checkpoint is one large file, and its name says nothing about its weights (a re-
+quantized file keeps its name), so the model identity, and with it the request cache's model key, is the file's
+content hash. Hashing a 7B checkpoint takes tens of seconds, so the digest is remembered in ``file_hashes.json`` in
+a folder (the request cache's) under the file's (absolute path, size, modification time in ns, inode): a file
+rewritten in place, replaced or touched is hashed again; an unchanged one is not. Other facts read from a file's
+content (a GGUF file's quantization, which takes seconds to parse) are remembered the same way (:func:`remembered`).
 """
 
 from __future__ import annotations
