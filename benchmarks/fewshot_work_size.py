@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from evalkit.data import local_path
     from evalkit.hf_loading import load_tokenizer
     from evalkit.registry import load_registry
-    from evalkit.runner import prepare_task
+    from evalkit.prepare import prepare_task
     from evalkit.tokenization import encode_pairs, truncate_left
 
     args = build_parser().parse_args(argv)

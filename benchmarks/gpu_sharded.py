@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from evalkit.batching import pack_groups
     from evalkit.placement import parse_max_memory
     from evalkit.registry import load_registry, resolve_model
-    from evalkit.runner import prepare_task
+    from evalkit.prepare import prepare_task
     from evalkit.tokenization import tokenize_requests
 
     max_memory = parse_max_memory(args.max_memory) if args.max_memory else None

@@ -10,7 +10,7 @@ For each selected task (default: every task in the registry) whose local files e
 and per model window: tokens forwarded when requests sharing a context are packed into one sequence
 (``evalkit.batching.pack_groups``, what evalkit runs), tokens forwarded one request per sequence (what a harness
 without context sharing runs), scored positions (continuation tokens, each through the output layer once) and
-requests whose context is cut on the left to fit the window. Requests come from ``evalkit.runner.prepare_task``,
+requests whose context is cut on the left to fit the window. Requests come from ``evalkit.prepare.prepare_task``,
 tokens from the real tokenizer (``--tokenization separate``, lm-eval v0.2.0's split). A rolling task (wikitext) is
 counted by SPEC-suite B.24's windows: the first window forwards min(L, N) tokens, every later one L, and every token
 is scored once. Tasks without local data are listed at the end. Nothing is asserted: these are figures to read.
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from evalkit.batching import pack_groups  # noqa: E402
 from evalkit.data import missing_local_files  # noqa: E402
 from evalkit.registry import load_registry  # noqa: E402
-from evalkit.runner import prepare_task  # noqa: E402
+from evalkit.prepare import prepare_task  # noqa: E402
 from evalkit.tokenization import tokenize_requests  # noqa: E402
 
 

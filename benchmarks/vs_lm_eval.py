@@ -239,7 +239,7 @@ def explain_largest(args, workdir: Path, largest: list) -> list:
 
     from evalkit.hf_loading import load_tokenizer
     from evalkit.registry import load_registry
-    from evalkit.runner import prepare_task
+    from evalkit.prepare import prepare_task
     from evalkit.tokenization import tokenize_requests
 
     registry, tok, model = load_registry(), load_tokenizer(args.tokenizer, None), build_model(args)
@@ -262,7 +262,7 @@ def batch_size_invariance(args, workdir: Path) -> dict:
     """evalkit's scores at batch sizes 1, 8 and 64 on the subset: max |delta ll| and differing greedy flags."""
     from evalkit.hf_backend import HFBackend
     from evalkit.hf_loading import load_tokenizer
-    from evalkit.runner import prepare_task
+    from evalkit.prepare import prepare_task
     from evalkit.registry import load_registry
     from evalkit.tokenization import tokenize_requests
 

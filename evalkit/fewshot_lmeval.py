@@ -14,15 +14,15 @@ Source: lm-eval 0.4 ``lm_eval/api/samplers.py`` (``ContextSampler``, ``FirstNSam
   whose answer is empty shows its text alone) + the document's text. No delimiter follows the description:
   lm-eval YAMLs end it with their own (``"...\\n\\n"``).
 
-Pure: imports only the standard library and :mod:`evalkit.types`.
+Pure: imports only the standard library and :mod:`evalkit.types` (the few-shot split comes in as a loader).
 """
 
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
-from evalkit.types import Doc
+from evalkit.types import Doc, EvalkitError, Task
 
 LMEVAL_FEWSHOT_SEED = 1234
 """lm-eval 0.4's default ``fewshot_random_seed`` (``simple_evaluate``; ``--seed`` third value)."""
@@ -139,3 +139,37 @@ def parse_sampler(name: str) -> tuple[str, bool] | None:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown lm-eval few-shot sampler {sampler!r} in {name!r}; supported: {', '.join(SAMPLERS)}")
     return sampler, exclude
+
+
+def document_contexts(
+    task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
+) -> list[list[str]]:
+    """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation.
+
+    Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them). With ``shots`` examples: drawn
+    by lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id
+    order) from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have
+    one.
+
+    Raises:
+        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+    """
+    if not shots:
+        return [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
+            task.continuations(doc)) for doc in chosen]
+    parsed = parse_sampler(task.fewshot_sampler)
+    if parsed is None or task.fewshot_contexts is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
+                           f"assemble few-shot contexts in this evalkit")
+    if task.fewshot_split is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
+    pool = load_pool()
+    sampler, exclude = parsed
+    try:
+        drawn = draw_examples(pool, chosen, shots, LMEVAL_FEWSHOT_SEED, sampler, exclude)
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}: {exc}") from None
+    try:
+        return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None

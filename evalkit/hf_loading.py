@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from evalkit.file_identity import file_sha256
-from evalkit.gguf_file import describe_gguf, is_gguf_path, require_gguf
+from evalkit.gguf_file import is_gguf_path, require_gguf
+from evalkit.gguf_loading import load_gguf
 from evalkit.types import EvalkitError
 from evalkit.weights_hash import folder_digest
 
@@ -283,7 +283,11 @@ def load_model(
         name = resolved.get("name", f"random:{resolved['alias']}")
         resolved_revision = random_revision(seed, _generator_label(init))
     elif resolved["kind"] == "gguf":
-        model, torch_dtype, extra = _load_gguf(resolved, dtype, target, device_map, max_memory)
+        torch_dtype = pick_dtype(dtype, target, None)  # a GGUF file has no dtype: float32 on CPU, bfloat16 on GPUs
+        placement = {} if device_map is None else {
+            "device_map": device_map, "max_memory": dict(max_memory) if max_memory else None,
+            "offload_folder": _offload_dir()}
+        model, extra = load_gguf(resolved, torch_dtype, target, placement)
         name, resolved_revision = Path(resolved["path"]).name, extra.pop("revision")
     else:
         path = resolved["path"]
@@ -361,38 +365,6 @@ def load_config(resolved: dict[str, Any], hub: dict[str, Any] | None = None) -> 
         return AutoConfig.from_pretrained(resolved["path"], **(hub or {}))
     except (OSError, ValueError) as exc:
         raise EvalkitError(f"could not load model '{resolved['path']}': {exc}") from None
-
-
-def _load_gguf(
-    resolved: dict[str, Any], dtype: str, target: torch.device, device_map: str | dict | None,
-    max_memory: dict | None,
-) -> tuple[torch.nn.Module, torch.dtype, dict[str, Any]]:
-    """Read a GGUF checkpoint with transformers (``from_pretrained(folder, gguf_file=NAME)``), dequantized to the
-    chosen dtype. Returns (model, dtype, identity fields: revision, path, quantization).
-
-    Raises:
-        EvalkitError: the gguf package is missing, or transformers cannot read this file or its architecture.
-    """
-    from transformers import AutoModelForCausalLM
-
-    require_gguf()
-    path = Path(resolved["path"])
-    described = resolved.get("gguf") or describe_gguf(path)
-    digest = resolved.get("sha256") or file_sha256(path)
-    torch_dtype = pick_dtype(dtype, target, None)  # a GGUF file has no dtype: float32 on CPU, bfloat16 on GPUs
-    try:
-        kwargs: dict[str, Any] = {"dtype": torch_dtype}
-        if device_map is not None:
-            kwargs.update(device_map=device_map, max_memory=dict(max_memory) if max_memory else None,
-                          offload_folder=_offload_dir())
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **kwargs)
-    except (OSError, ValueError, KeyError, ImportError) as exc:
-        raise EvalkitError(f"could not load GGUF model {path}: {type(exc).__name__}: {exc}") from None
-    if device_map is None:
-        model.to(target)
-    quantization = {"file_type": described["file_type"], "tensor_types": described["tensor_types"],
-                    "dequantized_dtype": str(torch_dtype).replace("torch.", "")}
-    return model, torch_dtype, {"revision": f"sha256:{digest}", "path": str(path), "quantization": quantization}
 
 
 def dispatch(

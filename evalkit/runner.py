@@ -1,4 +1,6 @@
-"""One run end to end: documents -> requests -> backend -> per-document metrics -> aggregates -> files.
+"""One run end to end, the orchestration of its stages: flags and tasks checked, tasks prepared
+(:mod:`evalkit.prepare`), tokenizer and model loaded, requests tokenized and scored (through the request cache),
+tasks summarised (:mod:`evalkit.task_results`) and the files written (:mod:`evalkit.outputs`).
 
 Every input is read and validated before the model is loaded, so a bad file costs seconds, not GPU hours.
 Results are written atomically (temporary file + rename); a report is rendered from the saved results.
@@ -6,226 +8,35 @@ Results are written atomically (temporary file + rename); a report is rendered f
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit import __version__, fewshot_lmeval
+from evalkit import __version__
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, local_path,
-                          resolve_data_dir, size_warning, subset_ids)
-from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
-                             fewshot_source, resolve_shots, short_warning)
+from evalkit.data import drop_tasks_without_data, resolve_data_dir
+from evalkit.fewshot import check_sources, resolve_shots
 from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.groups import aggregate_group
 from evalkit.hub_check import check_hub
 from evalkit.import_gc import paused_collection
-from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
-from evalkit.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.model_args import hub_options
+from evalkit.outputs import RunOutput, write_outputs
+from evalkit.prepare import PreparedTask, missing_fewshot_file, prepare_task
 from evalkit.registry import load_registry, resolve_model
-from evalkit.results_io import atomic_write_text, results_path, strict_json
-from evalkit.stats import bootstrap_stderr, mean_stderr
+from evalkit.task_results import prompt_hash, score_documents, task_summary  # noqa: F401 - prompt_hash re-exported
 from evalkit.tokenization import context_prefix, tokenize_windows
-from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
+from evalkit.types import DocResult, EvalkitError, LoglikelihoodRequest, RunConfig, TokenizedRequest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedTask:
-    """A task's selected documents and their requests, ready for scoring."""
-
-    task: Task
-    n_split: int
-    doc_ids: list[int]
-    docs: list[Any]
-    requests: list[LoglikelihoodRequest]
-    warnings: list[str]
-    fewshot: FewshotPlan | None = None
-    contexts: list[list[str]] | None = None
-    duplicates: int = 0
-
-
-@dataclass
-class RunOutput:
-    """Paths written by a run (None when the run wrote no files) and the in-memory results dict.
-
-    ``report_path`` is None and ``report_error`` says why when the results were written but the report could not
-    be (an unwritable ``reports/``): the results are complete, ``evalkit report`` re-renders the report.
-    """
-
-    results_path: Path | None
-    report_path: Path | None
-    samples_path: Path | None
-    results: dict[str, Any]
-    report_error: str | None = None
-
-
-def prepare_task(
-    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None,
-) -> PreparedTask:
-    """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
-    and build its requests (doc order, choice order) with each document's full few-shot context
-    (:mod:`evalkit.fewshot`; per-choice contexts where the task has them).
-
-    Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
-    count.
-
-    Raises:
-        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
-            task function raising on a document (names ``task_file``, the document and the exception).
-    """
-    lmeval = task.fewshot_sampler != "v0.2.0"  # an lm-eval 0.4 task YAML draws with lm-eval's own sampler
-    try:
-        docs = load_docs(task, data_dir)
-        pool = docs
-        if not lmeval and fewshot_source(task, num_fewshot) == SOURCE_SPLIT:  # examples from another split
-            pool = load_docs(task, data_dir, task.fewshot_split)
-    except TaskCodeError as exc:
-        raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
-    warnings = [w for w in [size_warning(task, len(docs))] if w]
-    ids = subset_ids(len(docs), limit, seed, task.name)
-    chosen = [docs[i] for i in ids]
-    duplicates = duplicate_rows(chosen)
-    if duplicates:
-        shown = ", ".join(f"doc {ids[i]} = doc {ids[j]}" for i, j in duplicates[:5])
-        more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
-        warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
-                        f"({shown}{more}); each copy is scored and counted in the metrics")
-    if lmeval:
-        plan = None
-        contexts = (lmeval_fewshot_contexts(task, data_dir, chosen, num_fewshot) if num_fewshot else
-                    [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
-                        task.continuations(doc)) for doc in chosen])
-    else:
-        plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
-        contexts = document_contexts(task, docs, pool, plan, ids)
-    if task.scoring == "rolling":
-        for doc_id, doc in zip(ids, chosen):
-            check_rolling_doc(task, doc_id, doc)
-    requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
-        for doc_id, doc, ctxs in zip(ids, chosen, contexts)
-        for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
-    ]
-    if plan is not None:
-        warnings += [w for w in [short_warning(task, plan, ids)] if w]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
-
-
-def _missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
-    """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
-    if data_dir is None or task.fewshot_split in (None, task.dataset.split):
-        return None
-    path = local_path(task, data_dir, task.fewshot_split)
-    return None if path.is_file() else str(path)
-
-
-def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
-    """Refuse a rolling task's document whose requests or word/byte counts would be wrong (before the model loads).
-
-    A rolling task (:class:`evalkit.types.Task`, ``scoring="rolling"``) needs ``context(doc) == ""``, exactly
-    one non-empty continuation (the scored text) and, when it has ``units_text``, a non-empty string there.
-
-    Raises:
-        EvalkitError: naming the task, the document's row and the field.
-    """
-    where = f"task {task.name} doc {doc_id}"
-    if task.context(doc) != "":
-        raise EvalkitError(f"{where}: a rolling task's context must be empty, got {task.context(doc)[:40]!r}")
-    texts = task.continuations(doc)
-    if len(texts) != 1 or not isinstance(texts[0], str) or not texts[0]:
-        raise EvalkitError(f"{where}: a rolling task has exactly one non-empty text to score, got "
-                           f"{len(texts)} continuations")
-    if task.units_text is not None:
-        units = task.units_text(doc)
-        if not isinstance(units, str) or not units:
-            raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
-                               f"the perplexities), got {units!r}")
-
-
-def lmeval_fewshot_contexts(task: Task, data_dir: Path | None, chosen: Sequence[Any], shots: int) -> list[list[str]]:
-    """Per chosen document, the context of each continuation with ``shots`` examples drawn by lm-eval 0.4's sampler
-    (one ``random.Random(1234)`` for the task, advanced document by document in id order).
-
-    Raises:
-        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
-    """
-    parsed = fewshot_lmeval.parse_sampler(task.fewshot_sampler)
-    if parsed is None or task.fewshot_contexts is None:
-        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
-                           f"assemble few-shot contexts in this evalkit")
-    if task.fewshot_split is None:
-        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
-    pool = load_docs(task, data_dir, task.fewshot_split)
-    sampler, exclude = parsed
-    try:
-        drawn = fewshot_lmeval.draw_examples(pool, chosen, shots, fewshot_lmeval.LMEVAL_FEWSHOT_SEED, sampler,
-                                             exclude)
-    except ValueError as exc:
-        raise EvalkitError(f"task {task.name}: {exc}") from None
-    try:
-        return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
-    except ValueError as exc:
-        raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None
-
-
-def prompt_hash(requests: Sequence[LoglikelihoodRequest]) -> str:
-    """sha256 over every request's (doc_id, choice_index, context, continuation): changes with any prompt edit."""
-    digest = hashlib.sha256()
-    for r in requests:
-        digest.update(json.dumps([r.doc_id, r.choice_index, r.context, r.continuation]).encode("utf-8"))
-    return digest.hexdigest()
-
-
-def score_documents(prepared: PreparedTask, lls: Sequence[float], greedy: Sequence[bool]) -> list[DocResult]:
-    """Per-document results from the task's responses (given in request order)."""
-    out, k = [], 0
-    task = prepared.task
-    for doc_id, doc in zip(prepared.doc_ids, prepared.docs):
-        conts = task.continuations(doc)
-        doc_lls = tuple(float(x) for x in lls[k : k + len(conts)])
-        doc_greedy = tuple(bool(x) for x in greedy[k : k + len(conts)])
-        k += len(conts)
-        units = task.units_text(doc) if task.units_text is not None else None
-        metrics = doc_metrics(task.scoring, doc_lls, doc_greedy, conts, task.gold(doc), units)
-        out.append(DocResult(task.name, doc_id, metrics, doc_lls, doc_greedy))
-    return out
-
-
-def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -> dict[str, dict[str, Any]]:
-    """Metric name -> {value, stderr, stderr_bootstrap, n, higher_is_better} over a task's documents.
-
-    Means (acc, acc_norm) get the closed-form stderr and a bootstrap; perplexities (``perplexity`` and the
-    rolling ratios of sums) the bootstrap alone, each resample recomputing the statistic from its documents.
-    """
-    arrays = _per_doc_arrays(task, results)
-    out = {}
-    for offset, metric in enumerate(task.metrics):
-        values = per_doc_values(metric, arrays)
-        stat = aggregator(metric)
-        closed = mean_stderr(values) if has_closed_form_stderr(metric) else None
-        boot = bootstrap_stderr(values, stat, iters, seed + offset) if iters else None
-        out[metric] = {
-            "value": float(stat(values)),
-            "stderr": finite_or_none(closed) if closed is not None else None,
-            "stderr_bootstrap": finite_or_none(boot) if boot is not None else None,
-            "n": len(values),
-            "higher_is_better": HIGHER_IS_BETTER[metric],
-        }
-    return out
 
 
 def library_versions() -> dict[str, str]:
@@ -317,7 +128,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     for path, reason in registry.refused.items():
         log.warning("task file not loaded: %s", reason if reason.startswith(path) else f"{path}: {reason}")
     tasks, skipped = drop_tasks_without_data(tasks, data_dir, config, shots)
-    check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
+    check_sources(tasks, shots, lambda t: missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     if resolved["kind"] == "random" and config.tokenizer is None:
         raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
                            f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
@@ -505,7 +316,7 @@ def _identify_gguf(resolved: dict[str, Any], config: RunConfig) -> None:
     Raises:
         EvalkitError: the gguf package is missing or the file cannot be read or parsed.
     """
-    from evalkit.file_identity import file_sha256, remembered
+    from evalkit.weights_hash import file_sha256, remembered
     from evalkit.gguf_file import describe_gguf
 
     memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
@@ -514,43 +325,6 @@ def _identify_gguf(resolved: dict[str, Any], config: RunConfig) -> None:
         resolved["sha256"] = file_sha256(resolved["path"], memo)
     except OSError as exc:
         raise EvalkitError(f"cannot read GGUF file {resolved['path']}: {exc}") from None
-
-
-def task_summary(
-    p: PreparedTask, docs: Sequence[DocResult], windows: Sequence[Sequence[TokenizedRequest]], config: RunConfig
-) -> dict[str, Any]:
-    """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values.
-
-    ``windows`` holds each request's tokenized sequences (one, or a rolling request's windows); ``tokens``
-    counts the input tokens of all of them and ``sequences`` how many there are.
-    """
-    toks = [t for own in windows for t in own]
-    return {
-        "version": p.task.version,
-        "description": p.task.description,
-        "source": p.task.source,
-        "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
-        "n": len(docs),
-        "n_split": p.n_split,
-        "expected_n": p.task.dataset.n,
-        "subset": config.limit is not None and len(docs) < p.n_split,
-        "primary_metric": p.task.primary_metric,
-        "requests": len(p.requests),
-        "sequences": len(toks),
-        "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
-        "truncated_requests": int(sum(1 for own in windows if any(t.truncated_tokens for t in own))),
-        "joint_fallback_requests": int(sum(1 for own in windows if any(t.joint_fallback for t in own))),
-        "duplicate_documents": p.duplicates,
-        "prompt_sha256": prompt_hash(p.requests),
-        "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
-        "fewshot_split": p.fewshot.split if p.fewshot else None,
-        "fewshot_seed": config.fewshot_seed,
-        "fewshot_source": p.fewshot.source if p.fewshot else "none",
-        "fewshot_pool_size": p.fewshot.pool_size if p.fewshot else 0,
-        "warnings": p.warnings,
-        "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
-        "documents": _per_doc_arrays(p.task, docs),
-    }
 
 
 def _warn_truncated(
@@ -658,80 +432,3 @@ def _score(
                  caching.requests_cached, cache.path, caching.requests_scored)
         return responses, {"path": str(cache.path), "model_key": key}, (caching.requests_cached,
                                                                          caching.requests_scored)
-
-
-def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
-    """``doc_id`` and every per-document value the task's metrics need (:data:`evalkit.metrics.PER_DOC_KEYS`)."""
-    keys = sorted({k for m in task.metrics for k in PER_DOC_KEYS[m]})
-    arrays: dict[str, list] = {"doc_id": [d.doc_id for d in docs]}
-    for key in keys:
-        arrays[key] = [d.metrics[key] for d in docs]
-    return arrays
-
-
-def write_outputs(
-    results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask],
-    config: RunConfig,
-) -> RunOutput:
-    """Write samples (optional), results JSON (strict: no NaN or Infinity) and the Markdown report.
-
-    The report gets a name of its own (``reports/<results stem>.md``, ``-N`` added when taken by another run that
-    finished in the same second). When it cannot be written, the results stay and the returned
-    :attr:`RunOutput.report_error` says what was not written and how to re-render it.
-
-    Raises:
-        EvalkitError: the results or samples cannot be written (nothing half written is left behind).
-    """
-    out_dir = Path(config.output_dir)
-    path = results_path(out_dir, results["model"]["name"])  # reserved (created empty) until written below
-    try:
-        samples_path = _write_samples(path, results, doc_results, prepared) if config.log_samples else None
-        atomic_write_text(path, strict_json(results, str(path), indent=1) + "\n")
-    except BaseException:
-        if path.exists() and path.stat().st_size == 0:
-            path.unlink()
-        raise
-    from evalkit.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
-
-    try:
-        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True,
-                                   draw_figure=config.extra.get("figure", True))
-    except OSError as exc:
-        where = exc.filename or out_dir / "reports"
-        error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"
-                 + (f" and {samples_path}" if samples_path else "")
-                 + f"; re-render the report with: evalkit report {path} --output REPORT.md")
-        log.error(error)
-        return RunOutput(path, None, samples_path, results, error)
-    return RunOutput(path, report_path, samples_path, results)
-
-
-def _finite_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
-    """Per-document metrics with non-finite values (a document left out under --allow-non-finite) as None."""
-    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
-
-
-def _write_samples(
-    path: Path, results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask]
-) -> Path:
-    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
-
-    ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
-    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts).
-    """
-    samples_path = path.with_suffix(".samples.jsonl")
-    lines = []
-    for p in prepared:
-        for index, (doc, result) in enumerate(zip(p.docs, doc_results[p.task.name])):
-            contexts = p.contexts[index] if p.contexts else [p.task.context(doc)]
-            lines.append(json.dumps({
-                "task": p.task.name, "doc_id": result.doc_id,
-                "context": contexts[0] if len(set(contexts)) == 1 else contexts,  # a list: per-choice contexts
-                "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
-                "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
-                "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],
-                "greedy": list(result.greedy), "metrics": _finite_metrics(result.metrics),
-            }, allow_nan=False))
-    atomic_write_text(samples_path, "\n".join(lines) + "\n")
-    results["samples_file"] = samples_path.name
-    return samples_path

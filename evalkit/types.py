@@ -246,7 +246,7 @@ class RunConfig:
         limit: seeded random subset of this many documents per task; None for all.
         seed: seed for the subset, the random model weights and the bootstrap.
         batch_size: packed sequences per forward pass (each sequence: one context and its continuations), or
-            ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.runner.initial_batch_size``).
+            ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.batching.initial_batch_size``).
         max_length: model window override in tokens; None reads the model config.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: torch device string, or None to pick cuda when available.

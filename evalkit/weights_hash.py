@@ -1,4 +1,5 @@
-"""Content identity of weight files and local model folders (the request cache's key for a local checkpoint).
+"""Content identity of model files: weight files, local model folders and single checkpoint files (the request
+cache's key for a local checkpoint).
 
 A folder's path, file sizes and modification times do not identify its weights: a checkpoint rewritten in place
 with its old mtime restored would be answered from the cache with the old model's numbers. Instead:
@@ -16,6 +17,14 @@ Digests are remembered in ``weight_hashes.json`` in the cache folder, per (absol
 inode, mode), so a 40 GB checkpoint is read once, not every run. The ctime is part of that memo key because the
 system sets it on every write and no user call can restore it: a file rewritten in place with its old mtime
 put back is hashed again.
+
+A single checkpoint file's identity is the sha256 of all its bytes (:func:`file_sha256`), computed once per version
+of the file on disk. A GGUF checkpoint is one large file, and its name says nothing about its weights (a re-
+quantized file keeps its name), so the model identity, and with it the request cache's model key, is the file's
+content hash. Hashing a 7B checkpoint takes tens of seconds, so the digest is remembered in ``file_hashes.json`` in
+a folder (the request cache's) under the file's (absolute path, size, modification time in ns, inode): a file
+rewritten in place, replaced or touched is hashed again; an unchanged one is not. Other facts read from a file's
+content (a GGUF file's quantization, which takes seconds to parse) are remembered the same way (:func:`remembered`).
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import json
 import os
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from evalkit.types import EvalkitError
 
@@ -194,3 +203,79 @@ def folder_digest(folder: str | Path, full: bool = False, memo_dir: str | Path |
                 raise EvalkitError(f"cannot read {item}: {exc.strerror or exc}") from None
         digest.update(f"{relative}\0{value}\n".encode())
     return f"local:{digest.hexdigest()}"
+
+
+FILE_MEMO_NAME = "file_hashes.json"
+READ_CHUNK = 1 << 22
+"""Bytes read per step while hashing (4 MiB)."""
+
+
+def sha256_of_file(path: Path) -> str:
+    """Hex sha256 of the file's bytes, read in chunks of :data:`READ_CHUNK`.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(READ_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stat_key(path: Path) -> str:
+    stat = path.stat()
+    return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+
+
+def remembered(path: str | Path, memo_dir: str | Path | None, kind: str, compute: Callable[[Path], Any]) -> Any:
+    """``compute(path)``, remembered in ``memo_dir/file_hashes.json`` for this version of the file.
+
+    The memo is a JSON object ``{"<absolute path>\\0<size>\\0<mtime ns>\\0<inode>": {kind: value}}``; without
+    ``memo_dir`` nothing is remembered. An unreadable or malformed memo is ignored and rewritten, and a memo that
+    cannot be written costs only the recomputation next time. Written atomically (temporary file, then rename).
+
+    Args:
+        path: the file.
+        memo_dir: folder of the memo (the request cache's), or None.
+        kind: name of the fact, e.g. ``"sha256"``.
+        compute: ``Path -> JSON-serialisable value``.
+
+    Raises:
+        OSError: the file itself cannot be read (from ``compute``).
+    """
+    path = Path(path)
+    if memo_dir is None:
+        return compute(path)
+    memo_path = Path(memo_dir) / FILE_MEMO_NAME
+    key = _stat_key(path)
+    try:
+        memo = json.loads(memo_path.read_text(encoding="utf-8"))
+        if not isinstance(memo, dict):
+            memo = {}
+    except (OSError, ValueError):
+        memo = {}
+    entry = memo.get(key) if isinstance(memo.get(key), dict) else {}
+    if kind in entry:
+        return entry[kind]
+    value = compute(path)
+    if _stat_key(path) != key:  # changed while it was read: do not remember a fact about a moving target
+        return value
+    memo[key] = dict(entry, **{kind: value})
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_path.with_name(f"{FILE_MEMO_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(memo, indent=0, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, memo_path)
+    except OSError:
+        pass
+    return value
+
+
+def file_sha256(path: str | Path, memo_dir: str | Path | None = None) -> str:
+    """Hex sha256 of a file's content, remembered in ``memo_dir`` (see :func:`remembered`) when it is given.
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    return remembered(path, memo_dir, "sha256", sha256_of_file)

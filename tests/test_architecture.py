@@ -11,7 +11,7 @@ from pathlib import Path
 from .conftest import REPO
 
 PURE = {"types", "data", "tokenization", "batching", "metrics", "stats", "fewshot", "fewshot_lmeval"}
-TORCH_ALLOWED = {"hf_loading", "hf_backend", "distributed", "__main__"}  # __main__: only under torchrun
+TORCH_ALLOWED = {"hf_loading", "gguf_loading", "hf_backend", "distributed", "__main__"}  # __main__: only under torchrun
 
 
 def evalkit_imports(path: Path) -> tuple[set[str], set[str]]:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import file_identity
-from evalkit.file_identity import MEMO_NAME, file_sha256, remembered
+from evalkit import weights_hash
+from evalkit.weights_hash import FILE_MEMO_NAME, file_sha256, remembered
 from evalkit.registry import package_placeholder, resolve_model, resolve_package_path
 from evalkit.types import EvalkitError
 
@@ -91,13 +91,13 @@ def test_the_content_hash_is_computed_once_per_version_of_the_file(tmp_path, mon
     path = _fake_gguf(tmp_path, body=b"GGUF" + bytes(range(256)) * 100)
     expected = hashlib.sha256(path.read_bytes()).hexdigest()
     calls = []
-    real = file_identity.sha256_of_file
-    monkeypatch.setattr(file_identity, "sha256_of_file", lambda p: calls.append(p) or real(p))
+    real = weights_hash.sha256_of_file
+    monkeypatch.setattr(weights_hash, "sha256_of_file", lambda p: calls.append(p) or real(p))
     memo = tmp_path / "cache"
     assert file_sha256(path, memo) == expected
     assert file_sha256(path, memo) == expected
     assert len(calls) == 1  # the second answer came from the memo
-    stored = json.loads((memo / MEMO_NAME).read_text())
+    stored = json.loads((memo / FILE_MEMO_NAME).read_text())
     [(key, entry)] = stored.items()
     stat = path.stat()
     assert key == f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
@@ -115,9 +115,9 @@ def test_a_broken_memo_is_ignored_and_rewritten(tmp_path):
     path = _fake_gguf(tmp_path)
     memo = tmp_path / "cache"
     memo.mkdir()
-    (memo / MEMO_NAME).write_text("{not json")
+    (memo / FILE_MEMO_NAME).write_text("{not json")
     assert remembered(path, memo, "size", lambda p: p.stat().st_size) == path.stat().st_size
-    assert list(json.loads((memo / MEMO_NAME).read_text()).values()) == [{"size": path.stat().st_size}]
+    assert list(json.loads((memo / FILE_MEMO_NAME).read_text()).values()) == [{"size": path.stat().st_size}]
 
 
 def test_package_paths_resolve_through_the_installed_files_and_back():
