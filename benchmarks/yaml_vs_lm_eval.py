@@ -18,7 +18,6 @@ whose highest-scoring continuation is the same on both sides.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from evalkit.types import EvalkitError, RunConfig
 

@@ -28,7 +28,6 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 
 
 from evalkit.figure import DeltaPanel, DeltaPoint, draw_deltas
-from evalkit.metrics import PER_DOC_KEY, PER_DOC_KEYS, aggregator, has_closed_form_stderr, per_doc_values
-from evalkit.report import environment, figure_panels, figure_path_for, reference_tables, run_label, wilson_cell
+from evalkit.metrics import PER_DOC_KEYS, aggregator, has_closed_form_stderr, per_doc_values
+from evalkit.report import environment, figure_path_for, reference_tables, run_label, wilson_cell
 from evalkit.results_io import atomic_write_text, default_reports_dir, load_results
 from evalkit.significance import (
     holm, mcnemar_exact, metric_interval, paired_bootstrap, proportion_stderr, unpaired_z_test,

@@ -3,7 +3,6 @@ after the work was done, report a wrong place, or silently compute something els
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest

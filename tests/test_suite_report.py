@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
 
 from evalkit.report import reference_tables, render_report, suite_references
 from evalkit.suite_report import reference_cell
