@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from evalkit import __version__, fewshot_lmeval
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
-from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, local_path,
+from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, split_file,
                           resolve_data_dir, size_warning, subset_ids)
 from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
                              fewshot_source, resolve_shots, short_warning)
@@ -128,7 +128,7 @@ def _missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
     """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
     if data_dir is None or task.fewshot_split in (None, task.dataset.split):
         return None
-    path = local_path(task, data_dir, task.fewshot_split)
+    path = split_file(task, data_dir, task.fewshot_split)
     return None if path.is_file() else str(path)
 
 
