@@ -27,7 +27,7 @@ from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_
                              fewshot_source, resolve_shots, short_warning)
 from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
-from evalkit.groups import aggregate_group
+from evalkit.groups import aggregate_group, mixed_shots_warning
 from evalkit.hub_check import check_hub
 from evalkit.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.metrics import has_closed_form_stderr, per_doc_values
@@ -327,6 +327,9 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
+    group_warnings = [w for g in groups if (w := mixed_shots_warning(g, registry.members(g), shots))]
+    for warning in group_warnings:
+        log.warning(warning)
     if config.use_cache:  # a broken cache fails here, before the model is loaded
         RequestCache(resolve_cache_dir(config.cache_dir)).close()
     if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
@@ -463,7 +466,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         "versions": versions,
         "cache": cache_info,
         "timing": timing,
-        "warnings": run_warnings,
+        "warnings": group_warnings + run_warnings,
         "tasks": task_results,
         "skipped_tasks": skipped,
         "groups": group_results,
