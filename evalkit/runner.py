@@ -257,6 +257,13 @@ def check_config(config: RunConfig) -> None:
     """
     if isinstance(config.batch_size, str) and config.batch_size != "auto":
         raise EvalkitError(f"--batch-size must be a whole number or 'auto', got {config.batch_size!r}")
+    whole = (("--limit", config.limit), ("--seed", config.seed), ("--fewshot-seed", config.fewshot_seed),
+             ("--bootstrap-iters", config.bootstrap_iters), ("--max-length", config.max_length),
+             ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
+             ("--batch-size", None if config.batch_size == "auto" else config.batch_size))
+    for flag, value in whole:  # the Python API passes values through untyped
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise EvalkitError(f"{flag} must be a whole number, got {value!r}")
     batch_size = None if config.batch_size == "auto" else config.batch_size
     sizes = (("--batch-size", batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
              ("--max-length", config.max_length))
