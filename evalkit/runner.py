@@ -24,7 +24,7 @@ from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache
 from evalkit.data import (TaskCodeError, drop_tasks_without_data, duplicate_rows, load_docs, split_file,
                           resolve_data_dir, size_warning, subset_ids)
 from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, check_sources, document_contexts, draw_examples,
-                             fewshot_source, resolve_shots, short_warning)
+                             fewshot_source, resolve_shots, self_example_warning, short_warning)
 from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.groups import aggregate_group, mixed_shots_warning
@@ -120,7 +120,8 @@ def prepare_task(
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
     if plan is not None:
-        warnings += [w for w in [short_warning(task, plan, ids)] if w]
+        warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
+                     if w]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
 
 
