@@ -37,6 +37,12 @@ def local_path(task: Task, data_dir: Path, split: str | None = None) -> Path:
     return data_dir / (task.dataset.local_dir or task.name) / f"{split or task.dataset.split}.jsonl"
 
 
+def split_file(task: Task, data_dir: Path, split: str | None = None) -> Path:
+    """The file a run reads for one of ``task``'s splits from local data: the task's own ``dataset.data_files``
+    entry when it names the split (:func:`declared_file`), else :func:`local_path`."""
+    return declared_file(task, split) or local_path(task, data_dir, split)
+
+
 def needed_splits(task: Task, shots: int) -> list[str]:
     """The splits a run reads for ``task``: the evaluated split, and the few-shot split when ``shots`` > 0 and it
     differs (a route-3 task draws its examples from the evaluated split itself)."""
@@ -47,7 +53,7 @@ def needed_splits(task: Task, shots: int) -> list[str]:
 
 
 def missing_local_files(tasks: Sequence[Task], data_dir: Path, shots: Mapping[str, int]) -> dict[str, list[Path]]:
-    """Task name -> the local files it needs (:func:`needed_splits`, :func:`local_path`) that do not exist.
+    """Task name -> the local files it needs (:func:`needed_splits`, :func:`split_file`) that do not exist.
 
     Args:
         tasks: the run's tasks.
@@ -59,7 +65,7 @@ def missing_local_files(tasks: Sequence[Task], data_dir: Path, shots: Mapping[st
     """
     missing = {}
     for task in tasks:
-        paths = [local_path(task, data_dir, split) for split in needed_splits(task, shots.get(task.name, 0))]
+        paths = [split_file(task, data_dir, split) for split in needed_splits(task, shots.get(task.name, 0))]
         absent = [path for path in paths if not path.is_file()]
         if absent:
             missing[task.name] = absent
@@ -94,7 +100,7 @@ def drop_tasks_without_data(
     if shots is None:
         shots = {t.name: config.fewshot_overrides.get(t.name, config.num_fewshot) for t in tasks}
     missing = missing_local_files(tasks, data_dir, shots)
-    evaluated_missing = any(local_path(t, data_dir) in missing.get(t.name, ()) for t in tasks)
+    evaluated_missing = any(split_file(t, data_dir) in missing.get(t.name, ()) for t in tasks)
     if missing and not config.skip_missing_data and not evaluated_missing:
         return list(tasks), {}
     if missing and not config.skip_missing_data:

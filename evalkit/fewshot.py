@@ -208,6 +208,23 @@ def short_warning(task: Task, plan: FewshotPlan, rows: Sequence[int]) -> str | N
             f"rows {short[:10]}")
 
 
+def self_example_warning(
+    task: Task, eval_docs: Sequence[Doc], fewshot_docs: Sequence[Doc], plan: FewshotPlan, rows: Sequence[int]
+) -> str | None:
+    """A warning naming the documents among ``rows`` whose examples, drawn from a separate few-shot split, include
+    a value-equal copy of the document itself (the two splits overlap, e.g. ``data_files`` naming one file for
+    both), else None. The example stays (v0.2.0 removes nothing outside route 3), but the prompt then shows the
+    answer."""
+    if plan.source != SOURCE_SPLIT:
+        return None
+    hit = [r for r in rows if any(fewshot_docs[j] == eval_docs[r] for j in plan.examples[r])]
+    if not hit:
+        return None
+    return (f"{task.name}: {len(hit)} of {len(rows)} documents show themselves, answer included, among their "
+            f"few-shot examples: the few-shot split '{plan.split}' holds copies of evaluated documents; rows "
+            f"{sorted(hit)[:10]}")
+
+
 def _selected(tasks: Sequence[Task], name: str) -> Task | None:
     return next((t for t in tasks if name == t.name or name in t.aliases), None)
 

@@ -23,6 +23,23 @@ from evalkit.types import TaskGroup
 AGGREGATIONS = ("micro", "macro")
 
 
+def mixed_shots_warning(group: TaskGroup, members: Sequence[str], shots: Mapping[str, int]) -> str | None:
+    """A warning when a group's members run at different few-shot counts (its row would pool documents scored
+    after different prompts), else None.
+
+    Args:
+        group: the group.
+        members: canonical names of its tasks.
+        shots: task name -> few-shot examples per document for this run.
+    """
+    counts = {m: shots[m] for m in members if m in shots}
+    if len(set(counts.values())) < 2:
+        return None
+    listed = ", ".join(f"{m} {k}-shot" for m, k in counts.items())
+    return (f"group {group.name} pools tasks scored at different few-shot counts ({listed}): its row mixes "
+            f"prompts; give the group one count (--tasks {group.name}:K)")
+
+
 def aggregate_group(
     group: TaskGroup, members: Sequence[str], task_results: Mapping[str, Mapping[str, Any]], iters: int, seed: int
 ) -> dict[str, Any]:

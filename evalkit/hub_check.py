@@ -80,12 +80,16 @@ def hub_reachable() -> bool:
 
 
 def hub_needs(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any], tokenizer: str | None) -> list[HubNeed]:
-    """What the run would read from the hub: each task's dataset without ``--data-dir``, the tokenizer when it is
+    """What the run would read from the hub: each task's dataset without ``--data-dir`` (unless its own
+    ``data_files`` name its evaluated and few-shot splits), the tokenizer when it is
     a hub id (or the hub model's own), the model when it is a hub id."""
     needs = []
     if data_dir is None:
         for task in tasks:
             spec = task.dataset
+            files = spec.data_files or {}
+            if spec.split in files and task.fewshot_split in (None, spec.split, *files):
+                continue  # read from the task's own data_files
             needs.append(HubNeed("data", spec.hub_id, "dataset", f"data of {task.name} ({spec.hub_id}, {spec.split})"))
     model_repo = model.get("path") if model.get("kind") == "pretrained" and not _is_local(model.get("path")) else None
     if tokenizer is not None:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from evalkit import fewshot_lmeval
-from evalkit.data import TaskCodeError, duplicate_rows, load_docs, local_path, size_warning, subset_ids
-from evalkit.fewshot import SOURCE_SPLIT, FewshotPlan, document_contexts, draw_examples, fewshot_source, short_warning
+from evalkit.data import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
+from evalkit.fewshot import (SOURCE_SPLIT, FewshotPlan, document_contexts, draw_examples, fewshot_source,
+                             self_example_warning, short_warning)
 from evalkit.types import EvalkitError, LoglikelihoodRequest, Task
 
 
@@ -78,7 +79,8 @@ def prepare_task(
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
     if plan is not None:
-        warnings += [w for w in [short_warning(task, plan, ids)] if w]
+        warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
+                     if w]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
 
 
@@ -86,7 +88,7 @@ def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
     """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
     if data_dir is None or task.fewshot_split in (None, task.dataset.split):
         return None
-    path = local_path(task, data_dir, task.fewshot_split)
+    path = split_file(task, data_dir, task.fewshot_split)
     return None if path.is_file() else str(path)
 
 

@@ -9,7 +9,8 @@ The schema language is small: ``"str"``, ``"int"``, ``"number"`` (int or float, 
 ``"any"``; a trailing ``?`` allows null; ``{"keys": {...}, "optional": {...}}`` is an object with those keys;
 ``("map", spec)`` an object whose values all match ``spec``; ``("list", spec)`` a list of such items.
 Beyond the types, a task's per-document arrays must all have one value per document (``n``), accuracies lie in
-{0, 1} per document and in [0, 1] aggregated, and every metric is one evalkit knows
+{0, 1} per document and in [0, 1] aggregated, each metric's value is the one its per-document values give
+(``report`` prints the value, ``compare`` recomputes from the documents), and every metric is one evalkit knows
 (:data:`evalkit.metrics.PER_DOC_KEYS`, which ``report`` and ``compare`` look per-document values up in).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evalkit.metrics import PER_DOC_KEYS
+from evalkit.metrics import PER_DOC_KEYS, aggregator, per_doc_values
 from evalkit.types import EvalkitError
 
 METRIC = {"keys": {"value": "number", "stderr": "number?", "stderr_bootstrap": "number?", "n": "int",
@@ -144,6 +145,11 @@ def _task_fault(name: str, task: dict[str, Any]) -> str | None:
                 return f"'{where}.documents.{key}[{bad}]': {docs[key][bad]!r} is not an accuracy (0 or 1)"
             if not 0 <= entry["value"] <= 1:
                 return f"'{where}.metrics.{metric}.value': {entry['value']!r} is not an accuracy (between 0 and 1)"
+        if task["n"] > 0:  # report prints the stored value, compare the per-document ones: they must agree
+            own = float(aggregator(metric)(per_doc_values(metric, docs)))
+            if math.isfinite(own) and not math.isclose(entry["value"], own, rel_tol=1e-9, abs_tol=1e-12):
+                return (f"'{where}.metrics.{metric}.value': {entry['value']!r} is not the {metric} of the file's own "
+                        f"per-document values ({own!r}); the file is edited")
     return None
 
 

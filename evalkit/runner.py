@@ -25,7 +25,7 @@ from evalkit.data import drop_tasks_without_data, resolve_data_dir
 from evalkit.fewshot import check_sources, resolve_shots
 from evalkit.batching import initial_batch_size
 from evalkit.finite import FiniteGuard, NonFiniteScore, non_finite
-from evalkit.groups import aggregate_group
+from evalkit.groups import aggregate_group, mixed_shots_warning
 from evalkit.hub_check import check_hub
 from evalkit.import_gc import paused_collection
 from evalkit.model_args import hub_options
@@ -69,6 +69,13 @@ def check_config(config: RunConfig) -> None:
     """
     if isinstance(config.batch_size, str) and config.batch_size != "auto":
         raise EvalkitError(f"--batch-size must be a whole number or 'auto', got {config.batch_size!r}")
+    whole = (("--limit", config.limit), ("--seed", config.seed), ("--fewshot-seed", config.fewshot_seed),
+             ("--bootstrap-iters", config.bootstrap_iters), ("--max-length", config.max_length),
+             ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
+             ("--batch-size", None if config.batch_size == "auto" else config.batch_size))
+    for flag, value in whole:  # the Python API passes values through untyped
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise EvalkitError(f"{flag} must be a whole number, got {value!r}")
     batch_size = None if config.batch_size == "auto" else config.batch_size
     sizes = (("--batch-size", batch_size), ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
              ("--max-length", config.max_length))
@@ -139,6 +146,9 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
+    group_warnings = [w for g in groups if (w := mixed_shots_warning(g, registry.members(g), shots))]
+    for warning in group_warnings:
+        log.warning(warning)
     if config.use_cache:  # a broken cache fails here, before the model is loaded
         RequestCache(resolve_cache_dir(config.cache_dir)).close()
     if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
@@ -278,7 +288,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         "versions": versions,
         "cache": cache_info,
         "timing": timing,
-        "warnings": run_warnings,
+        "warnings": group_warnings + run_warnings,
         "tasks": task_results,
         "skipped_tasks": skipped,
         "groups": group_results,
