@@ -517,7 +517,8 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
     pairs = ", ".join(f"{a / b:.2f}x" for a, b in zip(walls["lm_eval"], walls["evalkit"]))
     kind = ("GGUF file, read by transformers and dequantized on both sides (lm-eval: HFLM gguf_file=)"
             if args.model.endswith(".gguf") else "random weights" if args.model.startswith("random:") else "folder")
-    print(f"\nmodel {args.model} ({kind}), tokenizer {args.tokenizer or 'the model own'}")
+    tokenizer = args.tokenizer or "the model's own"
+    print(f"\nmodel {args.model} ({kind}), tokenizer {tokenizer}")
     print(f"{args.dtype} on {args.device}, {args.docs} docs per task, "
           f"batch size {args.batch_size}, {torch_threads()} threads, {args.rounds} ABAB rounds")
     print(f"work: {ek['requests']} requests, {ek['tokens']} tokens if each request is scored alone")
