@@ -528,8 +528,8 @@ def report(args, walls, ek, lm, par, invariance, peak) -> None:
         gpu = f"{data['peak_gpu_mb']:12.0f}" if "peak_gpu_mb" in data else f"{'-':>12s}"
         print(f"{side:8s} {med[side]:14.2f} {ek['requests'] / med[side]:11.1f} {ek['tokens'] / med[side]:10.0f} "
               f"{data['peak_rss_mb']:12.0f} {gpu}")
-    print(f"start-up and scoring, seconds (last round; scoring = tokenizing + scoring the requests; rest = task and "
-          f"data set building, writing results; process = wall with the interpreter's start):")
+    print("start-up and scoring, seconds (last round; scoring = tokenizing + scoring the requests; rest = task and "
+          "data set building, writing results; process = wall with the interpreter's start):")
     print(f"{'side':8s} {'import':>7s} {'tokenizer':>10s} {'model':>7s} {'start-up':>9s} {'scoring':>8s} {'rest':>7s} "
           f"{'wall':>7s} {'process':>8s}")
     for side, data in (("lm_eval", lm), ("evalkit", ek)):
