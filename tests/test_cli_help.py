@@ -50,6 +50,22 @@ def test_run_help_shows_defaults_and_explains_dtype(capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
 
 
+def test_help_states_each_default_once():
+    """A flag whose help names its default itself is not followed by argparse's own "(default: ...)"."""
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.dest == "command"]
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if action.help and "default" in action.help:
+                assert formatter._get_help_string(action) == action.help, (name, action.option_strings)
+
+
+def test_repeatable_include_path_says_so(capsys):
+    for command in ("run", "tasks"):
+        assert "extra folder of task files (repeatable)" in help_text(command, capsys=capsys)
+
+
 def test_compare_help_shows_defaults(capsys):
     text = help_text("compare", capsys=capsys)
     assert "paired bootstrap resamples (default: 10000)" in text and "(default: 0.05)" in text
