@@ -234,11 +234,11 @@ def test_include_only_file_is_reported_and_the_including_task_loads(tmp_path):
 def test_tasks_command_lists_loaded_and_refused_files(capsys):
     assert main(["tasks", "--include-path", str(FIXTURES)]) == 0
     out = capsys.readouterr().out
-    assert f"lm_eval.sciq_2shot: allenai/sciq  test n not declared; acc, acc_norm; few-shot from train [{FIXTURES / 'sciq_fewshot.yaml'}]" \
+    assert f"lm_eval.sciq_2shot: allenai/sciq test n not declared; acc, acc_norm; few-shot from train [{FIXTURES / 'sciq_fewshot.yaml'}]" \
         in out
     assert "lm_eval.yaml_fixtures (group): lm_eval.sciq, lm_eval.sciq_2shot" in out
     if "rolling" not in SCORING_METRICS:
-        assert f"refused (1 files):\n  {FIXTURES / 'lambada_rolling.yaml'}: task 'lm_eval.lambada_openai' has " \
+        assert f"refused (1 file):\n  {FIXTURES / 'lambada_rolling.yaml'}: task 'lm_eval.lambada_openai' has " \
                f"scoring 'rolling'" in out
 
 
