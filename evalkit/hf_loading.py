@@ -6,9 +6,12 @@ imports it lazily so ``evalkit tasks`` and ``evalkit report`` start fast.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +207,30 @@ def pick_dtype(dtype: str, device: torch.device, config: Any) -> torch.dtype:
     if dtype not in DTYPES:
         raise EvalkitError(f"unknown --dtype '{dtype}'; expected auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+@contextlib.contextmanager
+def loading_bars(enabled: bool, stream: Any = None):
+    """Show transformers' own progress bars while a model loads (its "Loading weights" bar, and the "Converting and
+    de-quantizing GGUF tensors" bar of its GGUF reader) only when ``enabled`` and ``stream`` (default stderr) is a
+    terminal: ``--no-progress`` hides them, and a log file or a pipe does not fill with their ``\r`` redraws.
+    The settings in force before are restored on exit."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    stream = sys.stderr if stream is None else stream
+    if enabled and getattr(stream, "isatty", lambda: False)():
+        yield
+        return
+    was_enabled, reader_bar = hf_logging.is_progress_bar_enabled(), gguf_reader.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_reader.tqdm = functools.partial(reader_bar, disable=True)  # the GGUF reader calls tqdm.auto directly
+    try:
+        yield
+    finally:
+        gguf_reader.tqdm = reader_bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_model(

@@ -366,9 +366,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         fingerprint = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
                                                     memo)
     t0 = time.perf_counter()
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
-                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
-                                            model_args=hub["model_args"], fingerprint=fingerprint)
+    with hf_loading.loading_bars(progress):
+        model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed,
+                                                **ranks.load_kwargs, revision=hub["revision"],
+                                                trust_remote_code=hub["trust_remote_code"],
+                                                model_args=hub["model_args"], fingerprint=fingerprint)
     t_model = time.perf_counter() - t0
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:

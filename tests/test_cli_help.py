@@ -107,6 +107,38 @@ def test_progress_in_a_log_file_is_whole_lines(monkeypatch):
     assert "300/300" in lines[-1]
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("enabled, stream, shown", [(True, _Terminal(), True), (False, _Terminal(), False),
+                                                    (True, io.StringIO(), False)])
+def test_transformers_loading_bars_follow_no_progress_and_the_terminal(enabled, stream, shown):
+    """transformers' "Loading weights" and GGUF "Converting and de-quantizing" bars appear on a terminal only, and
+    never under --no-progress; the settings before are restored."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    from evalkit import hf_loading
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        out = io.StringIO()
+        with hf_loading.loading_bars(enabled, stream):
+            list(gguf_reader.tqdm(range(3), desc="Converting GGUF", file=out))
+            list(hf_logging.tqdm(range(3), desc="Loading weights", file=out))
+        assert ("Converting GGUF" in out.getvalue()) is shown
+        assert ("Loading weights" in out.getvalue()) is shown
+        assert hf_logging.is_progress_bar_enabled()
+        list(gguf_reader.tqdm(range(2), desc="after loading", file=out))
+        assert "after loading" in out.getvalue()
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()
+
+
 def copy_of_piqa(folder):
     folder.mkdir(parents=True)
     source = (REPO / "tasks" / "piqa.py").read_text()
