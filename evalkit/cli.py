@@ -412,6 +412,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in result.lines:
         print(line)
     print(f"results: {result.results_path}")
+    if result.report_path:
+        print(f"report: {result.report_path}")
     return 0 if result.passed else 1
 
 
