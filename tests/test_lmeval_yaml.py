@@ -261,6 +261,11 @@ def test_lmeval_tasks_run_end_to_end_and_log_the_contexts_they_scored(linked_dat
     for sample in by_task["lm_eval.winogrande"]:
         first, second = sample["context"]  # per-choice contexts: one per continuation
         assert first != second and len(set(sample["continuations"])) == 1
+    # lm-eval YAMLs declare no split size (expected_n null): the results file still re-renders, exports and compares
+    assert main(["report", str(results)]) == 0
+    assert main(["export", str(results), "--format", "csv", "--output", str(tmp_path / "all.csv")]) == 0
+    assert "lm_eval.sciq" in (tmp_path / "all.csv").read_text()
+    assert main(["compare", str(results), str(results), "--no-references", "--bootstrap-iters", "100"]) == 0
 
 
 def test_a_group_file_becomes_a_group_of_lmeval_tasks(tmp_path):
