@@ -319,7 +319,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     check_sources(tasks, shots, lambda t: _missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     if resolved["kind"] == "random" and config.tokenizer is None:
         raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
-                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
+                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json; tokenizer= in evalkit.evaluate)")
     check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
               hub_options(config)["hub_kwargs"].get("cache_dir"))
     prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed,
