@@ -67,6 +67,21 @@ def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def config_digest_text(config: dict[str, Any], kind: str) -> str:
+    """The canonical JSON of a model config that ``config_sha256`` hashes (and the request cache keys on).
+
+    A GGUF model's config is read from the file, and transformers records where it was read from: the folder as
+    ``_name_or_path`` and the file name as ``quantization_config["gguf_file"]``; both are left out, so a GGUF file
+    keeps its digest (and its cached answers) wherever it is installed, moved or renamed. Other models keep every
+    entry (a hub id, or a random model's empty name)."""
+    if kind == "gguf":
+        config = {k: v for k, v in config.items() if k != "_name_or_path"}
+        if isinstance(config.get("quantization_config"), dict):
+            config["quantization_config"] = {k: v for k, v in config["quantization_config"].items()
+                                             if k != "gguf_file"}
+    return json.dumps(config, sort_keys=True, default=str)
+
+
 def load_tokenizer(spec: str | None, model_path: str | None, revision: str | None = None,
                    trust_remote_code: bool = False, hub_kwargs: dict[str, Any] | None = None) -> LoadedTokenizer:
     """Load ``spec`` (a ``tokenizer.json`` file, a GGUF file, a folder or a hub id), else the model's own tokenizer
@@ -325,7 +340,7 @@ def load_model(
             commit = hub_commit(path, hub)
         resolved_revision = fingerprint or commit or folder_fingerprint(Path(path))
     model.eval()
-    config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    config_json = config_digest_text(model.config.to_dict(), resolved["kind"])
     identity = {
         "name": name,
         "kind": resolved["kind"],
