@@ -83,7 +83,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
     Args:
         identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used, and those in
             :data:`OPTIONAL_KEY_FIELDS` when set. The device is not:
-            a run resumed on another device reuses its answers (devices differ only by float rounding).
+            a run resumed on another device reuses its answers (devices differ only by float rounding). Nor is a
+            GGUF file's name: its revision, ``sha256:<content hash>``, names it.
         tokenizer_sha256: sha256 of the tokenizer's serialized form.
         backend: backend name, e.g. ``"hf"``.
         versions: library versions; ``evalkit``, ``torch`` and ``transformers`` enter the key.
@@ -100,6 +101,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
             f"model identity lacks {', '.join(missing)}: cannot key the request cache (use --no-cache)"
         )
     fields: dict[str, Any] = {f: identity[f] for f in MODEL_KEY_FIELDS}
+    if identity["kind"] == "gguf":  # the revision is the file's content hash: a renamed or moved file keeps its answers
+        fields["name"] = "gguf"
     # loading options enter the key only when set, so the keys of plain runs (and their cached answers) stay
     for option, default in OPTIONAL_KEY_FIELDS.items():
         if identity.get(option, default) != default:

@@ -33,11 +33,13 @@ SHOWN_PER_KIND = 5
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Outcome of ``evalkit check``: ``passed``, the report's lines (failures, notes, summary) and the new results."""
+    """Outcome of ``evalkit check``: ``passed``, the report's lines (failures, notes, summary), the new results and
+    the re-run's Markdown report (None when it could not be written)."""
 
     passed: bool
     lines: tuple[str, ...]
     results_path: Path
+    report_path: Path | None = None
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -187,7 +189,7 @@ def run_check(
                                      config.seed)
         summary = ("check passed: no significant change" if passed else "check failed: significant change")
         return CheckResult(passed, tuple(lines + notes + [f"{summary} (Holm, alpha {alpha}) against {path}"]),
-                           done.results_path)
+                           done.results_path, done.report_path)
     samples = read_samples(done.samples_path)
     failures: list[str] = []
     failed_tasks = 0
@@ -198,8 +200,8 @@ def run_check(
     n_requests = sum(len(t["requests"]["doc_id"]) for t in baseline["tasks"].values())
     if failures:
         summary = f"check failed: {failed_tasks} of {len(baseline['tasks'])} tasks differ from {path}"
-        return CheckResult(False, tuple(failures + notes + [summary]), done.results_path)
+        return CheckResult(False, tuple(failures + notes + [summary]), done.results_path, done.report_path)
     summary = (f"check passed: {len(baseline['tasks'])} tasks, {n_requests} requests match {path} "
                f"(log-likelihoods within {tolerance.loglikelihood_atol:g} + {tolerance.loglikelihood_rtol:g}·|ll| "
                f"nats; greedy flags, prompts and metrics unchanged)")
-    return CheckResult(True, tuple(notes + [summary]), done.results_path)
+    return CheckResult(True, tuple(notes + [summary]), done.results_path, done.report_path)

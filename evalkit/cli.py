@@ -165,6 +165,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in result.lines:
         print(line)
     print(f"results: {result.results_path}")
+    if result.report_path:
+        print(f"report: {result.report_path}")
     return 0 if result.passed else 1
 
 
@@ -181,14 +183,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         n = f"n={ds.n}" if ds.n is not None else "n not declared"
         file = registry.files[name]
         origin = f" [{file}]" if file.suffix in (".yaml", ".yml") else ""
-        print(f"{name}{aliases}: {ds.hub_id} {ds.config or ''} {ds.split} {n}; {', '.join(task.metrics)}{shots}{origin}")
+        where = " ".join(part for part in (ds.hub_id, ds.config, ds.split, n) if part)  # no config: no double space
+        print(f"{name}{aliases}: {where}; {', '.join(task.metrics)}{shots}{origin}")
     for name, group in sorted(registry.groups.items()):
         unknown = registry.unknown_members(name)
         note = f" [not selectable: {len(unknown)} of its tasks are not defined]" if unknown else ""
         how = f", {group.aggregation} average" if group.aggregation else ""
         print(f"{name} (group{how}): {', '.join(group.tasks)}{note}")
     if registry.refused:
-        print(f"refused ({len(registry.refused)} files):")
+        count = len(registry.refused)
+        print(f"refused ({count} file{'s' if count != 1 else ''}):")
         for path, reason in sorted(registry.refused.items()):
             print(f"  {reason}" if reason.startswith(path) else f"  {path}: {reason}")
     return 0

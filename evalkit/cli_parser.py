@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "which replaces the run's own report); the figure goes beside it as .png")
 
     tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
-    tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
 
     compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents, and against "
                                           "published rows; writes a Markdown report and a figure")
@@ -173,7 +173,7 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--num-fewshot", type=_non_negative_int, default=0, metavar="K",
                      help="few-shot examples per document for every task (default 0: zero-shot)")
     run.add_argument("--fewshot-seed", type=_non_negative_int, default=42,
-                     help="seed of the generator that draws few-shot examples (default 42, as lm-eval v0.2.0)")
+                     help="seed of the generator that draws few-shot examples (default: %(default)s, as lm-eval v0.2.0)")
     run.add_argument("--revision", help="hub branch, tag or commit of the model (recorded; default: main)")
     run.add_argument("--trust-remote-code", action="store_true",
                      help="allow the model's own Python code from the hub (off unless given; recorded)")
@@ -182,10 +182,10 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
                           "(recorded, part of the cache key)")
     run.add_argument("--tokenizer", help="hub id, folder, or tokenizer.json (default: the model's)")
     run.add_argument("--data-dir", help="read DIR/<task>/<split>.jsonl instead of the hub ($EVALKIT_DATA_DIR)")
-    run.add_argument("--include-path", action="append", default=[], help="extra folder of task files")
+    run.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
     run.add_argument("--skip-missing-data", action="store_true",
                      help="with --data-dir: leave out (and name) the tasks whose local files are missing")
-    run.add_argument("--limit", type=int, help="seeded random subset of N documents per task")
+    run.add_argument("--limit", type=int, help="seeded random subset of N documents per task (default: all)")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=_batch_size, default=16,
                      help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits (within "

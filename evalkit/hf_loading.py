@@ -6,9 +6,12 @@ imports it lazily so ``evalkit tasks`` and ``evalkit report`` start fast.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,21 @@ def added_prefix(with_special: list[int], without: list[int]) -> tuple[int, ...]
 
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def config_digest_text(config: dict[str, Any], kind: str) -> str:
+    """The canonical JSON of a model config that ``config_sha256`` hashes (and the request cache keys on).
+
+    A GGUF model's config is read from the file, and transformers records where it was read from: the folder as
+    ``_name_or_path`` and the file name as ``quantization_config["gguf_file"]``; both are left out, so a GGUF file
+    keeps its digest (and its cached answers) wherever it is installed, moved or renamed. Other models keep every
+    entry (a hub id, or a random model's empty name)."""
+    if kind == "gguf":
+        config = {k: v for k, v in config.items() if k != "_name_or_path"}
+        if isinstance(config.get("quantization_config"), dict):
+            config["quantization_config"] = {k: v for k, v in config["quantization_config"].items()
+                                             if k != "gguf_file"}
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def load_tokenizer(spec: str | None, model_path: str | None, revision: str | None = None,
@@ -217,6 +235,36 @@ def pick_dtype(dtype: str, device: torch.device, config: Any) -> torch.dtype:
     return DTYPES[dtype]
 
 
+@contextlib.contextmanager
+def loading_bars(enabled: bool, stream: Any = None):
+    """Show transformers' own progress bars while a model loads (its "Loading weights" bar, and the "Converting and
+    de-quantizing GGUF tensors" bar of its GGUF reader) only when ``enabled`` and ``stream`` (default stderr) is a
+    terminal: ``--no-progress`` hides them, and a log file or a pipe does not fill with their ``\r`` redraws.
+    The settings in force before are restored on exit."""
+    from transformers.utils import logging as hf_logging
+
+    try:  # a private module of transformers: where it is missing or changed, only its bar stays as it is
+        import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    except ImportError:
+        gguf_reader = None
+
+    stream = sys.stderr if stream is None else stream
+    if enabled and getattr(stream, "isatty", lambda: False)():
+        yield
+        return
+    was_enabled, reader_bar = hf_logging.is_progress_bar_enabled(), getattr(gguf_reader, "tqdm", None)
+    hf_logging.disable_progress_bar()
+    if reader_bar is not None:  # the GGUF reader calls tqdm.auto directly
+        gguf_reader.tqdm = functools.partial(reader_bar, disable=True)
+    try:
+        yield
+    finally:
+        if reader_bar is not None:
+            gguf_reader.tqdm = reader_bar
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def load_model(
     resolved: dict[str, Any],
     dtype: str = "auto",
@@ -313,7 +361,7 @@ def load_model(
             commit = hub_commit(path, hub)
         resolved_revision = fingerprint or commit or folder_fingerprint(Path(path))
     model.eval()
-    config_json = json.dumps(model.config.to_dict(), sort_keys=True, default=str)
+    config_json = config_digest_text(model.config.to_dict(), resolved["kind"])
     identity = {
         "name": name,
         "kind": resolved["kind"],

@@ -27,7 +27,7 @@ METRIC = {"keys": {"value": "number", "stderr": "number?", "stderr_bootstrap": "
 
 TASK = {
     "keys": {
-        "version": "str", "description": "str", "n": "int", "n_split": "int", "expected_n": "int", "subset": "bool",
+        "version": "str", "description": "str", "n": "int", "n_split": "int", "expected_n": "int?", "subset": "bool",
         "primary_metric": "str", "requests": "int", "truncated_requests": "int", "prompt_sha256": "str",
         "warnings": ("list", "str"), "metrics": ("map", METRIC), "documents": ("map", ("list", "number")),
     },

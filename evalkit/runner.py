@@ -138,7 +138,7 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     check_sources(tasks, shots, lambda t: missing_fewshot_file(t, data_dir), config.tasks, config.fewshot_overrides)
     if resolved["kind"] == "random" and config.tokenizer is None:
         raise EvalkitError(f"{config.model} has random weights and no tokenizer of its own: add --tokenizer "
-                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json)")
+                           f"(e.g. ../shared/data/tokenizers/20B_tokenizer.json; tokenizer= in evalkit.evaluate)")
     check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
               hub_options(config)["hub_kwargs"].get("cache_dir"))
     prepared = [prepare_task(t, data_dir, config.limit, config.seed, shots[t.name], config.fewshot_seed,
@@ -191,9 +191,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
         fingerprint = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
                                                     memo)
     t0 = time.perf_counter()
-    model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed, **ranks.load_kwargs,
-                                            revision=hub["revision"], trust_remote_code=hub["trust_remote_code"],
-                                            model_args=hub["model_args"], fingerprint=fingerprint)
+    with hf_loading.loading_bars(progress):
+        model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed,
+                                                **ranks.load_kwargs, revision=hub["revision"],
+                                                trust_remote_code=hub["trust_remote_code"],
+                                                model_args=hub["model_args"], fingerprint=fingerprint)
     t_model = time.perf_counter() - t0
     rows = model.get_input_embeddings().weight.shape[0]
     if tokenizer.vocab_size > rows:

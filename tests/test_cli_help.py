@@ -50,6 +50,22 @@ def test_run_help_shows_defaults_and_explains_dtype(capsys):
     assert "(default: None)" not in text and "(default: False)" not in text
 
 
+def test_help_states_each_default_once():
+    """A flag whose help names its default itself is not followed by argparse's own "(default: ...)"."""
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.dest == "command"]
+    for name, command in sub.choices.items():
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if action.help and "default" in action.help:
+                assert formatter._get_help_string(action) == action.help, (name, action.option_strings)
+
+
+def test_repeatable_include_path_says_so(capsys):
+    for command in ("run", "tasks"):
+        assert "extra folder of task files (repeatable)" in help_text(command, capsys=capsys)
+
+
 def test_compare_help_shows_defaults(capsys):
     text = help_text("compare", capsys=capsys)
     assert "paired bootstrap resamples (default: 10000)" in text and "(default: 0.05)" in text
@@ -89,6 +105,38 @@ def test_progress_in_a_log_file_is_whole_lines(monkeypatch):
     lines = text.splitlines()
     assert lines[0].startswith("requests:   0%") and lines[-1].startswith("requests: 100%")
     assert "300/300" in lines[-1]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("enabled, stream, shown", [(True, _Terminal(), True), (False, _Terminal(), False),
+                                                    (True, io.StringIO(), False)])
+def test_transformers_loading_bars_follow_no_progress_and_the_terminal(enabled, stream, shown):
+    """transformers' "Loading weights" and GGUF "Converting and de-quantizing" bars appear on a terminal only, and
+    never under --no-progress; the settings before are restored."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
+    from transformers.utils import logging as hf_logging
+
+    from evalkit import hf_loading
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        out = io.StringIO()
+        with hf_loading.loading_bars(enabled, stream):
+            list(gguf_reader.tqdm(range(3), desc="Converting GGUF", file=out))
+            list(hf_logging.tqdm(range(3), desc="Loading weights", file=out))
+        assert ("Converting GGUF" in out.getvalue()) is shown
+        assert ("Loading weights" in out.getvalue()) is shown
+        assert hf_logging.is_progress_bar_enabled()
+        list(gguf_reader.tqdm(range(2), desc="after loading", file=out))
+        assert "after loading" in out.getvalue()
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()
 
 
 def copy_of_piqa(folder):

@@ -234,11 +234,11 @@ def test_include_only_file_is_reported_and_the_including_task_loads(tmp_path):
 def test_tasks_command_lists_loaded_and_refused_files(capsys):
     assert main(["tasks", "--include-path", str(FIXTURES)]) == 0
     out = capsys.readouterr().out
-    assert f"lm_eval.sciq_2shot: allenai/sciq  test n not declared; acc, acc_norm; few-shot from train [{FIXTURES / 'sciq_fewshot.yaml'}]" \
+    assert f"lm_eval.sciq_2shot: allenai/sciq test n not declared; acc, acc_norm; few-shot from train [{FIXTURES / 'sciq_fewshot.yaml'}]" \
         in out
     assert "lm_eval.yaml_fixtures (group): lm_eval.sciq, lm_eval.sciq_2shot" in out
     if "rolling" not in SCORING_METRICS:
-        assert f"refused (1 files):\n  {FIXTURES / 'lambada_rolling.yaml'}: task 'lm_eval.lambada_openai' has " \
+        assert f"refused (1 file):\n  {FIXTURES / 'lambada_rolling.yaml'}: task 'lm_eval.lambada_openai' has " \
                f"scoring 'rolling'" in out
 
 
@@ -261,6 +261,11 @@ def test_lmeval_tasks_run_end_to_end_and_log_the_contexts_they_scored(linked_dat
     for sample in by_task["lm_eval.winogrande"]:
         first, second = sample["context"]  # per-choice contexts: one per continuation
         assert first != second and len(set(sample["continuations"])) == 1
+    # lm-eval YAMLs declare no split size (expected_n null): the results file still re-renders, exports and compares
+    assert main(["report", str(results)]) == 0
+    assert main(["export", str(results), "--format", "csv", "--output", str(tmp_path / "all.csv")]) == 0
+    assert "lm_eval.sciq" in (tmp_path / "all.csv").read_text()
+    assert main(["compare", str(results), str(results), "--no-references", "--bootstrap-iters", "100"]) == 0
 
 
 def test_a_group_file_becomes_a_group_of_lmeval_tasks(tmp_path):

@@ -486,4 +486,4 @@ def test_evalkit_tasks_lists_every_task_and_group(capsys, registry):
     assert expected <= set(registry.tasks)
     assert "headqa_es (aliases: headqa): dvilares/head_qa es test n=2742; acc, acc_norm; few-shot from train" in lines
     assert "cb: aps/super_glue cb validation n=56; acc, f1; few-shot from train" in lines
-    assert "prost: corypaik/prost  test n=18736; acc, acc_norm; zero-shot only" in lines
+    assert "prost: corypaik/prost test n=18736; acc, acc_norm; zero-shot only" in lines
