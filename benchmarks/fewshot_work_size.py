@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print one line per task, K and window."""
     from evalkit.batching import pack_groups
     from evalkit.data import local_path
-    from evalkit.hf_loading import load_tokenizer
+    from evalkit.tokenizer_loading import load_tokenizer
     from evalkit.registry import load_registry
     from evalkit.prepare import prepare_task
     from evalkit.tokenization import encode_pairs, truncate_left

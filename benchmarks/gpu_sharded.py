@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import torch
 
-    from evalkit import hf_backend, hf_loading
+    from evalkit import hf_backend, hf_loading, tokenizer_loading
     from evalkit.batching import pack_groups
     from evalkit.placement import parse_max_memory
     from evalkit.registry import load_registry, resolve_model
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model, identity = hf_loading.load_model(resolve_model(args.model), args.dtype, None, args.seed,
                                             device_map=args.device_map, max_memory=max_memory)
     load_s = time.perf_counter() - t0
-    tokenizer = hf_loading.load_tokenizer(args.tokenizer, None)
+    tokenizer = tokenizer_loading.load_tokenizer(args.tokenizer, None)
     window = hf_loading.model_window(model, None)
     tokenized = tokenize_requests(requests, tokenizer.encode_batch, tokenizer.eot_id, window)
     backend = hf_backend.HFBackend(model, window, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,

@@ -99,8 +99,8 @@ def wrap(owner, attribute, phase):
     setattr(owner, attribute, timed)
 
 TIMED = {  # module: (object, function, phase); patched when the run first imports the module, as it does
-    "evalkit.hf_loading": [(None, "load_tokenizer", "tokenizer"), (None, "load_config", "model"),
-                           (None, "load_model", "model")],
+    "evalkit.tokenizer_loading": [(None, "load_tokenizer", "tokenizer")],
+    "evalkit.hf_loading": [(None, "load_config", "model"), (None, "load_model", "model")],
     "evalkit.runner": [(None, "tokenize_tasks", "tokenize")],
     "evalkit.distributed": [("Ranks", "loglikelihood", "scoring")],
     "evalkit.report": [(None, "write_report", "report"), (None, "draw_intervals", "figure")],

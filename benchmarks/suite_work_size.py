@@ -79,7 +79,7 @@ def work(prepared, tokenizer, window: int) -> dict[str, int]:
 
 def main(argv=None) -> int:
     """Print one line per task and window, then the totals and the tasks without local data."""
-    from evalkit.hf_loading import load_tokenizer
+    from evalkit.tokenizer_loading import load_tokenizer
 
     args = parse_args(argv)
     windows = args.window or [2048]

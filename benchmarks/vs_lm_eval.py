@@ -348,7 +348,8 @@ def evalkit_tokenized(args, workdir: Path) -> tuple:
     Returns:
         (tokenizer, prefix ids, {task: [(request, TokenizedRequest)]}).
     """
-    from evalkit.hf_loading import load_config, load_tokenizer
+    from evalkit.hf_loading import load_config
+    from evalkit.tokenizer_loading import load_tokenizer
     from evalkit.registry import load_registry, resolve_model
     from evalkit.prepare import prepare_task
     from evalkit.tokenization import context_prefix, tokenize_requests

@@ -124,7 +124,8 @@ def evalkit_requests(tasks_root: Path, data_root: Path, tasks: list[str], limit:
 def score(model_dir: Path, prepared_by_task: dict, batch: int) -> dict:
     """evalkit's responses for each task's kept requests (its backend, joint tokenization from the task)."""
     from evalkit.hf_backend import HFBackend
-    from evalkit.hf_loading import load_model, load_tokenizer, model_window
+    from evalkit.hf_loading import load_model, model_window
+    from evalkit.tokenizer_loading import load_tokenizer
     from evalkit.prepare import PreparedTask
     from evalkit.runner import tokenize_tasks
 

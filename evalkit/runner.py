@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit import __version__
+from evalkit import __version__, tokenizer_loading
 from evalkit.batching import flatten_windows, join_windows
 from evalkit.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.data import drop_tasks_without_data, resolve_data_dir
@@ -162,11 +162,11 @@ def run(config: RunConfig, progress: bool = True, write: bool = True) -> RunOutp
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
     hub = hub_options(config)
     t0 = time.perf_counter()
-    tokenizer = hf_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
-                                          hub["trust_remote_code"], hub["hub_kwargs"])
+    tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
+                                                 hub["trust_remote_code"], hub["hub_kwargs"])
     t_tokenizer = time.perf_counter() - t0
     run_warnings = []
-    own = hf_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
+    own = tokenizer_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
     if own is not None and own.identity["sha256"] != tokenizer.identity["sha256"]:
         run_warnings.append(
             f"--tokenizer {config.tokenizer} (sha256 {tokenizer.identity['sha256'][:12]}…) is not the tokenizer "

@@ -65,7 +65,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The GPT-NeoX-20B tokenizer from the shared data (LoadedTokenizer)."""
-    from evalkit.hf_loading import load_tokenizer
+    from evalkit.tokenizer_loading import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER_JSON), None)
 

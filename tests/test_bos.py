@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evalkit.hf_loading import added_prefix, load_tokenizer
+from evalkit.tokenizer_loading import added_prefix, load_tokenizer
 from evalkit.tokenization import context_prefix, tokenize_requests
 from evalkit.types import LoglikelihoodRequest, TokenizedRequest
 

@@ -376,7 +376,7 @@ def test_a_paired_bootstrap_over_a_few_documents_is_not_significant_by_construct
 
 
 def test_a_json_file_that_is_not_a_tokenizer_is_a_clear_error(tmp_path):
-    from evalkit.hf_loading import load_tokenizer
+    from evalkit.tokenizer_loading import load_tokenizer
 
     path = tmp_path / "tokenizer.json"
     path.write_text('{"a": 1}\n', encoding="utf-8")

@@ -36,7 +36,8 @@ DOCS = {"lambada_openai": 12, "sciq": 6, "piqa": 12, "arc_challenge": 8, "trivia
 @pytest.fixture(scope="module")
 def smollm2():
     """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU."""
-    from evalkit.hf_loading import load_model, load_tokenizer
+    from evalkit.hf_loading import load_model
+    from evalkit.tokenizer_loading import load_tokenizer
 
     resolved = resolve_model(SMOLLM2)
     model, identity = load_model(resolved, "float32", "cpu")
