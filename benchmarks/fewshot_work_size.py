@@ -4,7 +4,7 @@ For each card task whose few-shot split is in the data folder, at K examples per
 window (default 2048, the NeoX-20B config, and 1024, the gpt-neox evaluation adapter's ``max_position_embeddings // 2``,
 SPEC-suite A.11), the requests of the full split are built exactly as ``evalkit run --num-fewshot K`` builds them,
 tokenized with the 20B tokenizer and left-truncated to the window, then packed as the backend packs them
-(:func:`evalkit.batching.pack_groups`, shared contexts). Printed per task and window:
+(:func:`evalkit.scoring.batching.pack_groups`, shared contexts). Printed per task and window:
 
 * requests: log-likelihood requests (one per continuation);
 * forwarded: input tokens of the packed sequences (each shared context once, then every continuation but its last
@@ -48,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one line per task, K and window."""
-    from evalkit.batching import pack_groups
-    from evalkit.data import local_path
-    from evalkit.tokenizer_loading import load_tokenizer
-    from evalkit.registry import load_registry
-    from evalkit.prepare import prepare_task
-    from evalkit.tokenization import encode_pairs, truncate_left
+    from evalkit.scoring.batching import pack_groups
+    from evalkit.data.documents import local_path
+    from evalkit.models.tokenizer_loading import load_tokenizer
+    from evalkit.tasks.registry import load_registry
+    from evalkit.run.prepare import prepare_task
+    from evalkit.scoring.tokenization import encode_pairs, truncate_left
 
     args = build_parser().parse_args(argv)
     data_dir = Path(args.data_dir)

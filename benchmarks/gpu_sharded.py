@@ -53,12 +53,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     import torch
 
-    from evalkit import hf_backend, hf_loading, tokenizer_loading
-    from evalkit.batching import pack_groups
-    from evalkit.placement import parse_max_memory
-    from evalkit.registry import load_registry, resolve_model
-    from evalkit.prepare import prepare_task
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.scoring import hf_backend
+    from evalkit.models import hf_loading
+    from evalkit.models import tokenizer_loading
+    from evalkit.scoring.batching import pack_groups
+    from evalkit.models.placement import parse_max_memory
+    from evalkit.tasks.registry import load_registry
+    from evalkit.models.resolve import resolve_model
+    from evalkit.run.prepare import prepare_task
+    from evalkit.scoring.tokenization import tokenize_requests
 
     max_memory = parse_max_memory(args.max_memory) if args.max_memory else None
     gpus = torch.cuda.device_count()

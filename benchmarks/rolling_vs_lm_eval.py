@@ -4,7 +4,7 @@
    ``rolling_windows`` against lm-eval's ``get_rolling_token_windows(..., context_len=1)`` followed by
    ``make_disjoint_window`` (the pair its ``HFLM.loglikelihood_rolling`` scores). Prints the mismatches.
 2. Scores: pages made of consecutive OpenAI LAMBADA passages, scored by a seeded random model through
-   ``evalkit.runner.run`` (a rolling task file written at run time) and through lm-eval's
+   ``evalkit.run.pipeline.run`` (a rolling task file written at run time) and through lm-eval's
    ``HFLM.loglikelihood_rolling``, both with the same window (``--max-length``). Prints the largest
    per-document difference and both word perplexities.
 
@@ -58,7 +58,7 @@ def window_mismatches() -> tuple[int, int]:
     """(cases compared, cases whose windows differ) over N = 1..300 and a range of windows."""
     from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-    from evalkit.tokenization import rolling_windows
+    from evalkit.scoring.tokenization import rolling_windows
 
     cases = bad = 0
     for window in (1, 2, 3, 4, 7, 16, 64, 2048):
@@ -80,7 +80,7 @@ def pages(args) -> list[str]:
 
 
 def run_evalkit(args, texts: list[str], workdir: Path) -> tuple[list[float], dict, float]:
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     (workdir / "tasks").mkdir()
@@ -102,8 +102,8 @@ def run_lm_eval(args, texts: list[str]) -> tuple[list[float], float]:
     from lm_eval.models.huggingface import HFLM
     from transformers import PreTrainedTokenizerFast
 
-    from evalkit.hf_loading import load_model
-    from evalkit.registry import resolve_model
+    from evalkit.models.hf_loading import load_model
+    from evalkit.models.resolve import resolve_model
 
     model = load_model(resolve_model(args.model), "float32", "cpu", args.seed)[0]
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=args.tokenizer, eos_token="<|endoftext|>",

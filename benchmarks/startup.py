@@ -99,11 +99,11 @@ def wrap(owner, attribute, phase):
     setattr(owner, attribute, timed)
 
 TIMED = {  # module: (object, function, phase); patched when the run first imports the module, as it does
-    "evalkit.tokenizer_loading": [(None, "load_tokenizer", "tokenizer")],
-    "evalkit.hf_loading": [(None, "load_config", "model"), (None, "load_model", "model")],
-    "evalkit.runner": [(None, "tokenize_tasks", "tokenize")],
-    "evalkit.distributed": [("Ranks", "loglikelihood", "scoring")],
-    "evalkit.report": [(None, "write_report", "report"), (None, "draw_intervals", "figure")],
+    "evalkit.models.tokenizer_loading": [(None, "load_tokenizer", "tokenizer")],
+    "evalkit.models.hf_loading": [(None, "load_config", "model"), (None, "load_model", "model")],
+    "evalkit.run.pipeline": [(None, "tokenize_tasks", "tokenize")],
+    "evalkit.scoring.distributed": [("Ranks", "loglikelihood", "scoring")],
+    "evalkit.reports.report": [(None, "write_report", "report"), (None, "draw_intervals", "figure")],
 }
 
 def patch_loaded():

@@ -8,9 +8,9 @@ Usage::
 
 For each selected task (default: every task in the registry) whose local files exist: documents (n), requests,
 and per model window: tokens forwarded when requests sharing a context are packed into one sequence
-(``evalkit.batching.pack_groups``, what evalkit runs), tokens forwarded one request per sequence (what a harness
+(``evalkit.scoring.batching.pack_groups``, what evalkit runs), tokens forwarded one request per sequence (what a harness
 without context sharing runs), scored positions (continuation tokens, each through the output layer once) and
-requests whose context is cut on the left to fit the window. Requests come from ``evalkit.prepare.prepare_task``,
+requests whose context is cut on the left to fit the window. Requests come from ``evalkit.run.prepare.prepare_task``,
 tokens from the real tokenizer (``--tokenization separate``, lm-eval v0.2.0's split). A rolling task (wikitext) is
 counted by SPEC-suite B.24's windows: the first window forwards min(L, N) tokens, every later one L, and every token
 is scored once. Tasks without local data are listed at the end. Nothing is asserted: these are figures to read.
@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evalkit.batching import pack_groups  # noqa: E402
-from evalkit.data import missing_local_files  # noqa: E402
-from evalkit.registry import load_registry  # noqa: E402
-from evalkit.prepare import prepare_task  # noqa: E402
-from evalkit.tokenization import tokenize_requests  # noqa: E402
+from evalkit.scoring.batching import pack_groups  # noqa: E402
+from evalkit.data.documents import missing_local_files  # noqa: E402
+from evalkit.tasks.registry import load_registry  # noqa: E402
+from evalkit.run.prepare import prepare_task  # noqa: E402
+from evalkit.scoring.tokenization import tokenize_requests  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,7 +79,7 @@ def work(prepared, tokenizer, window: int) -> dict[str, int]:
 
 def main(argv=None) -> int:
     """Print one line per task and window, then the totals and the tasks without local data."""
-    from evalkit.tokenizer_loading import load_tokenizer
+    from evalkit.models.tokenizer_loading import load_tokenizer
 
     args = parse_args(argv)
     windows = args.window or [2048]

@@ -105,8 +105,8 @@ def breakdown(wall_s: float, import_s: float, tokenizer_s: float, model_s: float
 
 def write_subset(args, workdir: Path) -> None:
     """The seeded subset of every task, as ``workdir/data/<task>/<split>.jsonl`` (doc ids become 0..n-1)."""
-    from evalkit.data import load_docs, subset_ids
-    from evalkit.registry import load_registry
+    from evalkit.data.documents import load_docs, subset_ids
+    from evalkit.tasks.registry import load_registry
 
     registry = load_registry()
     for name in TASKS:
@@ -159,8 +159,8 @@ def write_lm_eval_tasks(workdir: Path) -> None:
 
 def build_model(args):
     """evalkit's model for ``--model``: seeded random weights (the same in every process), a folder or a GGUF."""
-    from evalkit.hf_loading import load_model
-    from evalkit.registry import resolve_model
+    from evalkit.models.hf_loading import load_model
+    from evalkit.models.resolve import resolve_model
 
     return load_model(resolve_model(args.model), args.dtype, args.device, args.seed)[0]
 
@@ -169,7 +169,7 @@ def build_model(args):
 
 def run_evalkit(args, workdir: Path) -> dict:
     """evalkit end to end through its runner; per-request answers read back from its samples file."""
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     config = RunConfig(model=args.model, tasks=TASKS, tokenizer=args.tokenizer, data_dir=str(workdir / "data"),
@@ -201,10 +201,10 @@ def run_lm_eval(args, workdir: Path) -> dict:
     from lm_eval.tasks import TaskManager
     from transformers import PreTrainedTokenizerFast
 
-    from evalkit.data import load_docs
-    from evalkit.registry import load_registry
+    from evalkit.data.documents import load_docs
+    from evalkit.tasks.registry import load_registry
 
-    from evalkit.registry import resolve_model
+    from evalkit.models.resolve import resolve_model
 
     parts = {"tokenizer_s": 0.0, "model_s": 0.0, "scoring_s": 0.0}
     tokens: dict = {}
@@ -300,7 +300,7 @@ def side_main(args) -> None:
     import transformers  # noqa: F401
 
     if args.side == "evalkit":
-        import evalkit.runner  # noqa: F401
+        import evalkit.run.pipeline  # noqa: F401
     else:
         import lm_eval.models.huggingface  # noqa: F401
     import_s = time.perf_counter() - start
@@ -348,11 +348,12 @@ def evalkit_tokenized(args, workdir: Path) -> tuple:
     Returns:
         (tokenizer, prefix ids, {task: [(request, TokenizedRequest)]}).
     """
-    from evalkit.hf_loading import load_config
-    from evalkit.tokenizer_loading import load_tokenizer
-    from evalkit.registry import load_registry, resolve_model
-    from evalkit.prepare import prepare_task
-    from evalkit.tokenization import context_prefix, tokenize_requests
+    from evalkit.models.hf_loading import load_config
+    from evalkit.models.tokenizer_loading import load_tokenizer
+    from evalkit.tasks.registry import load_registry
+    from evalkit.models.resolve import resolve_model
+    from evalkit.run.prepare import prepare_task
+    from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 
     resolved = resolve_model(args.model)
     tok = load_tokenizer(args.tokenizer, resolved.get("path"))
@@ -415,7 +416,7 @@ def explain_largest(args, workdir: Path, largest: list) -> list:
 
 def batch_size_invariance(args, workdir: Path) -> dict:
     """evalkit's scores at batch sizes 1, 8 and 64 on the subset: max |delta ll| and differing greedy flags."""
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     tok, _, by_task = evalkit_tokenized(args, workdir)
     tokenized = [t for n in TASKS for _, t in by_task[n]]
@@ -454,8 +455,8 @@ def useful_flops(args, ek: dict) -> float:
     The input embedding is a lookup, not a matmul; with tied embeddings (SmolLM2) the one matrix is counted once in
     the parameters and once as the output layer.
     """
-    from evalkit.hf_loading import load_config
-    from evalkit.registry import resolve_model
+    from evalkit.models.hf_loading import load_config
+    from evalkit.models.resolve import resolve_model
 
     config = load_config(resolve_model(args.model))
     embedding = config.vocab_size * config.hidden_size

@@ -1,7 +1,7 @@
 """How long keying a local checkpoint by content takes: sampled digest, memo hit, full sha256.
 
 Writes one ``.safetensors`` file of ``--size-gb`` gigabytes of random bytes (a real header, one tensor) into a
-temporary folder, then times :func:`evalkit.weights_hash.folder_digest` three ways and prints the figures:
+temporary folder, then times :func:`evalkit.models.weights_hash.folder_digest` three ways and prints the figures:
 
     python3 benchmarks/weight_hash.py --size-gb 2
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evalkit.weights_hash import folder_digest  # noqa: E402
+from evalkit.models.weights_hash import folder_digest  # noqa: E402
 
 
 def write_checkpoint(folder: Path, size: int) -> Path:

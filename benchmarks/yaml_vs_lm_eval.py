@@ -108,8 +108,8 @@ def run_lm_eval(model_dir: Path, include: Path, tasks: list[str], limit: int, sh
 
 def evalkit_requests(tasks_root: Path, data_root: Path, tasks: list[str], limit: int, shots: int) -> dict:
     """evalkit's requests from the shipped YAMLs for the first ``limit`` documents: task -> (prepared, requests)."""
-    from evalkit.registry import load_registry
-    from evalkit.prepare import prepare_task
+    from evalkit.tasks.registry import load_registry
+    from evalkit.run.prepare import prepare_task
 
     folders = sorted({str((tasks_root / TASKS[t][0]).parent) for t in tasks})
     registry = load_registry(folders)
@@ -123,11 +123,11 @@ def evalkit_requests(tasks_root: Path, data_root: Path, tasks: list[str], limit:
 
 def score(model_dir: Path, prepared_by_task: dict, batch: int) -> dict:
     """evalkit's responses for each task's kept requests (its backend, joint tokenization from the task)."""
-    from evalkit.hf_backend import HFBackend
-    from evalkit.hf_loading import load_model, model_window
-    from evalkit.tokenizer_loading import load_tokenizer
-    from evalkit.prepare import PreparedTask
-    from evalkit.runner import tokenize_tasks
+    from evalkit.scoring.hf_backend import HFBackend
+    from evalkit.models.hf_loading import load_model, model_window
+    from evalkit.models.tokenizer_loading import load_tokenizer
+    from evalkit.run.prepare import PreparedTask
+    from evalkit.run.pipeline import tokenize_tasks
 
     tokenizer = load_tokenizer(str(model_dir), None)
     model, _ = load_model({"kind": "pretrained", "path": str(model_dir), "alias": None}, "float32", "cpu", 0)

@@ -18,8 +18,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "evaluate": "evalkit.api", "load_results": "evalkit.api", "make_config": "evalkit.api",
-    "metrics_frame": "evalkit.frames", "documents_frame": "evalkit.frames",
-    "format_summary": "evalkit.summary", "to_lm_eval": "evalkit.export",
+    "metrics_frame": "evalkit.results.frames", "documents_frame": "evalkit.results.frames",
+    "format_summary": "evalkit.results.summary", "to_lm_eval": "evalkit.results.export",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -7,7 +7,7 @@ with torch's ``record``, so torchrun's failure summary shows the failing rank's 
 import os
 import sys
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 
 if "TORCHELASTIC_ERROR_FILE" in os.environ:
     from torch.distributed.elastic.multiprocessing.errors import record

@@ -59,7 +59,7 @@ def make_config(model: str, tasks: str | Iterable[str], **options: Any) -> RunCo
     extra = {"max_batch_tokens": 32768, "tokenization": "separate", "share_context": True}
     extra |= {k: v for k, v in options.items() if k in EXTRA_OPTIONS}
     if isinstance(extra.get("model_args"), str):
-        from evalkit.model_args import parse_model_args
+        from evalkit.models.model_args import parse_model_args
 
         extra["model_args"] = parse_model_args(extra["model_args"])
     return RunConfig(model=model, tasks=names, extra=extra, **fields)
@@ -86,7 +86,7 @@ def evaluate(model: str, tasks: str | Iterable[str], *, progress: bool = False, 
     Raises:
         EvalkitError: bad input (unknown task, malformed data, missing model, ...), before the model loads.
     """
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     write = options.get("output_dir") is not None
     config = make_config(model, tasks, **options)
@@ -104,7 +104,7 @@ def load_results(path: Any) -> dict[str, Any]:
     Raises:
         EvalkitError: a missing file, invalid JSON, or a file that is not evalkit results.
     """
-    from evalkit.results_io import load_results as read
+    from evalkit.results.files import load_results as read
 
     return read(path)
 

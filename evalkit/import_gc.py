@@ -4,7 +4,7 @@ datasets.
 Importing them creates some 400,000 Python objects. CPython 3.11 runs a full collection each time the objects
 that survived earlier collections grow by a quarter, and each walks every object so far: about a second of a
 small run goes to collections that find nothing to free (module objects live as long as the process). In the
-program (``evalkit ...``, ``python -m evalkit``: :func:`evalkit.cli.main` called without arguments, which
+program (``evalkit ...``, ``python -m evalkit``: :func:`evalkit.cli.main.main` called without arguments, which
 calls :func:`enter_program`) :func:`paused_collection` turns the collector off while such an import runs, then
 moves every object it made to the permanent generation (:func:`gc.freeze`), which later collections skip.
 

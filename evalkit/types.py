@@ -44,7 +44,7 @@ class TokenizedRequest:
         truncated_tokens: how many context tokens were dropped on the left (int, >= 0).
         joint_fallback: ``--tokenization joint`` only: True when a token spans the join of context and
             continuation, so the request holds the separate encodings (the continuation's exact text) instead of
-            the split joint encoding (see :mod:`evalkit.tokenization`). Not part of the request's cache key.
+            the split joint encoding (see :mod:`evalkit.scoring.tokenization`). Not part of the request's cache key.
     """
 
     context_ids: tuple[int, ...]
@@ -114,7 +114,7 @@ class Task:
             lm-eval v0.2.0 ``loglikelihood_rolling``, SPEC-suite B.24: ``context(doc)`` returns ``""``,
             ``continuations(doc)`` one string, the text scored in windows of the model's length with every token
             predicted once; ``gold`` returns 0; metrics among ``word_perplexity``, ``byte_perplexity``,
-            ``bits_per_byte``, normalised by ``units_text``; see :mod:`evalkit.metrics`).
+            ``bits_per_byte``, normalised by ``units_text``; see :mod:`evalkit.stats.metrics`).
         metrics: metric names this task reports, in display order.
         primary_metric: the metric the model card's column shows.
         aliases: other names that select this task.
@@ -140,7 +140,7 @@ class Task:
             requests (lm-eval 0.4 task YAMLs use ``"joint"``, as lm-eval 0.4 does); None follows the run.
         fewshot_sampler: how few-shot examples are drawn and assembled: ``"v0.2.0"`` (lm-eval v0.2.0, the
             default), or lm-eval 0.4's ``"lm-eval-0.4:<default|first_n>"``, with ``":exclude-doc"`` appended when
-            examples equal to the document are never shown (:mod:`evalkit.fewshot_lmeval`).
+            examples equal to the document are never shown (:mod:`evalkit.fewshot.lmeval`).
         fewshot_contexts: for the lm-eval 0.4 samplers: ``(doc, examples) -> list[str]``, the full context of each
             continuation given the drawn few-shot example documents (description, examples, the document).
         num_fewshot: the task file's own number of few-shot examples, used when the run asks for none; None: 0.
@@ -246,7 +246,7 @@ class RunConfig:
         limit: seeded random subset of this many documents per task; None for all.
         seed: seed for the subset, the random model weights and the bootstrap.
         batch_size: packed sequences per forward pass (each sequence: one context and its continuations), or
-            ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.batching.initial_batch_size``).
+            ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.scoring.batching.initial_batch_size``).
         max_length: model window override in tokens; None reads the model config.
         dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
         device: torch device string, or None to pick cuda when available.

@@ -16,7 +16,7 @@ encoding, the script with UTF-8: the same text on a UTF-8 system.)
 :func:`split_documents` is kept for a user holding only the raw file: write one ``{"page": ...}`` line per document
 to ``<data dir>/wikitext/test.jsonl``.
 
-Scoring (the rolling contract of :mod:`evalkit.metrics`): one rolling request per document, context ``""``,
+Scoring (the rolling contract of :mod:`evalkit.stats.metrics`): one rolling request per document, context ``""``,
 the text scored is :func:`detokenize` of the page; the words and UTF-8 bytes that normalise the perplexities are
 counted on the **raw** page (``units_text``), as v0.2.0 does:
 ``word_perplexity`` = exp(-Σll / Σwords), words(doc) = ``len(re.split(r"\\s+", page))``;

@@ -65,14 +65,14 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer():
     """The GPT-NeoX-20B tokenizer from the shared data (LoadedTokenizer)."""
-    from evalkit.tokenizer_loading import load_tokenizer
+    from evalkit.models.tokenizer_loading import load_tokenizer
 
     return load_tokenizer(str(TOKENIZER_JSON), None)
 
 
 def make_tiny_model(seed: int = 0, **overrides):
     """A seeded random GPT-NeoX (2 layers, width 64) in fp32 on CPU, eval mode."""
-    from evalkit.hf_loading import load_model
+    from evalkit.models.hf_loading import load_model
 
     config = dict(TINY_NEOX, **overrides)
     model, _ = load_model({"kind": "random", "alias": "tiny", "config": config}, "float32", "cpu", seed)
@@ -82,7 +82,7 @@ def make_tiny_model(seed: int = 0, **overrides):
 def make_tiny_llama(seed: int = 0, **overrides):
     """A seeded random Llama (2 layers, width 64, 4 query heads sharing 2 key/value heads, tied embeddings, the
     20B tokenizer's vocabulary size) in fp32 on CPU, eval mode."""
-    from evalkit.hf_loading import load_model
+    from evalkit.models.hf_loading import load_model
 
     config = dict(TINY_LLAMA, **overrides)
     model, _ = load_model({"kind": "random", "alias": "tiny-llama", "config": config}, "float32", "cpu", seed)

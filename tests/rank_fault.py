@@ -7,7 +7,7 @@ Run by ``torchrun`` as a script; the rank named by ``EVALKIT_TEST_FAIL_RANK`` ge
 import os
 import runpy
 
-from evalkit import hf_backend
+from evalkit.scoring import hf_backend
 
 if os.environ.get("RANK") == os.environ["EVALKIT_TEST_FAIL_RANK"]:
 

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import evalkit
-from evalkit.cli import main
-from evalkit.frames import METRIC_COLUMNS
+from evalkit.cli.main import main
+from evalkit.results.frames import METRIC_COLUMNS
 from evalkit.types import EvalkitError
 
 from .conftest import REPO, TOKENIZER_JSON
@@ -64,7 +64,7 @@ def test_model_args_as_text_are_parsed():
 def test_every_run_flag_has_an_option():
     """docs/python-api.md: evaluate's options are the `evalkit run` flags with underscores."""
     from evalkit import api
-    from evalkit.cli import build_parser
+    from evalkit.cli.main import build_parser
 
     renamed = {"no_cache": "use_cache", "no_shared_context": "share_context", "include_path": "include_paths",
                "no_figure": "figure", "parallelize": "load_kwargs", "max_memory": "load_kwargs",

@@ -1,4 +1,5 @@
-"""Imports run one way: no cycles, pure modules stay pure, torch stays in the backend."""
+"""Imports run one way between evalkit's sub-packages: no cycles, a declared direction, pure packages stay pure,
+torch stays in models/ and scoring/."""
 
 from __future__ import annotations
 
@@ -10,18 +11,47 @@ from pathlib import Path
 
 from .conftest import REPO
 
-PURE = {"types", "data", "tokenization", "batching", "metrics", "stats", "fewshot", "fewshot_lmeval"}
-TORCH_ALLOWED = {"hf_loading", "gguf_loading", "hf_backend", "distributed", "__main__"}  # __main__: only under torchrun
+PACKAGE = REPO / "evalkit"
+
+# Each unit (a sub-package, or a module directly in evalkit/) and the units it may import. The order is the
+# pipeline's: types <- pure packages <- models/scoring/reports <- run <- regression/cli/api.
+ALLOWED: dict[str, set[str]] = {
+    "types": set(),
+    "import_gc": set(),
+    "stats": {"types"},
+    "fewshot": {"types"},
+    "data": {"types"},
+    "tasks": {"types", "stats", "fewshot"},
+    "results": {"types", "stats"},
+    "models": {"types", "import_gc"},
+    "scoring": {"types", "models"},
+    "reports": {"types", "stats", "results", "import_gc"},
+    "run": {"types", "import_gc", "stats", "fewshot", "data", "tasks", "results", "models", "scoring", "reports"},
+    "regression": {"types", "stats", "data", "tasks", "results", "models", "reports", "run"},
+    "cli": {"types", "import_gc", "stats", "data", "tasks", "results", "models", "scoring", "reports", "run",
+            "regression"},
+    "api": {"types", "results", "models", "run"},
+    "__main__": {"cli"},
+}
+PURE = {"types", "stats", "fewshot", "data", "tasks", "results", "reports"}
+TORCH_UNITS = {"models", "scoring"}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "api", "types", "import_gc"}
 
 
-def evalkit_imports(path: Path) -> tuple[set[str], set[str]]:
-    """(evalkit modules imported anywhere in the file, top-level packages imported anywhere)."""
+def unit_of(path: Path) -> str:
+    """The unit a source file belongs to: its sub-package, or its own name directly in evalkit/."""
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def imports_of(path: Path) -> tuple[set[str], set[str]]:
+    """(evalkit units imported anywhere in the file, top-level packages imported anywhere)."""
     internal, external = set(), set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module:
             parts = node.module.split(".")
             if parts[0] == "evalkit":
-                internal |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names}
+                internal |= {parts[1]} if len(parts) > 1 else {a.name for a in node.names if a.name != "__version__"}
             external.add(parts[0])
         elif isinstance(node, ast.Import):
             for alias in node.names:
@@ -29,15 +59,34 @@ def evalkit_imports(path: Path) -> tuple[set[str], set[str]]:
                 if parts[0] == "evalkit" and len(parts) > 1:
                     internal.add(parts[1])
                 external.add(parts[0])
-    return internal - {path.stem}, external
+    return internal, external
 
 
-def graph() -> dict[str, set[str]]:
-    return {p.stem: evalkit_imports(p)[0] for p in (REPO / "evalkit").glob("*.py") if p.stem != "__init__"}
+def sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
 
 
-def test_no_import_cycles():
-    edges = graph()
+def unit_graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in sources():
+        unit = unit_of(path)
+        if unit == "__init__":
+            continue
+        edges.setdefault(unit, set()).update(imports_of(path)[0] - {unit})
+    return edges
+
+
+def test_every_unit_is_declared():
+    assert set(unit_graph()) <= set(ALLOWED), set(unit_graph()) - set(ALLOWED)
+
+
+def test_imports_follow_the_declared_direction():
+    wrong = {(unit, dep) for unit, deps in unit_graph().items() for dep in deps if dep not in ALLOWED[unit]}
+    assert not wrong, sorted(wrong)
+
+
+def test_no_import_cycles_between_units():
+    edges = unit_graph()
     state: dict[str, int] = {}
 
     def visit(node: str, path: list[str]) -> None:
@@ -48,34 +97,41 @@ def test_no_import_cycles():
                 visit(dep, path + [dep])
         state[node] = 2
 
-    for module in edges:
-        if module not in state:
-            visit(module, [module])
+    for unit in edges:
+        if unit not in state:
+            visit(unit, [unit])
 
 
-def test_pure_modules_import_only_types_and_no_torch():
-    edges = graph()
-    for module in PURE:
-        assert edges[module] <= {"types"}, (module, edges[module])
-        _, external = evalkit_imports(REPO / "evalkit" / f"{module}.py")
-        assert not external & {"torch", "transformers"}, module
+def test_pure_packages_import_no_torch():
+    for path in sources():
+        if unit_of(path) in PURE:
+            _, external = imports_of(path)
+            assert not external & {"torch", "transformers"}, path.relative_to(REPO)
 
 
-def test_torch_lives_in_the_backend_only():
-    for path in (REPO / "evalkit").glob("*.py"):
-        _, external = evalkit_imports(path)
-        if path.stem not in TORCH_ALLOWED:
-            assert "torch" not in external, path.name
+def test_torch_lives_in_models_and_scoring_only():
+    for path in sources():
+        unit = unit_of(path)
+        if unit not in TORCH_UNITS and unit != "__main__":  # __main__: only under torchrun
+            _, external = imports_of(path)
+            assert "torch" not in external, path.relative_to(REPO)
+
+
+def test_few_modules_directly_in_the_package_and_each_subpackage_says_its_job():
+    assert {p.stem for p in PACKAGE.glob("*.py")} == TOP_LEVEL_MODULES
+    for folder in (p for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or ""
+        assert "Imports:" in doc and len(doc.splitlines()[0]) > 20, folder.name
 
 
 def test_task_files_import_only_the_shared_vocabulary():
     for path in (REPO / "tasks").glob("*.py"):
-        internal, _ = evalkit_imports(path)
+        internal, _ = imports_of(path)
         assert internal <= {"types"}, (path.name, internal)
 
 
 def test_listing_tasks_does_not_load_torch():
-    code = "import sys; from evalkit.cli import main; main(['tasks']); print('torch' in sys.modules)"
+    code = "import sys; from evalkit.cli.main import main; main(['tasks']); print('torch' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"

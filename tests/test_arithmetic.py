@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from evalkit.data import load_docs
-from evalkit.metrics import doc_metrics
-from evalkit.registry import load_registry
+from evalkit.data.documents import load_docs
+from evalkit.stats.metrics import doc_metrics
+from evalkit.tasks.registry import load_registry
 from evalkit.types import EvalkitError
 
 SUFFIXES = ["2da", "2ds", "3da", "3ds", "4da", "4ds", "5da", "5ds", "2dm", "1dc"]

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from evalkit.data import load_docs, subset_ids
-from evalkit.hf_backend import HFBackend
-from evalkit.metrics import doc_metrics
-from evalkit.registry import load_registry
-from evalkit.tokenization import tokenize_requests
+from evalkit.data.documents import load_docs, subset_ids
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.stats.metrics import doc_metrics
+from evalkit.tasks.registry import load_registry
+from evalkit.scoring.tokenization import tokenize_requests
 from evalkit.types import LoglikelihoodRequest
 
 from .conftest import make_tiny_model

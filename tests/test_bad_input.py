@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -157,7 +157,7 @@ def test_a_continuation_longer_than_the_window(capsys, tmp_path):
 
 
 def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_path, caplog):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     config = RunConfig(model="random:pythia-14m", tasks=("sciq",), tokenizer=str(TOKENIZER_JSON),
@@ -177,7 +177,7 @@ def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_
 
 
 def test_report_of_bad_results_files_names_the_file(tmp_path, capsys):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     missing = tmp_path / "missing.json"
     assert main(["report", str(missing)]) == 2

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import batching, hf_loading, runner
-from evalkit.batching import AUTO_BATCH_CPU, initial_batch_size
-from evalkit.cli import main
+from evalkit.scoring import batching
+from evalkit.models import hf_loading
+from evalkit.run import pipeline as runner
+from evalkit.scoring.batching import AUTO_BATCH_CPU, initial_batch_size
+from evalkit.cli.main import main
 
 from .conftest import TOKENIZER_JSON
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from evalkit.tokenizer_loading import added_prefix, load_tokenizer
-from evalkit.tokenization import context_prefix, tokenize_requests
+from evalkit.models.tokenizer_loading import added_prefix, load_tokenizer
+from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 from evalkit.types import LoglikelihoodRequest, TokenizedRequest
 
 from .conftest import TOKENIZER_JSON, make_tiny_llama, make_tiny_model
@@ -65,7 +65,7 @@ def test_left_truncation_drops_the_prefix_first_like_any_context_token(tokenizer
 
 @pytest.mark.parametrize("architecture, expected_prefix", [("llama", [BOS]), ("gpt_neox", [])])
 def test_a_run_follows_the_rule_and_records_it(tmp_path, data_dir, tokenizer, architecture, expected_prefix):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     folder = tmp_path / "model"
     model = make_tiny_llama(4) if architecture == "llama" else make_tiny_model(4)

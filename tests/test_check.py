@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.baseline import DATA_DIR_MARK, config_from_baseline, load_baseline, portable_path, resolve_path
-from evalkit.cli import main
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task, prompt_hash
+from evalkit.regression.baseline import DATA_DIR_MARK, config_from_baseline, load_baseline, portable_path, resolve_path
+from evalkit.cli.main import main
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task, prompt_hash
 from evalkit.types import EvalkitError
 from .conftest import REPO
 

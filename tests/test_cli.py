@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 
 from .conftest import REPO, TOKENIZER_JSON
 

@@ -10,9 +10,9 @@ import logging
 import pytest
 
 import evalkit
-from evalkit import hf_backend
-from evalkit.cli import build_parser, configure_logging, main
-from evalkit.registry import load_registry
+from evalkit.scoring import hf_backend
+from evalkit.cli.main import build_parser, configure_logging, main
+from evalkit.tasks.registry import load_registry
 
 from .conftest import REPO, TOKENIZER_JSON
 
@@ -120,7 +120,7 @@ def test_transformers_loading_bars_follow_no_progress_and_the_terminal(enabled, 
     import transformers.modeling_gguf_pytorch_utils as gguf_reader
     from transformers.utils import logging as hf_logging
 
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
@@ -164,10 +164,10 @@ def test_an_included_task_replaces_the_builtin_with_a_warning(tmp_path, data_dir
 
 
 def test_the_override_warning_names_both_files(tmp_path, caplog):
-    from evalkit.registry import _scan, builtin_task_dir
+    from evalkit.tasks.registry import _scan, builtin_task_dir
 
     tasks = copy_of_piqa(tmp_path / "t")
-    with caplog.at_level(logging.WARNING, logger="evalkit.registry"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.tasks.registry"):
         _scan.__wrapped__((str(builtin_task_dir()), str(tasks)))
     assert f"piqa from {tasks / 'piqa.py'} replaces the built-in one ({builtin_task_dir() / 'piqa.py'})" in caplog.text
 
@@ -187,7 +187,7 @@ def test_hub_library_warnings_print_once(ci):
     import subprocess
     import sys
 
-    code = ("from evalkit.cli import configure_logging; configure_logging(0, False)\n"
+    code = ("from evalkit.cli.main import configure_logging; configure_logging(0, False)\n"
             "import huggingface_hub.utils.logging as h, datasets.utils.logging as d, transformers.utils.logging as t\n"
             "h.get_logger('huggingface_hub.x').warning('hub warning')\n"
             "d.get_logger('datasets.x').warning('datasets warning')\n"

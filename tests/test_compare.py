@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.compare import compare
-from evalkit.report import reference_tables
-from evalkit.results_io import load_results
-from evalkit.runner import run
-from evalkit.significance import wilson_interval
+from evalkit.cli.main import main
+from evalkit.reports.compare import compare
+from evalkit.reports.report import reference_tables
+from evalkit.results.files import load_results
+from evalkit.run.pipeline import run
+from evalkit.stats.significance import wilson_interval
 from evalkit.types import EvalkitError, RunConfig
 from .conftest import TOKENIZER_JSON
 
@@ -152,7 +152,7 @@ def test_run_report_has_its_figure(two_runs):
 
 
 def test_figure_panels_hold_runs_and_published_rows(two_runs):
-    from evalkit.report import figure_panels
+    from evalkit.reports.report import figure_panels
 
     a, _ = two_runs
     panels = figure_panels([load_results(a)], ["mine"])
@@ -170,7 +170,7 @@ def test_figure_panels_hold_runs_and_published_rows(two_runs):
 def test_figure_of_one_point_with_a_long_label_lays_out(tmp_path):
     import warnings
 
-    from evalkit.figure import IntervalPoint, Panel, draw_intervals
+    from evalkit.reports.figure import IntervalPoint, Panel, draw_intervals
 
     point = IntervalPoint("/a/long/local/model/folder/" * 4 + "model (float32)", 0.5, 0.3, 0.7, measured=True)
     with warnings.catch_warnings():
@@ -199,7 +199,7 @@ def test_rows_without_a_test_show_a_dash(two_runs, tmp_path):
 
 
 def test_the_figure_shows_paired_differences(two_runs, tmp_path):
-    from evalkit.compare import delta_panels
+    from evalkit.reports.compare import delta_panels
 
     a, b = two_runs
     out = compare([str(a), str(b)], tmp_path / "d.md", iters=200, with_references=False)

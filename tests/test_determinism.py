@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.runner import run
+from evalkit.run.pipeline import run
 from evalkit.types import RunConfig
 from tests.conftest import TOKENIZER_JSON
 

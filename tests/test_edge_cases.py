@@ -20,7 +20,7 @@ def _config(tmp_path: Path, **changes) -> RunConfig:
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: a bad flag must stop the run before that (and before any scoring)."""
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although a flag was bad")
@@ -46,7 +46,7 @@ BAD_FLAGS = [
 def test_bad_numeric_flags_stop_the_run_before_the_model_loads(tmp_path, no_model, changes, message):
     """``--seed -1`` used to score every request and then crash in the bootstrap (results lost); ``--batch-size 0``
     crashed with a traceback after the model loaded; ``--max-length 0`` silently meant "the model's window"."""
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     with pytest.raises(EvalkitError) as caught:
         run(_config(tmp_path, **changes), progress=False)
@@ -56,7 +56,7 @@ def test_bad_numeric_flags_stop_the_run_before_the_model_loads(tmp_path, no_mode
 
 def test_an_output_dir_that_is_a_file_stops_the_run_before_scoring(tmp_path, no_model):
     """It used to score everything and then fail to write the results (lost, with --no-cache)."""
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder", encoding="utf-8")
@@ -66,7 +66,7 @@ def test_an_output_dir_that_is_a_file_stops_the_run_before_scoring(tmp_path, no_
 
 
 def test_bad_flags_through_the_command_line(tmp_path, capsys, no_model):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     out = tmp_path / "out"
     status = main(["run", "--model", "random:pythia-14m", "--tokenizer", str(TOKENIZER_JSON), "--tasks", "piqa",
@@ -77,7 +77,7 @@ def test_bad_flags_through_the_command_line(tmp_path, capsys, no_model):
 
 
 def test_an_unknown_device_is_a_clear_error():
-    from evalkit.hf_loading import pick_device
+    from evalkit.models.hf_loading import pick_device
 
     with pytest.raises(EvalkitError) as caught:
         pick_device("nonsense")
@@ -92,7 +92,7 @@ def test_an_unknown_device_is_a_clear_error():
 ], ids=["negative_seed", "alpha_zero", "alpha_above_one"])
 def test_compare_refuses_a_bad_seed_or_alpha_before_reading_the_runs(tmp_path, kwargs, message):
     """A negative seed crashed the paired bootstrap with numpy's traceback; alpha 5 called every row significant."""
-    from evalkit.compare import compare
+    from evalkit.reports.compare import compare
 
     with pytest.raises(EvalkitError) as caught:
         compare([str(tmp_path / "a.json"), str(tmp_path / "b.json")], tmp_path / "c.md", 100, **kwargs)
@@ -114,8 +114,8 @@ def _write_piqa(tmp_path: Path, data: bytes) -> Path:
 def test_a_line_of_unicode_spaces_is_named_not_skipped_and_later_lines_keep_their_numbers(tmp_path):
     """A line holding only a no-break space was skipped as blank by the parser but counted by the line numberer,
     so the error for the bad row on line 4 named line 3."""
-    from evalkit.data import load_docs
-    from evalkit.registry import load_registry
+    from evalkit.data.documents import load_docs
+    from evalkit.tasks.registry import load_registry
 
     rows = _piqa_lines(2)
     path = _write_piqa(tmp_path, rows[0] + b"\n" + rows[1] + b"\n" + b'{"goal": "g"}\n')
@@ -133,8 +133,8 @@ def test_a_byte_order_mark_and_crlf_line_ends_read_the_same_documents(tmp_path):
     """A UTF-8 byte order mark (RFC 8259 lets a parser ignore it) made the first line malformed JSON."""
     import json
 
-    from evalkit.data import load_docs
-    from evalkit.registry import load_registry
+    from evalkit.data.documents import load_docs
+    from evalkit.tasks.registry import load_registry
 
     rows = _piqa_lines(3)
     path = _write_piqa(tmp_path, b"\xef\xbb\xbf" + b"\r\n".join(rows) + b"\r\n\r\n")
@@ -157,7 +157,7 @@ def _drops_spaces(texts: list[str]) -> list[list[int]]:
 def test_a_context_that_encodes_to_no_tokens_becomes_end_of_text(mode, context, continuation_ids):
     """A non-empty context that encoded to [] was kept empty; the backend then read the first continuation token's
     prediction from column -1 (the row's last position) and returned a wrong log-likelihood without a word."""
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.scoring.tokenization import tokenize_requests
     from evalkit.types import LoglikelihoodRequest
 
     requests = [LoglikelihoodRequest("t", 0, 0, context, "ab"), LoglikelihoodRequest("t", 1, 0, "", "ab")]
@@ -166,7 +166,7 @@ def test_a_context_that_encodes_to_no_tokens_becomes_end_of_text(mode, context, 
 
 
 def test_the_backend_refuses_a_request_without_context_tokens(tiny_model):
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     backend = HFBackend(tiny_model, 16, progress=False)
     with pytest.raises(ValueError) as caught:
@@ -177,8 +177,8 @@ def test_the_backend_refuses_a_request_without_context_tokens(tiny_model):
 def test_random_weights_made_on_a_gpu_are_another_model_for_the_cache():
     """torch's CPU and CUDA generators draw different numbers from one seed, so random:<alias> built on a GPU has
     other weights than the same seed on the CPU; both were "seed=N" and shared cached answers."""
-    from evalkit.cache import model_key
-    from evalkit.hf_loading import random_revision
+    from evalkit.scoring.cache import model_key
+    from evalkit.models.hf_loading import random_revision
 
     assert random_revision(3, "cpu") == "seed=3"
     assert random_revision(3, "cuda (NVIDIA H200)") == "seed=3,init=cuda (NVIDIA H200)"
@@ -187,7 +187,7 @@ def test_random_weights_made_on_a_gpu_are_another_model_for_the_cache():
     versions = {"evalkit": "0", "torch": "0", "transformers": "0"}
     on_gpu = identity | {"revision": random_revision(3, "cuda (NVIDIA H200)")}
     assert model_key(identity, "t" * 64, "hf", versions)[0] != model_key(on_gpu, "t" * 64, "hf", versions)[0]
-    from evalkit.hf_loading import load_model
+    from evalkit.models.hf_loading import load_model
     from tests.conftest import TINY_NEOX
 
     _, loaded = load_model({"kind": "random", "alias": "tiny", "config": dict(TINY_NEOX)}, "float32", "cpu", 3)
@@ -199,7 +199,7 @@ def test_a_cache_damaged_inside_is_a_clear_error_before_scoring(tmp_path):
     (after the model had loaded) or, worse, at a commit in the middle of the run."""
     import hashlib
 
-    from evalkit.cache import CachingBackend, RequestCache
+    from evalkit.scoring.cache import CachingBackend, RequestCache
 
     keys = [hashlib.sha256(str(i).encode()).digest() for i in range(2000)]
     with RequestCache(tmp_path) as cache:
@@ -233,8 +233,8 @@ def test_a_baseline_of_a_sharded_run_keeps_gpu_indices_as_integers(tmp_path):
     could not re-run a baseline made with --parallelize --max-memory."""
     import json
 
-    from evalkit.baseline import config_from_baseline
-    from evalkit.cli import build_parser, config_from_args
+    from evalkit.regression.baseline import config_from_baseline
+    from evalkit.cli.main import build_parser, config_from_args
 
     args = build_parser().parse_args(["run", "--model", "random:pythia-14m", "--tasks", "piqa", "--parallelize",
                                       "--max-memory", "0=20GiB,1=30GiB,cpu=64GiB"])
@@ -273,8 +273,8 @@ def _lambada_like(lls: list[float]) -> tuple[dict, list[dict]]:
 def test_check_accepts_the_perplexity_of_log_likelihoods_it_accepts(shift, expected):
     """Every request moved 5e-5 nats (inside 1e-4 + 1e-5·|ll|), yet the perplexity, exp(-mean ll), moved by 5e-5
     relative, past the metric tolerance of 1e-5: the check failed on a metric of requests it had passed."""
-    from evalkit.baseline import Tolerance, request_records
-    from evalkit.check import _task_diffs
+    from evalkit.regression.baseline import Tolerance, request_records
+    from evalkit.regression.check import _task_diffs
 
     old, old_samples = _lambada_like([-10.0, -20.0])
     old["requests"] = request_records(old_samples)
@@ -287,7 +287,7 @@ def test_two_runs_of_one_model_finishing_in_the_same_second_keep_both_results(tm
     replaced the first run's results."""
     from datetime import datetime, timezone
 
-    from evalkit import results_io
+    from evalkit.results import files as results_io
 
     class Frozen(datetime):
         @classmethod
@@ -328,7 +328,7 @@ TASK = Task(
 def test_a_task_whose_metrics_its_scoring_cannot_give_is_refused_when_loaded(tmp_path, scoring, metrics, primary,
                                                                              message):
     """Such a task used to be scored in full and then crash in the aggregation (KeyError 'loglikelihood')."""
-    from evalkit.registry import load_registry
+    from evalkit.tasks.registry import load_registry
 
     path = tmp_path / "odd.py"
     path.write_text(TASK_FILE.format(scoring=scoring, metrics=metrics, primary=primary), encoding="utf-8")
@@ -342,9 +342,9 @@ def test_reports_of_a_results_file_outside_a_results_folder_go_beside_it(tmp_pat
     so `evalkit report /tmp/run.json` wrote /reports/run.md at the file system's root."""
     import shutil
 
-    from evalkit.cli import main
-    from evalkit.compare import default_output
-    from evalkit.runner import run
+    from evalkit.cli.main import main
+    from evalkit.reports.compare import default_output
+    from evalkit.run.pipeline import run
 
     done = run(_config(tmp_path, bootstrap_iters=0), progress=False)
     assert done.results_path.parent.parent == tmp_path / "out" / "results"
@@ -366,8 +366,8 @@ def test_a_paired_bootstrap_over_a_few_documents_is_not_significant_by_construct
     below 2**(1-n): swapping the two runs on every document mirrors the observed difference."""
     import math
 
-    from evalkit.metrics import perplexity
-    from evalkit.significance import paired_bootstrap
+    from evalkit.stats.metrics import perplexity
+    from evalkit.stats.significance import paired_bootstrap
 
     a = [-10.0, -12.0, -11.0][:n]
     result = paired_bootstrap(a, [x + 1.0 for x in a], perplexity, iters=1000, seed=1)
@@ -376,7 +376,7 @@ def test_a_paired_bootstrap_over_a_few_documents_is_not_significant_by_construct
 
 
 def test_a_json_file_that_is_not_a_tokenizer_is_a_clear_error(tmp_path):
-    from evalkit.tokenizer_loading import load_tokenizer
+    from evalkit.models.tokenizer_loading import load_tokenizer
 
     path = tmp_path / "tokenizer.json"
     path.write_text('{"a": 1}\n', encoding="utf-8")
@@ -387,7 +387,7 @@ def test_a_json_file_that_is_not_a_tokenizer_is_a_clear_error(tmp_path):
 
 def test_a_weight_seed_beyond_torch_range_is_refused_when_the_model_is_named():
     """random:<alias>@<seed> with a seed of 2**64 reached torch.manual_seed and failed with an overflow traceback."""
-    from evalkit.registry import resolve_model
+    from evalkit.models.resolve import resolve_model
 
     assert resolve_model(f"random:pythia-14m@{2 ** 64 - 1}")["seed"] == 2 ** 64 - 1
     for seed in (str(2 ** 64), "\u00b2"):  # "²" passes str.isdigit but not int()

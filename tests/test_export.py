@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.export import to_lm_eval, to_lm_eval_sample
+from evalkit.cli.main import main
+from evalkit.results.export import to_lm_eval, to_lm_eval_sample
 
 FIXTURES = Path(__file__).with_name("fixtures")
 
@@ -143,7 +143,7 @@ def test_a_missing_samples_file_is_warned_about_and_left_out(tmp_path, capsys, c
 
 
 def test_output_types():
-    from evalkit.export import output_type
+    from evalkit.results.export import output_type
 
     assert output_type({"acc": {}, "acc_norm": {}}) == "multiple_choice"
     assert output_type({"acc": {}, "perplexity": {}}) == "loglikelihood"

@@ -13,11 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main, split_shots
-from evalkit.fewshot import (SOURCE_NONE, SOURCE_SAME_SPLIT, SOURCE_SPLIT, choice_contexts, draw_examples,
-                             fewshot_context, replace_last_piece)
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task, run
+from evalkit.cli.main import main, split_shots
+from evalkit.fewshot.v020 import (
+    SOURCE_NONE,
+    SOURCE_SAME_SPLIT,
+    SOURCE_SPLIT,
+    choice_contexts,
+    draw_examples,
+    fewshot_context,
+    replace_last_piece,
+)
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task, run
 from evalkit.types import DatasetSpec, EvalkitError, RunConfig, Task
 
 from .conftest import TOKENIZER_JSON
@@ -296,7 +303,7 @@ def test_shot_counts_in_tasks_and_bad_values(capsys):
 
 
 def test_group_counts_apply_to_members_and_a_task_count_beats_its_group(registry):
-    from evalkit.fewshot import resolve_shots
+    from evalkit.fewshot.v020 import resolve_shots
 
     tasks = registry.expand(["neox20b_card"])
     overrides = {"piqa": 0, "neox20b_card": 5, "arc": 2}  # the task's own count wins whatever the order

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.fewshot_lmeval import assemble_context, draw_examples, parse_sampler, sampler_name
+from evalkit.fewshot.lmeval import assemble_context, draw_examples, parse_sampler, sampler_name
 
 POOL = [{"id": i} for i in range(10)]
 

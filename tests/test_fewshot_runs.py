@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.baseline import load_baseline
-from evalkit.batching import pack_groups
-from evalkit.cli import main
-from evalkit.hf_backend import HFBackend
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task, run
-from evalkit.tokenization import tokenize_requests
+from evalkit.regression.baseline import load_baseline
+from evalkit.scoring.batching import pack_groups
+from evalkit.cli.main import main
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task, run
+from evalkit.scoring.tokenization import tokenize_requests
 from evalkit.types import RunConfig
 
 from .conftest import TOKENIZER_JSON
@@ -79,7 +79,7 @@ def test_prompt_hash_covers_the_examples(limited_runs, data_dir):
     done, _ = limited_runs[1]
     zero = prepare_task(registry.get("sciq"), data_dir, 6, 1234, 0)
     other_seed = prepare_task(registry.get("sciq"), data_dir, 6, 1234, 3, fewshot_seed=7)
-    from evalkit.runner import prompt_hash
+    from evalkit.run.pipeline import prompt_hash
 
     hashes = {done.results["tasks"]["sciq"]["prompt_sha256"], prompt_hash(zero.requests),
               prompt_hash(other_seed.requests)}
@@ -228,8 +228,8 @@ def test_per_choice_samples_hold_one_context_per_choice_and_a_baseline_checks_th
 def test_comparisons_say_when_the_shots_differ(limited_runs):
     import copy
 
-    from evalkit.compare import paired_table, reference_table
-    from evalkit.report import reference_tables
+    from evalkit.reports.compare import paired_table, reference_table
+    from evalkit.reports.report import reference_tables
 
     a = limited_runs[16][0].results
     b = copy.deepcopy(a)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import weights_hash
-from evalkit.weights_hash import FILE_MEMO_NAME, file_sha256, remembered
-from evalkit.registry import package_placeholder, resolve_model, resolve_package_path
+from evalkit.models import weights_hash
+from evalkit.models.weights_hash import FILE_MEMO_NAME, file_sha256, remembered
+from evalkit.models.resolve import package_placeholder, resolve_model, resolve_package_path
 from evalkit.types import EvalkitError
 
 from .conftest import TOKENIZER_JSON
@@ -46,8 +46,8 @@ def test_a_missing_or_foreign_gguf_file_is_named(tmp_path, body, message):
 
 
 def test_bad_gguf_inputs_stop_the_run_before_the_model_loads(tmp_path, data_dir, capsys, monkeypatch):
-    from evalkit import hf_loading
-    from evalkit.cli import main
+    from evalkit.models import hf_loading
+    from evalkit.cli.main import main
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model must not load")
@@ -70,7 +70,7 @@ def test_bad_gguf_inputs_stop_the_run_before_the_model_loads(tmp_path, data_dir,
 
 
 def test_without_the_gguf_package_the_message_says_how_to_install_it(tmp_path, data_dir, capsys, monkeypatch):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     real_import = builtins.__import__
 
@@ -134,7 +134,7 @@ def test_package_paths_resolve_through_the_installed_files_and_back():
 
 
 def test_the_shipped_smollm2_baseline_names_its_model_portably():
-    from evalkit.baseline import load_baseline
+    from evalkit.regression.baseline import load_baseline
 
     from .conftest import REPO
 

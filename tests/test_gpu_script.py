@@ -6,10 +6,11 @@ import importlib.util
 
 import pytest
 
-from evalkit.hf_loading import load_model
-from evalkit.registry import load_registry, resolve_model
-from evalkit.runner import prepare_task
-from evalkit.tokenization import tokenize_requests
+from evalkit.models.hf_loading import load_model
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model
+from evalkit.run.pipeline import prepare_task
+from evalkit.scoring.tokenization import tokenize_requests
 from tests.conftest import REPO, TOKENIZER_JSON
 from tests.reference import naive_loglikelihood
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit.groups import aggregate_group
-from evalkit.metrics import group_metrics
-from evalkit.registry import load_registry
-from evalkit.stats import macro_bootstrap_stderr, macro_mean_stderr
+from evalkit.stats.groups import aggregate_group
+from evalkit.stats.metrics import group_metrics
+from evalkit.tasks.registry import load_registry
+from evalkit.stats.stderr import macro_bootstrap_stderr, macro_mean_stderr
 from evalkit.types import EvalkitError, TaskGroup
 from tests.conftest import TOKENIZER_JSON
 
@@ -149,7 +149,7 @@ def test_registry_refuses_a_group_it_cannot_aggregate(tmp_path, group, message):
 
 @pytest.fixture(scope="module")
 def group_run(tmp_path_factory):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     folder = tmp_path_factory.mktemp("groups")
     tasks = _write_tasks(folder / "tasks")

@@ -15,7 +15,7 @@ BASE = dict(model="random:pythia-14m", tasks=["copa"], tokenizer=str(TOKENIZER_J
 
 @pytest.fixture
 def no_model(monkeypatch):
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although an option was of the wrong type")

@@ -16,7 +16,7 @@ FAMILY = Path(__file__).parent / "task_yaml" / "evalkit"
 
 
 def _run(tmp_path: Path, tasks: tuple[str, ...], overrides: dict[str, int]):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     config = RunConfig(model="random:pythia-14m", tasks=tasks, tokenizer=str(TOKENIZER_JSON),
                        data_dir=str(DATA_DIR), include_paths=(str(FAMILY),), limit=3, bootstrap_iters=0,

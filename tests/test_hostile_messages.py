@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 from evalkit.types import EvalkitError, RunConfig
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 from tests.test_bad_input import edit, real_lines, run_cli
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading the weights fails the test: the input check must come first."""
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model weights were loaded although the input was bad")
@@ -40,7 +40,7 @@ def _config(tmp_path: Path, **changes) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def good_results(tmp_path_factory) -> Path:
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     return run(_config(tmp_path_factory.mktemp("good")), progress=False).results_path
 
@@ -174,7 +174,7 @@ def test_a_continuation_longer_than_the_window_is_found_before_the_weights_load(
 
 
 def test_text_the_tokenizer_refuses_names_the_request():
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.scoring.tokenization import tokenize_requests
     from evalkit.types import LoglikelihoodRequest
 
     def picky(texts):
@@ -192,7 +192,7 @@ def test_text_the_tokenizer_refuses_names_the_request():
 # --- unwritable reports/, read-only cache --------------------------------------------------------------------------
 
 def test_an_unwritable_reports_folder_keeps_the_results_and_prints_how_to_re_render(tmp_path, capsys, monkeypatch):
-    from evalkit import report
+    from evalkit.reports import report
 
     reports = tmp_path / "out" / "reports"
 
@@ -221,8 +221,8 @@ def test_an_unwritable_reports_folder_keeps_the_results_and_prints_how_to_re_ren
 
 
 def test_a_read_only_cache_is_reported_as_read_only_before_the_model_loads(tmp_path, monkeypatch, no_model):
-    from evalkit import cache
-    from evalkit.runner import run
+    from evalkit.scoring import cache
+    from evalkit.run.pipeline import run
 
     folder = tmp_path / "cache"
     with cache.RequestCache(folder) as db:  # an existing cache with work in it
@@ -248,8 +248,8 @@ def test_a_read_only_cache_is_reported_as_read_only_before_the_model_loads(tmp_p
 # --- reports of runs finishing in the same second, and what `evalkit report` writes --------------------------------
 
 def test_reports_of_two_runs_finishing_in_the_same_second_into_one_folder_both_survive(tmp_path, monkeypatch):
-    from evalkit import results_io
-    from evalkit.runner import run
+    from evalkit.results import files as results_io
+    from evalkit.run.pipeline import run
 
     class Frozen(datetime):
         @classmethod
@@ -295,8 +295,8 @@ def _baseline(tokenizer: str | None, include_paths: list[str]) -> dict:
 
 
 def test_baseline_paths_outside_the_data_folder_are_absolute_and_check_can_override_them(tmp_path, monkeypatch):
-    from evalkit.baseline import config_from_baseline, portable_path
-    from evalkit.cli import build_parser
+    from evalkit.regression.baseline import config_from_baseline, portable_path
+    from evalkit.cli.main import build_parser
 
     (tmp_path / "mytasks").mkdir()
     (tmp_path / "tok.json").write_text("{}", encoding="utf-8")
@@ -326,7 +326,7 @@ def test_baseline_paths_outside_the_data_folder_are_absolute_and_check_can_overr
 
 
 def test_an_existing_read_only_reports_folder_stops_the_run_before_the_model_loads(tmp_path, monkeypatch, no_model):
-    from evalkit import runner
+    from evalkit.run import pipeline as runner
 
     reports = tmp_path / "out" / "reports"
     reports.mkdir(parents=True)

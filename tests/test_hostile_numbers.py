@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 from evalkit.types import EvalkitError, LoglikelihoodRequest
 from tests.conftest import DATA_DIR, TOKENIZER_JSON, make_tiny_model
 
@@ -45,7 +45,7 @@ def files_under(folder: Path) -> list[str]:
 def test_joint_tokenization_never_scores_part_of_the_continuation_as_context(tokenizer):
     """'hello wor' + 'ld is big' encodes jointly as hello| world| is| big: splitting at the context's two tokens
     scored ' is big' after 'hello world'. The separate encodings are used instead, and the request is flagged."""
-    from evalkit.tokenization import encode_pairs, tokenize_requests
+    from evalkit.scoring.tokenization import encode_pairs, tokenize_requests
 
     assert tokenizer.encode_batch(["hello world is big"]) == [[25521, 1533, 310, 1943]]
     [(ctx, cont)] = encode_pairs([("hello wor", "ld is big")], tokenizer.encode_batch, tokenizer.eot_id, "joint")
@@ -73,7 +73,7 @@ TASK = Task(
 
 
 def test_a_joint_run_counts_its_fallbacks_per_task_in_results_and_report(tmp_path):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     (tmp_path / "tasks").mkdir()
@@ -102,9 +102,9 @@ def test_a_joint_run_counts_its_fallbacks_per_task_in_results_and_report(tmp_pat
 def nan_model(tmp_path_factory, tokenizer):
     """A tiny model folder whose embedding row of one token is NaN, and the one PIQA request (of documents 47,
     568, 649, the seeded --limit 3 subset) that feeds that token to the model."""
-    from evalkit.registry import load_registry
-    from evalkit.runner import prepare_task
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.tasks.registry import load_registry
+    from evalkit.run.pipeline import prepare_task
+    from evalkit.scoring.tokenization import tokenize_requests
 
     task = load_registry().get("piqa")
     prepared = prepare_task(task, DATA_DIR, 3, 1234)
@@ -165,7 +165,7 @@ def test_a_nan_model_stops_the_run_naming_the_request_and_keeps_the_finite_answe
 
 
 def test_results_files_are_strict_json(tmp_path):
-    from evalkit.results_io import strict_json
+    from evalkit.results.files import strict_json
 
     assert strict_json({"a": [1.5, None]}, "x.json") == '{"a": [1.5, null]}'
     with pytest.raises(EvalkitError) as caught:
@@ -175,7 +175,7 @@ def test_results_files_are_strict_json(tmp_path):
 
 
 def test_the_cache_never_stores_or_serves_a_non_finite_answer(tmp_path):
-    from evalkit.cache import CachingBackend, RequestCache, request_key
+    from evalkit.scoring.cache import CachingBackend, RequestCache, request_key
     from evalkit.types import LoglikelihoodResponse, TokenizedRequest
 
     class Fixed:
@@ -216,8 +216,8 @@ def _rewrite_in_place(path: Path, change) -> None:
 
 
 def test_weights_rewritten_in_place_with_the_old_mtime_get_another_cache_key(tmp_path, monkeypatch):
-    from evalkit import weights_hash
-    from evalkit.weights_hash import MEMO_NAME, folder_digest
+    from evalkit.models import weights_hash
+    from evalkit.models.weights_hash import MEMO_NAME, folder_digest
 
     folder = tmp_path / "model"
     make_tiny_model(0).save_pretrained(folder)
@@ -244,7 +244,7 @@ def test_weights_rewritten_in_place_with_the_old_mtime_get_another_cache_key(tmp
 def test_sampled_and_full_weight_hashes(tmp_path):
     """The sampled digest reads the safetensors header and samples of the data; a one-byte edit between two samples
     is caught by the full hash only (--full-weight-hash)."""
-    from evalkit.weights_hash import CHUNK, SAMPLES, weight_file_digest
+    from evalkit.models.weights_hash import CHUNK, SAMPLES, weight_file_digest
 
     header = json.dumps({"w": {"dtype": "F32", "shape": [SAMPLES * CHUNK], "data_offsets": [0, 4 * SAMPLES * CHUNK]}})
     path = tmp_path / "w.safetensors"
@@ -292,7 +292,7 @@ def test_a_run_of_a_rewritten_local_model_is_not_answered_from_the_cache(tmp_pat
 
 @pytest.fixture
 def no_model(monkeypatch):
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model weights were loaded although the input was bad")
@@ -334,7 +334,7 @@ def _tiny_config(tmp_path: Path) -> Path:
 def test_position_schemes_and_which_may_run_past_their_length():
     from transformers import BloomConfig, GPT2Config, GPTNeoXConfig
 
-    from evalkit.hf_loading import config_window, position_scheme
+    from evalkit.models.hf_loading import config_window, position_scheme
 
     neox, gpt2, bloom = GPTNeoXConfig(max_position_embeddings=2048), GPT2Config(n_positions=1024), BloomConfig()
     assert [position_scheme(c) for c in (neox, gpt2, bloom)] == ["rotary", "learned", "alibi"]
@@ -347,7 +347,7 @@ def test_position_schemes_and_which_may_run_past_their_length():
 # --- a tokenizer that is not the model's own ----------------------------------------------------------------------
 
 def test_a_tokenizer_other_than_the_model_folders_own_is_warned_about_and_both_hashes_recorded(tmp_path, caplog):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     folder = tmp_path / "model"
@@ -375,7 +375,7 @@ def test_a_tokenizer_other_than_the_model_folders_own_is_warned_about_and_both_h
 # --- duplicate documents ------------------------------------------------------------------------------------------
 
 def test_duplicate_documents_are_warned_about_with_their_count(tmp_path):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     lines = (DATA_DIR / "piqa" / "validation.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)[:3]
@@ -396,10 +396,10 @@ def test_duplicate_documents_are_warned_about_with_their_count(tmp_path):
 # --- Wilson intervals beside the stderr ---------------------------------------------------------------------------
 
 def test_an_accuracy_of_100_percent_shows_its_wilson_interval_in_report_and_compare(tmp_path):
-    from evalkit.compare import compare
-    from evalkit.report import write_report_file
-    from evalkit.runner import run
-    from evalkit.significance import wilson_interval
+    from evalkit.reports.compare import compare
+    from evalkit.reports.report import write_report_file
+    from evalkit.run.pipeline import run
+    from evalkit.stats.significance import wilson_interval
     from evalkit.types import RunConfig
 
     config = RunConfig(model="random:pythia-14m", tasks=("piqa",), tokenizer=str(TOKENIZER_JSON),

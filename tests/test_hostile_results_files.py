@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 from evalkit.types import RunConfig
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 
@@ -25,7 +25,7 @@ def _config(tmp_path: Path, **changes) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def good_results(tmp_path_factory) -> Path:
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     return run(_config(tmp_path_factory.mktemp("good")), progress=False).results_path
 

@@ -10,9 +10,10 @@ import urllib.request
 
 import pytest
 
-from evalkit import hub_check
-from evalkit.cli import main
-from evalkit.registry import load_registry, resolve_model
+from evalkit.data import hub_check
+from evalkit.cli.main import main
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model
 
 from .conftest import TOKENIZER_JSON
 

@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from evalkit.data import load_docs, subset_ids
-from evalkit.hf_backend import HFBackend
-from evalkit.registry import load_registry
-from evalkit.tokenization import tokenize_requests
+from evalkit.data.documents import load_docs, subset_ids
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.tasks.registry import load_registry
+from evalkit.scoring.tokenization import tokenize_requests
 from evalkit.types import LoglikelihoodRequest
 
 from .conftest import make_tiny_llama
@@ -94,7 +94,7 @@ def test_a_model_without_custom_masks_falls_back_to_unshared_scoring(llama, requ
     handle = llama.model.register_forward_pre_hook(hook, with_kwargs=True)
     try:
         backend = HFBackend(llama, 2048, batch_size=1, progress=False)
-        with caplog.at_level(logging.WARNING, logger="evalkit.hf_backend"):
+        with caplog.at_level(logging.WARNING, logger="evalkit.scoring.hf_backend"):
             responses = backend.loglikelihood(requests)
     finally:
         handle.remove()

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.data import read_jsonl
-from evalkit.lmeval_yaml import load_file
-from evalkit.metrics import SCORING_METRICS
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task, tokenize_tasks
+from evalkit.cli.main import main
+from evalkit.data.documents import read_jsonl
+from evalkit.tasks.lmeval_yaml import load_file
+from evalkit.stats.metrics import SCORING_METRICS
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task, tokenize_tasks
 from evalkit.types import EvalkitError
-from evalkit.yaml_source import load_yaml
+from evalkit.tasks.yaml_source import load_yaml
 
 from .conftest import REPO, TOKENIZER_JSON
 

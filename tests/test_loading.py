@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from evalkit.data import load_docs
-from evalkit.registry import load_registry, resolve_model
+from evalkit.data.documents import load_docs
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model
 from evalkit.types import EvalkitError
 
 from .conftest import TOKENIZER_JSON, make_tiny_model
@@ -65,7 +66,7 @@ def test_model_aliases_resolve_to_hub_ids():
 def test_run_from_a_local_model_folder_with_its_own_tokenizer(tmp_path, data_dir):
     from transformers import PreTrainedTokenizerFast
 
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     folder = tmp_path / "model"
     make_tiny_model(5).save_pretrained(folder)
@@ -85,7 +86,7 @@ def test_run_from_a_local_model_folder_with_its_own_tokenizer(tmp_path, data_dir
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path, data_dir, capsys):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     code = main(["run", "--model", str(tmp_path / "nope"), "--tokenizer", str(TOKENIZER_JSON), "--tasks", "piqa",
                  "--data-dir", str(data_dir), "--limit", "2", "--output-dir", str(tmp_path)])
@@ -97,7 +98,7 @@ def test_missing_model_folder_is_a_clear_error(tmp_path, data_dir, capsys):
 def test_random_weight_seed_is_separate_from_the_subset_seed():
     import torch
 
-    from evalkit.hf_loading import load_model
+    from evalkit.models.hf_loading import load_model
 
     plain = resolve_model("random:pythia-14m")
     assert plain["seed"] is None and plain["name"] == "random:pythia-14m"

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from evalkit.metrics import aggregator, any_greedy, choice_length, multiple_choice, perplexity, target
-from evalkit.stats import bootstrap_distribution, bootstrap_stderr, mean_stderr
+from evalkit.stats.metrics import aggregator, any_greedy, choice_length, multiple_choice, perplexity, target
+from evalkit.stats.stderr import bootstrap_distribution, bootstrap_stderr, mean_stderr
 
 
 @pytest.mark.parametrize(
@@ -93,7 +93,7 @@ def test_bootstrap_perplexity_agrees_with_the_delta_method():
 
 
 def test_bootstrap_chunking_does_not_change_the_answer(monkeypatch):
-    import evalkit.stats as stats
+    import evalkit.stats.stderr as stats
 
     x = np.random.default_rng(1).random(10)
     whole = bootstrap_distribution(x, aggregator("acc"), 7, seed=4)

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cache import model_key
-from evalkit.cli import main
-from evalkit.model_args import parse_model_args
+from evalkit.scoring.cache import model_key
+from evalkit.cli.main import main
+from evalkit.models.model_args import parse_model_args
 from evalkit.types import EvalkitError
 
 from .conftest import TOKENIZER_JSON, make_tiny_model

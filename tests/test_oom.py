@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evalkit.hf_backend import HFBackend
-from evalkit.tokenization import tokenize_requests
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.scoring.tokenization import tokenize_requests
 from evalkit.types import EvalkitError, LoglikelihoodRequest
 from tests.conftest import TOKENIZER_JSON, make_tiny_model
 
@@ -97,8 +97,8 @@ def test_out_of_memory_with_one_sequence_is_a_clear_error(model, requests):
 
 
 def test_the_final_batch_size_is_recorded_in_the_results(data_dir, tmp_path, monkeypatch):
-    from evalkit import hf_backend
-    from evalkit.runner import run
+    from evalkit.scoring import hf_backend
+    from evalkit.run.pipeline import run
     from evalkit.types import RunConfig
 
     score = hf_backend.HFBackend.score_groups

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from evalkit.registry import load_registry
+from evalkit.tasks.registry import load_registry
 from evalkit.types import EvalkitError
 from tasks import neox20b_paper
 from tests.conftest import DATA_DIR
@@ -77,7 +77,7 @@ def test_a_group_naming_unknown_tasks_is_refused_when_selected_only(tmp_path):
 
 
 def test_tasks_command_marks_a_group_that_cannot_be_selected(tmp_path, capsys):
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     (tmp_path / "broken_group.py").write_text(
         "from evalkit.types import TaskGroup\nGROUP = TaskGroup('broken', ('piqa', 'no_such_task'))\n", encoding="utf-8")

@@ -12,12 +12,13 @@ import json
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.hf_backend import HFBackend
-from evalkit.hf_loading import load_model
-from evalkit.registry import load_registry, resolve_model
-from evalkit.runner import prepare_task
-from evalkit.tokenization import tokenize_requests
+from evalkit.cli.main import main
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.models.hf_loading import load_model
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model
+from evalkit.run.pipeline import prepare_task
+from evalkit.scoring.tokenization import tokenize_requests
 from tests.conftest import TOKENIZER_JSON
 from tests.reference import naive_loglikelihood
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.cli import _rank_label, build_parser, config_from_args
-from evalkit.placement import RankInfo, gpu_share, parse_max_memory, rank_max_memory
+from evalkit.cli.main import _rank_label, build_parser, config_from_args
+from evalkit.models.placement import RankInfo, gpu_share, parse_max_memory, rank_max_memory
 from evalkit.types import EvalkitError
 
 TORCHRUN_ENV = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}

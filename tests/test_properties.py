@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalkit.hf_backend import HFBackend
-from evalkit.tokenization import encode_pairs, tokenize_requests, truncate_left
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.scoring.tokenization import encode_pairs, tokenize_requests, truncate_left
 from evalkit.types import LoglikelihoodRequest
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 

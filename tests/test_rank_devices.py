@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from evalkit import distributed
-from evalkit.placement import RankInfo
+from evalkit.scoring import distributed
+from evalkit.models.placement import RankInfo
 from evalkit.types import EvalkitError, RunConfig
 
 FREE = {0: 30_000_000_000, 1: 31_000_000_000, 2: 32_000_000_000, 3: 33_000_000_000}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.batching import pack_groups, split_by_cost, split_requests
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task
-from evalkit.tokenization import tokenize_requests
+from evalkit.scoring.batching import pack_groups, split_by_cost, split_requests
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task
+from evalkit.scoring.tokenization import tokenize_requests
 
 WINDOW = 2048
 

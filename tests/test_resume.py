@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
+from evalkit.cli.main import main
 from tests.conftest import REPO, TOKENIZER_JSON
 
 N_DOCS = 80  # LAMBADA, one request a document: 80 forward passes at --batch-size 1, ~1 s on an idle CPU core
@@ -115,7 +115,7 @@ def test_ctrl_c_stops_cleanly_keeps_the_cache_and_prints_the_command_that_resume
 
 
 def test_sigterm_from_a_scheduler_is_a_clean_stop_too(data_dir, tmp_path, capsys, monkeypatch):
-    from evalkit import hf_backend
+    from evalkit.scoring import hf_backend
 
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = [*command(data_dir, out, cache)]
@@ -143,7 +143,7 @@ def test_sigterm_from_a_scheduler_is_a_clean_stop_too(data_dir, tmp_path, capsys
 
 
 def test_an_interrupt_while_writing_results_leaves_no_partial_file(tmp_path, monkeypatch):
-    from evalkit import results_io
+    from evalkit.results import files as results_io
 
     path = tmp_path / "results" / "model" / "run.json"
     results_io.atomic_write_text(path, '{"complete": true}\n')
@@ -161,7 +161,7 @@ def test_an_interrupt_while_writing_results_leaves_no_partial_file(tmp_path, mon
 def test_written_files_have_ordinary_permissions(tmp_path):
     import os
 
-    from evalkit import results_io
+    from evalkit.results import files as results_io
 
     path = tmp_path / "report.md"
     old = os.umask(0o022)

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit.batching import flatten_windows, join_windows
-from evalkit.metrics import aggregator, check_task_metrics, doc_metrics, per_doc_values
-from evalkit.stats import bootstrap_stderr
-from evalkit.tokenization import rolling_windows, tokenize_rolling, tokenize_windows
+from evalkit.scoring.batching import flatten_windows, join_windows
+from evalkit.stats.metrics import aggregator, check_task_metrics, doc_metrics, per_doc_values
+from evalkit.stats.stderr import bootstrap_stderr
+from evalkit.scoring.tokenization import rolling_windows, tokenize_rolling, tokenize_windows
 from evalkit.types import EvalkitError, LoglikelihoodRequest, LoglikelihoodResponse, RunConfig
 from evalkit.types import TokenizedRequest as TR
 from tests.conftest import TOKENIZER_JSON
@@ -109,7 +109,7 @@ def _documents(n_docs_seed: int = 0) -> list[list[int]]:
 
 
 def _backend_sums(model, docs, window, eot, batch_size, share_context=True):
-    from evalkit.hf_backend import HFBackend
+    from evalkit.scoring.hf_backend import HFBackend
 
     windows = [tuple(rolling_windows(d, eot, window)) for d in docs]
     flat, owners = flatten_windows(windows)
@@ -224,7 +224,7 @@ def _rolling_config(tmp_path: Path, model: str = "random:pythia-14m", **changes)
 
 @pytest.fixture(scope="module")
 def rolling_run(tmp_path_factory):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     folder = tmp_path_factory.mktemp("rolling")
     return folder, run(_rolling_config(folder), progress=False)
@@ -232,8 +232,8 @@ def rolling_run(tmp_path_factory):
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_rolling_task_runs_end_to_end_in_windows_of_sixteen(rolling_run, tokenizer):
-    from evalkit.hf_loading import load_model
-    from evalkit.registry import resolve_model
+    from evalkit.models.hf_loading import load_model
+    from evalkit.models.resolve import resolve_model
 
     _, output = rolling_run
     entry = output.results["tasks"]["tiny_pages"]
@@ -261,8 +261,8 @@ def test_a_rolling_task_runs_end_to_end_in_windows_of_sixteen(rolling_run, token
 
 
 def test_a_rolling_document_that_breaks_the_contract_stops_the_run_before_the_model_loads(tmp_path, monkeypatch):
-    from evalkit import hf_loading
-    from evalkit.runner import run
+    from evalkit.models import hf_loading
+    from evalkit.run.pipeline import run
 
     config = _rolling_config(tmp_path)
     with (tmp_path / "data" / "tiny_pages" / "test.jsonl").open("a", encoding="utf-8") as handle:
@@ -273,8 +273,8 @@ def test_a_rolling_document_that_breaks_the_contract_stops_the_run_before_the_mo
 
 
 def test_compare_pairs_two_rolling_runs_document_by_document(rolling_run):
-    from evalkit.compare import compare
-    from evalkit.runner import run
+    from evalkit.reports.compare import compare
+    from evalkit.run.pipeline import run
 
     folder, first = rolling_run
     second = run(_rolling_config(folder, model="random:pythia-14m@7"), progress=False)
@@ -293,7 +293,7 @@ def test_compare_pairs_two_rolling_runs_document_by_document(rolling_run):
 
 
 def test_a_paired_bootstrap_of_a_ratio_counts_documents_not_columns():
-    from evalkit.significance import paired_bootstrap
+    from evalkit.stats.significance import paired_bootstrap
 
     # one document, two columns (ll, bytes): its floor is 2**(1 - 1) = 1, not 2**(1 - 2) = 0.5
     a = per_doc_values("bits_per_byte", {"loglikelihood": [-4.0], "bytes": [2]})
@@ -328,8 +328,8 @@ def _rolling_entry(lls: list[float]) -> tuple[dict, list[dict]]:
 def test_check_accepts_the_rolling_metrics_of_log_likelihoods_it_accepts(shift, expected):
     """Both documents moved 9e-5 nats (inside 1e-4 + 1e-5·|ll|); Σll = -3 moved 1.8e-4, i.e. 6e-5 relative, past
     the metric tolerance of 1e-5, so without a bound from the log-likelihoods the check would fail its own pass."""
-    from evalkit.baseline import Tolerance, request_records
-    from evalkit.check import _task_diffs
+    from evalkit.regression.baseline import Tolerance, request_records
+    from evalkit.regression.check import _task_diffs
 
     old, old_samples = _rolling_entry([-1.0, -2.0])
     old["requests"] = request_records(old_samples)
@@ -340,7 +340,7 @@ def test_check_accepts_the_rolling_metrics_of_log_likelihoods_it_accepts(shift, 
 
 
 def test_windows_are_cached_one_by_one_and_a_repeat_run_is_answered_from_the_cache(tmp_path):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     config = _rolling_config(tmp_path, use_cache=True, cache_dir=str(tmp_path / "cache"), bootstrap_iters=0)
     first = run(config, progress=False).results

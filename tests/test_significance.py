@@ -8,9 +8,15 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evalkit.metrics import mean, perplexity
-from evalkit.significance import (
-    holm, mcnemar_exact, metric_interval, paired_bootstrap, proportion_stderr, unpaired_z_test, wilson_interval,
+from evalkit.stats.metrics import mean, perplexity
+from evalkit.stats.significance import (
+    holm,
+    mcnemar_exact,
+    metric_interval,
+    paired_bootstrap,
+    proportion_stderr,
+    unpaired_z_test,
+    wilson_interval,
 )
 
 

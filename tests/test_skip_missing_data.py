@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.data import missing_local_files, needed_splits
-from evalkit.registry import load_registry, resolve_model
+from evalkit.cli.main import main
+from evalkit.data.documents import missing_local_files, needed_splits
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model
 from evalkit.types import DatasetSpec, EvalkitError, RunConfig, Task
 from tests.conftest import DATA_DIR, TOKENIZER_JSON
 
@@ -20,7 +21,7 @@ ARITHMETIC = [f"arithmetic_{s}" for s in ("2da", "2ds", "3da", "3ds", "4da", "4d
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: missing data must stop the run before that."""
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded although data was missing")
@@ -40,7 +41,7 @@ def _config(tmp_path: Path, **changes) -> RunConfig:
 
 
 def test_without_the_flag_one_message_names_every_missing_file(tmp_path, no_model):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     with pytest.raises(EvalkitError) as caught:
         run(_config(tmp_path), progress=False)
@@ -52,7 +53,7 @@ def test_without_the_flag_one_message_names_every_missing_file(tmp_path, no_mode
 
 
 def test_every_task_missing_is_an_error_after_naming_them(tmp_path, no_model, capsys):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     with pytest.raises(EvalkitError) as caught:
         run(_config(tmp_path, tasks=("arithmetic_2da", "wikitext"), skip_missing_data=True), progress=False)
@@ -64,7 +65,7 @@ def test_every_task_missing_is_an_error_after_naming_them(tmp_path, no_model, ca
 
 
 def test_the_flag_needs_a_data_folder(tmp_path, no_model):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     with pytest.raises(EvalkitError) as caught:
         run(_config(tmp_path, data_dir=None, skip_missing_data=True), progress=False)
@@ -108,7 +109,7 @@ def skip_run(tmp_path_factory):
 
 
 def test_cli_skips_tasks_without_files_before_loading_the_model(skip_run, capsys, monkeypatch):
-    from evalkit import hf_loading
+    from evalkit.models import hf_loading
 
     root, data = skip_run
     seen_at_load: list[str] = []
@@ -144,8 +145,8 @@ def test_cli_skips_tasks_without_files_before_loading_the_model(skip_run, capsys
 def test_arithmetic_acc_is_the_greedy_flag_of_a_naive_scorer(skip_run, tokenizer):
     """The run's per-document acc for the hand-made arithmetic rows equals the greedy flag of the one-request
     reference on the same seeded random weights, and the log-likelihoods agree."""
-    from evalkit import hf_loading
-    from evalkit.tokenization import tokenize_requests
+    from evalkit.models import hf_loading
+    from evalkit.scoring.tokenization import tokenize_requests
     from evalkit.types import LoglikelihoodRequest
     from tests.reference import naive_loglikelihood
 
@@ -175,7 +176,7 @@ def test_a_baseline_repeats_the_flag(tmp_path):
     then shows up as missing from the new results, not as a crash)."""
     from dataclasses import asdict
 
-    from evalkit.baseline import config_from_baseline, run_command
+    from evalkit.regression.baseline import config_from_baseline, run_command
 
     cfg = asdict(_config(tmp_path, skip_missing_data=True))
     assert run_command(cfg).endswith("--bootstrap-iters 0 --skip-missing-data --log-samples")
@@ -187,7 +188,7 @@ def test_a_baseline_repeats_the_flag(tmp_path):
 
 
 def test_a_missing_few_shot_split_is_named_as_such(tmp_path, no_model):
-    from evalkit.runner import run
+    from evalkit.run.pipeline import run
 
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "toy.py").write_text(

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.hf_backend import HFBackend
-from evalkit.metrics import doc_metrics
-from evalkit.registry import load_registry, resolve_model, resolve_package_path
-from evalkit.runner import prepare_task
-from evalkit.tokenization import context_prefix, tokenize_requests
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.stats.metrics import doc_metrics
+from evalkit.tasks.registry import load_registry
+from evalkit.models.resolve import resolve_model, resolve_package_path
+from evalkit.run.pipeline import prepare_task
+from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 
 from .reference import naive_loglikelihood
 
@@ -36,8 +37,8 @@ DOCS = {"lambada_openai": 12, "sciq": 6, "piqa": 12, "arc_challenge": 8, "trivia
 @pytest.fixture(scope="module")
 def smollm2():
     """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU."""
-    from evalkit.hf_loading import load_model
-    from evalkit.tokenizer_loading import load_tokenizer
+    from evalkit.models.hf_loading import load_model
+    from evalkit.models.tokenizer_loading import load_tokenizer
 
     resolved = resolve_model(SMOLLM2)
     model, identity = load_model(resolved, "float32", "cpu")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from evalkit.significance import unpaired_z_test, z_value
+from evalkit.stats.significance import unpaired_z_test, z_value
 
 from .conftest import REPO, TOKENIZER_JSON
 
@@ -32,7 +32,7 @@ def test_two_sided_normal_p_values_agree_with_scipy(z):
 
 def test_a_run_without_its_figure_imports_neither_scipy_nor_matplotlib_nor_datasets(tmp_path, data_dir):
     code = (
-        "import sys\nfrom evalkit.cli import main\n"
+        "import sys\nfrom evalkit.cli.main import main\n"
         f"code = main(['run', '--model', 'random:pythia-14m', '--tokenizer', {str(TOKENIZER_JSON)!r}, "
         f"'--tasks', 'piqa,lambada', '--data-dir', {str(data_dir)!r}, '--limit', '3', '--bootstrap-iters', '20', "
         f"'--no-progress', '--no-figure', '--output-dir', {str(tmp_path)!r}])\n"
@@ -71,7 +71,7 @@ def test_the_collector_pauses_around_imports_only_in_the_program(monkeypatch):
 
 
 def test_the_program_marks_itself_and_callers_passing_argv_do_not(tmp_path):
-    code = ("import gc, sys\nfrom evalkit import import_gc\nfrom evalkit.cli import main\n"
+    code = ("import gc, sys\nfrom evalkit import import_gc\nfrom evalkit.cli.main import main\n"
             "main(['tasks'])\nprint('gc:', import_gc.in_program(), gc.get_freeze_count())\n"
             "sys.argv = ['evalkit', 'tasks']\nmain()\nprint('gc:', import_gc.in_program(), gc.get_freeze_count() > 0)")
     env = dict(os.environ, PYTHONPATH=str(REPO))

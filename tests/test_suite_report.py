@@ -6,8 +6,8 @@ import copy
 import json
 
 
-from evalkit.report import reference_tables, render_report, suite_references
-from evalkit.suite_report import reference_cell
+from evalkit.reports.report import reference_tables, render_report, suite_references
+from evalkit.reports.suite_table import reference_cell
 from tasks import neox20b_paper
 from tests.conftest import DATA_DIR
 

@@ -9,11 +9,11 @@ import random
 import numpy as np
 import pytest
 
-from evalkit.cli import main
-from evalkit.data import load_docs, validate_doc
-from evalkit.metrics import CLASS_BASE, aggregator, check_task_metrics, doc_metrics, macro_f1
-from evalkit.registry import load_registry
-from evalkit.runner import prepare_task
+from evalkit.cli.main import main
+from evalkit.data.documents import load_docs, validate_doc
+from evalkit.stats.metrics import CLASS_BASE, aggregator, check_task_metrics, doc_metrics, macro_f1
+from evalkit.tasks.registry import load_registry
+from evalkit.run.pipeline import prepare_task
 from evalkit.types import EvalkitError
 
 

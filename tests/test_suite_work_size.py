@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
-from evalkit.registry import load_registry
+from evalkit.tasks.registry import load_registry
 from tests.conftest import REPO, TOKENIZER_JSON
 
 spec = importlib.util.spec_from_file_location("suite_work_size", REPO / "benchmarks" / "suite_work_size.py")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evalkit.summary import format_number, format_summary, subset_banner, summary_rows
+from evalkit.results.summary import format_number, format_summary, subset_banner, summary_rows
 
 FIXTURE = Path(__file__).with_name("fixtures") / "small_results.json"
 
@@ -75,7 +75,7 @@ def test_subset_banner_names_only_the_subset_tasks():
 
 
 def test_report_banner_names_only_the_subset_tasks(tmp_path):
-    from evalkit.report import render_report
+    from evalkit.reports.report import render_report
 
     data = small()
     data["tasks"]["lambada_openai"]["subset"] = False
@@ -93,7 +93,7 @@ def test_report_banner_names_only_the_subset_tasks(tmp_path):
 
 
 def test_report_cells_write_large_perplexities_in_scientific_notation():
-    from evalkit.report import cell, fmt
+    from evalkit.reports.report import cell, fmt
 
     assert fmt(2584176.5089, 4) == "2.584e+06" and fmt(27.123456, 4) == "27.1235" and fmt(None) == "—"
     assert cell(2584176.5, 3571503.7) == "2.584e+06 ± 3.572e+06"

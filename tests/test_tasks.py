@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from evalkit.data import load_docs
-from evalkit.registry import load_registry
+from evalkit.data.documents import load_docs
+from evalkit.tasks.registry import load_registry
 
 SPEC_N = {"lambada_openai": 5153, "sciq": 1000, "piqa": 1838, "arc_challenge": 1172, "triviaqa": 11313}
 SPEC_REQUESTS = {"lambada_openai": 5153, "sciq": 4000, "piqa": 3676, "arc_challenge": 4687, "triviaqa": 116146}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.data import load_docs
-from evalkit.registry import load_registry
-from evalkit.tokenization import encode_pairs, split_trailing_whitespace, tokenize_requests, truncate_left
+from evalkit.data.documents import load_docs
+from evalkit.tasks.registry import load_registry
+from evalkit.scoring.tokenization import encode_pairs, split_trailing_whitespace, tokenize_requests, truncate_left
 from evalkit.types import EvalkitError, LoglikelihoodRequest
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.data import load_docs
-from evalkit.registry import load_registry
+from evalkit.data.documents import load_docs
+from evalkit.tasks.registry import load_registry
 from tests.v020 import fake_metrics, request_hash, request_list
 
 PINNED = {

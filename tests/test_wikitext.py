@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from evalkit.registry import load_registry
+from evalkit.tasks.registry import load_registry
 
 from tasks import wikitext
 from tasks.wikitext import detokenize, split_documents

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.registry import load_registry, load_yaml_task_file
-from evalkit.runner import prepare_task, prompt_hash
+from evalkit.cli.main import main
+from evalkit.tasks.registry import load_registry, load_yaml_task_file
+from evalkit.run.pipeline import prepare_task, prompt_hash
 from evalkit.types import EvalkitError
 
 from .conftest import REPO, TOKENIZER_JSON

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from evalkit.metrics import PER_DOC_KEY, aggregator, doc_metrics
+from evalkit.stats.metrics import PER_DOC_KEY, aggregator, doc_metrics
 from evalkit.types import Doc, Task
 
 

@@ -1,0 +1,331 @@
+"""Saved results + published reference rows -> a Markdown report (rendered by one jinja2 template) and its figure.
+
+Reports render only from saved results files, so ``evalkit report`` can rebuild any report later.
+Measured cells show value ± bootstrap stderr; reference cells show what the source published. The figure
+(``<report stem>.png`` beside the report) shows each task's primary accuracy with a Wilson 95% interval.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import jinja2
+
+from evalkit.reports.figure import IntervalPoint, Panel, draw_intervals
+from evalkit.stats.metrics import PER_DOC_KEY, has_closed_form_stderr, per_doc_values
+from evalkit.results.files import atomic_write_text, reserve_path
+from evalkit.stats.significance import wilson_interval
+from evalkit.reports.suite_table import suite_context
+
+_HERE = Path(__file__).resolve().parent
+
+
+@lru_cache(maxsize=1)
+def reference_files() -> tuple[dict[str, Any], ...]:
+    """Every published-reference file in ``evalkit/references/*.json``, parsed, in file-name order.
+
+    A file's ``kind`` says its shape: absent for a card-style table (name, title, source, stderr, columns keyed by
+    task, rows of ``{"model", "values": {task: [value, stderr]}}``), ``"suite"`` for the paper suite's sources
+    (:mod:`evalkit.reports.suite_table`).
+    """
+    return tuple(json.loads(path.read_text(encoding="utf-8"))
+                 for path in sorted((_HERE.parent / "references").glob("*.json")))
+
+
+@lru_cache(maxsize=1)
+def reference_tables() -> tuple[dict[str, Any], ...]:
+    """Card-style published tables (name, title, source, columns, rows), the model card's first."""
+    tables = [t for t in reference_files() if t.get("kind") is None]
+    order = {"neox20b_card": 0}
+    return tuple(sorted(tables, key=lambda t: order.get(t["name"], 1)))
+
+
+def suite_references() -> tuple[dict[str, Any], ...]:
+    """Suite references (``"kind": "suite"``): the paper's columns and every source's rows with provenance."""
+    return tuple(t for t in reference_files() if t.get("kind") == "suite")
+
+
+LARGE = 1e4
+"""From this magnitude on (random-weight perplexities reach 1e6) numbers are written in scientific notation."""
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals (scientific notation with 3 from :data:`LARGE` on), or an em dash for
+    missing values."""
+    if value is None:
+        return "—"
+    return f"{value:.3e}" if abs(value) >= LARGE else f"{value:.{digits}f}"
+
+
+def cell(value: float | None, stderr: float | None, interval: tuple[float, float] | None = None) -> str:
+    """``value ± stderr`` (3 decimals, see :func:`fmt`), the value alone when there is no stderr, a dash when
+    missing; followed by `` [low, high]`` when an interval (a measured accuracy's Wilson interval) is given."""
+    if value is None:
+        return "—"
+    text = f"{fmt(value)} ± {fmt(stderr)}" if stderr is not None else fmt(value)
+    return f"{text} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval is not None else text
+
+
+def wilson_cell(metric: str, value: float, n: int, confidence: float = 0.95) -> str:
+    """``[low, high]`` (4 decimals): the Wilson score interval of an accuracy over ``n`` documents, which stays
+    informative at 0% and 100% where the closed-form stderr is 0; an em dash for other metrics (perplexity)."""
+    if not has_closed_form_stderr(metric) or n < 1:
+        return "—"
+    low, high = wilson_interval(value, n, confidence)
+    return f"[{low:.4f}, {high:.4f}]"
+
+
+def run_label(results: dict[str, Any]) -> str:
+    """How a run is named in tables: the model name and dtype."""
+    return f"{results['model']['name']} ({results['model']['dtype']})"
+
+
+def shots_label(shots: dict[str, int]) -> str:
+    """How many few-shot examples a row's cells used: ``"5-shot"`` when every task had the same count, else the
+    most common count with the exceptions, e.g. ``"5-shot (piqa, triviaqa: 0-shot)"``.
+
+    Args:
+        shots: task name -> few-shot examples per document (results' ``num_fewshot``; 0 when absent).
+    """
+    if not shots:
+        return "0-shot"
+    counts = list(shots.values())
+    main = max(sorted(set(counts)), key=counts.count)
+    others: dict[int, list[str]] = {}
+    for task, k in shots.items():
+        if k != main:
+            others.setdefault(k, []).append(task)
+    rest = "; ".join(f"{', '.join(names)}: {k}-shot" for k, names in sorted(others.items()))
+    return f"{main}-shot" + (f" ({rest})" if rest else "")
+
+
+def _measured_row(results: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any] | None:
+    values, shots = {}, {}
+    for task, column in columns.items():
+        entry = results["tasks"].get(task, {})
+        metric = entry.get("metrics", {}).get(column["metric"])
+        if metric is not None:
+            interval = (wilson_interval(metric["value"], metric["n"]) if has_closed_form_stderr(column["metric"])
+                        and metric["n"] >= 1 else None)
+            values[task] = (metric["value"], metric["stderr_bootstrap"], interval)
+            shots[task] = entry.get("num_fewshot", 0)
+    if not values:
+        return None
+    return {"model": run_label(results), "values": values, "measured": True, "shots": shots_label(shots)}
+
+
+def _sort_key(row: dict[str, Any], first: str) -> float:
+    value = row["values"].get(first)
+    return value[0] if value and value[0] is not None else float("-inf")
+
+
+def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """A reference table with the measured rows placed among the published ones (by the first column)."""
+    columns = table["columns"]
+    measured = [r for r in (_measured_row(run, columns) for run in runs) if r is not None]
+    if not measured:
+        return None
+    # the published tables are zero-shot (evalkit/references/*.json titles say so)
+    rows = [{"model": r["model"], "values": r["values"], "measured": False, "shots": "0-shot"} for r in table["rows"]]
+    first = next(iter(columns))
+    for row in measured:
+        at = next((i for i, ref in enumerate(rows) if not ref["measured"]
+                   and _sort_key(ref, first) > _sort_key(row, first)), len(rows))
+        rows.insert(at, row)
+    return {
+        "title": table["title"],
+        "source": table["source"],
+        "stderr": table["stderr"],
+        "headers": [c["label"] for c in columns.values()],
+        "variants": [
+            {"label": c["label"], "metric": c["metric"], "split": c["split"], "n": c["n"],
+             "description": next((run["tasks"][t]["description"] for run in runs if t in run["tasks"]), "")}
+            for t, c in columns.items()
+        ],
+        "rows": [
+            {"model": row["model"], "measured": row["measured"], "shots": row["shots"],
+             "cells": [cell(*row["values"][t]) if t in row["values"] else "—" for t in columns]}
+            for row in rows
+        ],
+    }
+
+
+def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
+    absent from older results files)."""
+    tasks = []
+    for name, task in results["tasks"].items():
+        metrics = [
+            {"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+             "wilson": wilson_cell(m, v["value"], v["n"]),
+             "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
+             "direction": "higher" if v["higher_is_better"] else "lower"}
+            for m, v in task["metrics"].items()
+        ]
+        tasks.append({"name": name, "version": task["version"], "description": task["description"],
+                      "n": task["n"], "n_split": task["n_split"], "expected_n": task["expected_n"],
+                      "subset": task["subset"], "requests": task["requests"],
+                      "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics,
+                      "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
+                      "fewshot_split": task.get("fewshot_split")})
+    groups = [
+        {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group.get("n"),
+         "metrics": [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+                      "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
+                      "direction": "higher" if v["higher_is_better"] else "lower"}
+                     for m, v in group["metrics"].items()]}
+        for name, group in results.get("groups", {}).items()
+    ]
+    return {
+        "label": run_label(results),
+        "source": source,
+        "model": results["model"],
+        "tokenizer": results["tokenizer"]["name"],
+        "created": results["created"],
+        "versions": results["versions"],
+        "config": results["config"],
+        "timing": results["timing"],
+        "tasks": tasks,
+        "groups": groups,
+        "subset": any(t["subset"] for t in tasks),
+        "skipped": list(results.get("skipped_tasks", {})),
+        "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
+        "warnings": results.get("warnings", []),
+    }
+
+
+def environment() -> jinja2.Environment:
+    """The jinja2 environment over ``evalkit/reports/templates`` (strict: an undefined name is an error)."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"), undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+    )
+
+
+def _run_point(results: dict[str, Any], task: str, metric: str, label: str, confidence: float) -> IntervalPoint | None:
+    entry = results["tasks"].get(task)
+    if entry is None or metric not in entry["metrics"]:
+        return None
+    documents = entry.get("documents", {})
+    values = per_doc_values(metric, documents) if PER_DOC_KEY[metric] in documents else None
+    if values is not None and values.size:
+        value, n = float(values.mean()), len(values)
+    else:
+        value, n = entry["metrics"][metric]["value"], entry["metrics"][metric]["n"]
+    return IntervalPoint(label, value, *wilson_interval(value, n, confidence), measured=True)
+
+
+def figure_panels(
+    runs: Sequence[dict[str, Any]], labels: Sequence[str] | None = None, confidence: float = 0.95
+) -> list[Panel]:
+    """Per task (in run order), the primary accuracy of every run and every published row, with Wilson intervals.
+
+    Published intervals come from the published value and the column's n (rounded values make them
+    approximate). Tasks whose primary metric is not a proportion are left out.
+
+    Args:
+        runs: results dicts written by ``evalkit run``.
+        labels: y-axis label per run (default :func:`run_label`).
+        confidence: coverage of the intervals.
+    """
+    labels = list(labels) if labels is not None else [run_label(r) for r in runs]
+    order: dict[str, str] = {}
+    for results in runs:
+        for name, task in results["tasks"].items():
+            order.setdefault(name, task["primary_metric"])
+    panels = []
+    for task, metric in order.items():
+        if not has_closed_form_stderr(metric):
+            continue
+        points = [p for p in (_run_point(r, task, metric, lab, confidence) for r, lab in zip(runs, labels)) if p]
+        title = task
+        for table in reference_tables():
+            column = table["columns"].get(task)
+            if column is None or column["metric"] != metric:
+                continue
+            title = column["label"]
+            for row in table["rows"]:
+                value = row["values"].get(task, [None])[0]
+                if value is not None:
+                    points.append(IntervalPoint(row["model"], value, *wilson_interval(value, column["n"], confidence),
+                                                measured=False))
+        points.sort(key=lambda p: (p.value, p.measured))
+        panels.append(Panel(f"{title} ({metric})", metric, tuple(points)))
+    return panels
+
+
+def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] = (), figure: str | None = None) -> str:
+    """Markdown for one or more saved runs beside every reference table they share a task with.
+
+    ``figure`` is the PNG's path relative to the report (linked when given).
+    """
+    sources = list(sources) + [None] * (len(runs) - len(sources))
+    tables = [t for t in (table_context(ref, runs) for ref in reference_tables()) if t is not None]
+    labels = [run_label(r) for r in runs]
+    suites = [s for s in (suite_context(ref, runs, labels) for ref in suite_references()) if s is not None]
+    context = {
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tables": tables,
+        "suites": suites,
+        "runs": [run_context(r, s) for r, s in zip(runs, sources)],
+        "figure": figure,
+    }
+    return environment().get_template("report.md.j2").render(**context)
+
+
+def write_report(
+    runs: Sequence[dict[str, Any]], reports_dir: Path, stem: str, source_paths: Sequence[Path] = (),
+    unique: bool = False, draw_figure: bool = True,
+) -> Path:
+    """Write ``reports_dir/<stem>.md`` and its figure (:func:`write_report_file`).
+
+    With ``unique`` the name is reserved first (``<stem>-N.md`` when another run took it, as results names are),
+    so two runs finishing in the same second into one folder keep both reports. Without the figure
+    (``draw_figure`` False: ``evalkit check``, ``--no-figure``) matplotlib is never imported, which saves about a
+    second of a small run.
+
+    Returns:
+        the report's path.
+
+    Raises:
+        OSError: the folder or a file cannot be written (a reserved empty report is removed).
+    """
+    if not unique:
+        return write_report_file(runs, Path(reports_dir) / f"{stem}.md", source_paths, draw_figure)
+    path = reserve_path(Path(reports_dir), stem, ".md")
+    try:
+        return write_report_file(runs, path, source_paths, draw_figure)
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        raise
+
+
+def write_report_file(runs: Sequence[dict[str, Any]], path: Path, source_paths: Sequence[Path] = (),
+                      draw_figure: bool = True) -> Path:
+    """Write the report to ``path`` exactly as named, and, when a task has an accuracy and ``draw_figure``, its
+    figure beside it (``path`` with the suffix ``.png``).
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    panels = figure_panels(runs) if draw_figure else []
+    figure = None
+    if panels:
+        figure_path = draw_intervals(panels, figure_path_for(path), "Accuracy with 95% intervals (Wilson)")
+        figure = figure_path.name
+    text = render_report(runs, [str(p) for p in source_paths], figure)
+    atomic_write_text(path, text)
+    return path
+
+
+def figure_path_for(report: Path) -> Path:
+    """The figure beside a report: the same name with ``.png`` (``x.md`` -> ``x.png``; ``x.png`` -> ``x.fig.png``
+    so the figure never replaces the report)."""
+    report = Path(report)
+    return report.with_suffix(".fig.png") if report.suffix == ".png" else report.with_suffix(".png")

@@ -1,0 +1,99 @@
+"""A run's files written: the samples (optional), the results JSON (strict, atomic) and the Markdown report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalkit.run.prepare import PreparedTask
+from evalkit.results.files import atomic_write_text, results_path, strict_json
+from evalkit.types import DocResult, RunConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutput:
+    """Paths written by a run (None when the run wrote no files) and the in-memory results dict.
+
+    ``report_path`` is None and ``report_error`` says why when the results were written but the report could not
+    be (an unwritable ``reports/``): the results are complete, ``evalkit report`` re-renders the report.
+    """
+
+    results_path: Path | None
+    report_path: Path | None
+    samples_path: Path | None
+    results: dict[str, Any]
+    report_error: str | None = None
+
+
+def write_outputs(
+    results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask],
+    config: RunConfig,
+) -> RunOutput:
+    """Write samples (optional), results JSON (strict: no NaN or Infinity) and the Markdown report.
+
+    The report gets a name of its own (``reports/<results stem>.md``, ``-N`` added when taken by another run that
+    finished in the same second). When it cannot be written, the results stay and the returned
+    :attr:`RunOutput.report_error` says what was not written and how to re-render it.
+
+    Raises:
+        EvalkitError: the results or samples cannot be written (nothing half written is left behind).
+    """
+    out_dir = Path(config.output_dir)
+    path = results_path(out_dir, results["model"]["name"])  # reserved (created empty) until written below
+    try:
+        samples_path = _write_samples(path, results, doc_results, prepared) if config.log_samples else None
+        atomic_write_text(path, strict_json(results, str(path), indent=1) + "\n")
+    except BaseException:
+        if path.exists() and path.stat().st_size == 0:
+            path.unlink()
+        raise
+    from evalkit.reports.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
+
+    try:
+        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True,
+                                   draw_figure=config.extra.get("figure", True))
+    except OSError as exc:
+        where = exc.filename or out_dir / "reports"
+        error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"
+                 + (f" and {samples_path}" if samples_path else "")
+                 + f"; re-render the report with: evalkit report {path} --output REPORT.md")
+        log.error(error)
+        return RunOutput(path, None, samples_path, results, error)
+    return RunOutput(path, report_path, samples_path, results)
+
+
+def _finite_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """Per-document metrics with non-finite values (a document left out under --allow-non-finite) as None."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+
+
+def _write_samples(
+    path: Path, results: dict[str, Any], doc_results: dict[str, list[DocResult]], prepared: Sequence[PreparedTask]
+) -> Path:
+    """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
+
+    ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
+    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts).
+    """
+    samples_path = path.with_suffix(".samples.jsonl")
+    lines = []
+    for p in prepared:
+        for index, (doc, result) in enumerate(zip(p.docs, doc_results[p.task.name])):
+            contexts = p.contexts[index] if p.contexts else [p.task.context(doc)]
+            lines.append(json.dumps({
+                "task": p.task.name, "doc_id": result.doc_id,
+                "context": contexts[0] if len(set(contexts)) == 1 else contexts,  # a list: per-choice contexts
+                "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
+                "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
+                "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],
+                "greedy": list(result.greedy), "metrics": _finite_metrics(result.metrics),
+            }, allow_nan=False))
+    atomic_write_text(samples_path, "\n".join(lines) + "\n")
+    results["samples_file"] = samples_path.name
+    return samples_path

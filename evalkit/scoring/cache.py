@@ -1,0 +1,323 @@
+"""A request cache on disk, so that a crashed, killed or interrupted run never scores a request twice.
+
+Storage is one SQLite database in WAL mode (``<cache dir>/loglikelihood.sqlite3``). A cached answer is keyed by
+
+* the *model key*: sha256 of the model's identity (name, kind, revision or random seed, dtype, config sha256),
+  the tokenizer's sha256, the backend name and the versions of evalkit, torch and transformers; two models
+  never share answers (lm-evaluation-harness issue 2715 is what happens when the key ignores the model), and
+* the *request key*: sha256 of the exact token ids of the request (context ids, then continuation ids), so a
+  prompt edit, a different tokenization mode or a different truncation is a different request.
+
+Log-likelihoods are stored as the 8 bytes of their IEEE-754 binary64 value (not as SQLite REAL, which turns -0.0
+into 0 and NaN into NULL), so a cached float is bit-identical to the one the model produced. A non-finite answer (NaN
+or infinite: a broken model, not a score) is never stored, and one found in a cache written by an older evalkit is
+treated as missing, so it is scored again rather than served as a number.
+:class:`CachingBackend` answers what it can from the cache, sends only the misses to the model and commits each
+batch as soon as the model has scored it: ``kill -9`` loses at most the batch in flight.
+
+Several processes may share one cache on a local disk (WAL allows one writer at a time; the others wait); the
+ranks of a multi-machine job should each use a cache on their own machine's disk, as SQLite's locking is not
+safe on network file systems.
+
+With ``synchronous=NORMAL`` in WAL mode a committed batch survives the process being killed; a power cut may
+lose the last few commits but never corrupts the database (https://www.sqlite.org/wal.html).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import struct
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodBackend, LoglikelihoodResponse, TokenizedRequest
+
+CACHE_DIR_ENV = "EVALKIT_CACHE_DIR"
+"""Environment variable naming the cache folder when ``--cache-dir`` is not given."""
+
+DB_NAME = "loglikelihood.sqlite3"
+_DOUBLE = struct.Struct("<d")
+SCHEMA_VERSION = 1
+
+MODEL_KEY_FIELDS = ("name", "kind", "revision", "dtype", "config_sha256")
+"""Fields of the model identity (see :func:`evalkit.models.hf_loading.load_model`) that enter the model key."""
+
+OPTIONAL_KEY_FIELDS = {"trust_remote_code": False, "model_args": {}, "revision_requested": None}
+"""Identity fields that enter the model key when they differ from these defaults (``--trust-remote-code``,
+``--model-args``, ``--revision``; the resolved hub commit is ``revision`` itself)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    model_key TEXT PRIMARY KEY,
+    identity TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS responses (
+    model_key TEXT NOT NULL,
+    request_key BLOB NOT NULL,
+    loglikelihood BLOB NOT NULL,
+    greedy INTEGER NOT NULL,
+    PRIMARY KEY (model_key, request_key)
+) WITHOUT ROWID;
+"""
+
+
+def resolve_cache_dir(cache_dir: str | None) -> Path:
+    """``--cache-dir`` if given, else ``$EVALKIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/evalkit``
+    (``~/.cache/evalkit``)."""
+    chosen = cache_dir or os.environ.get(CACHE_DIR_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "evalkit"
+
+
+def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
+              versions: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+    """The cache key of a (model, tokenizer, backend, software) combination.
+
+    Args:
+        identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used, and those in
+            :data:`OPTIONAL_KEY_FIELDS` when set. The device is not:
+            a run resumed on another device reuses its answers (devices differ only by float rounding). Nor is a
+            GGUF file's name: its revision, ``sha256:<content hash>``, names it.
+        tokenizer_sha256: sha256 of the tokenizer's serialized form.
+        backend: backend name, e.g. ``"hf"``.
+        versions: library versions; ``evalkit``, ``torch`` and ``transformers`` enter the key.
+
+    Returns:
+        (hex sha256 of the canonical JSON of the keyed fields, those fields as a dict).
+
+    Raises:
+        EvalkitError: a keyed identity field is missing (the key would not tell models apart).
+    """
+    missing = [f for f in MODEL_KEY_FIELDS if identity.get(f) in (None, "")]
+    if missing:
+        raise EvalkitError(
+            f"model identity lacks {', '.join(missing)}: cannot key the request cache (use --no-cache)"
+        )
+    fields: dict[str, Any] = {f: identity[f] for f in MODEL_KEY_FIELDS}
+    if identity["kind"] == "gguf":  # the revision is the file's content hash: a renamed or moved file keeps its answers
+        fields["name"] = "gguf"
+    # loading options enter the key only when set, so the keys of plain runs (and their cached answers) stay
+    for option, default in OPTIONAL_KEY_FIELDS.items():
+        if identity.get(option, default) != default:
+            fields[option] = identity[option]
+    fields.update(tokenizer_sha256=tokenizer_sha256, backend=backend,
+                  **{f"{lib}_version": versions.get(lib, "") for lib in ("evalkit", "torch", "transformers")})
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), fields
+
+
+def request_key(request: TokenizedRequest) -> bytes:
+    """sha256 (32 bytes) of the request's token ids: both lengths, then every id as a little-endian int64."""
+    ids = (len(request.context_ids), len(request.continuation_ids), *request.context_ids, *request.continuation_ids)
+    return hashlib.sha256(struct.pack(f"<{len(ids)}q", *ids)).digest()
+
+
+class RequestCache:
+    """The SQLite store. Use as a context manager, or call :meth:`close`.
+
+    Args:
+        cache_dir: folder of the database (created if missing).
+
+    Raises:
+        EvalkitError: the folder cannot be created, is read-only, or the file is not an evalkit cache of this
+            schema.
+    """
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = Path(cache_dir) / DB_NAME
+        self._refuse_read_only()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise EvalkitError(
+                f"cannot open the request cache {self.path}: {exc} (use --cache-dir or --no-cache)"
+            ) from None
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise EvalkitError(f"request cache {self.path} has schema version {version}, this evalkit uses "
+                                   f"{SCHEMA_VERSION}: remove it or pick another --cache-dir")
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            if "readonly" in str(exc) or "read-only" in str(exc):
+                raise EvalkitError(self._read_only_message()) from None
+            raise EvalkitError(
+                f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache"
+            ) from None
+
+    def _read_only_message(self) -> str:
+        return (f"request cache {self.path} is read-only (a read-only mount or no write permission): the cache "
+                f"stores every scored batch, so it must be writable; use --cache-dir with a writable folder, or "
+                f"--no-cache")
+
+    def _refuse_read_only(self) -> None:
+        """Raise when the database file, or the folder it would be created in, cannot be written."""
+        existing = next((p for p in (self.path, *self.path.parents) if p.exists()), None)
+        if existing is None:
+            return
+        if existing == self.path:  # SQLite also writes the -wal and -shm files beside it
+            writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        else:
+            writable = existing.is_dir() and os.access(existing, os.W_OK)
+        if not writable:
+            raise EvalkitError(self._read_only_message())
+
+    def __enter__(self) -> "RequestCache":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (committed batches stay on disk)."""
+        self.conn.close()
+
+    @contextmanager
+    def _intact(self) -> Iterator[None]:
+        """Turn SQLite's report of a damaged file (pages that the header check at open does not read) into a
+        clear error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):  # locked, full disk, ...: not damage
+                raise
+            raise EvalkitError(f"request cache {self.path} is damaged ({exc}): remove it, or use --no-cache") from None
+
+    def register_model(self, key: str, fields: Mapping[str, Any]) -> None:
+        """Record what a model key stands for (for people inspecting the file).
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        identity = json.dumps(dict(fields), sort_keys=True)
+        with self._intact():
+            self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, identity))
+
+    def get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
+        """Cached (log-likelihood in nats, greedy flag) for those of ``request_keys`` that are stored.
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        with self._intact():
+            return self._get_many(key, request_keys)
+
+    def _get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
+        found: dict[bytes, tuple[float, bool]] = {}
+        unique = list(dict.fromkeys(request_keys))
+        for start in range(0, len(unique), 500):  # stay under SQLite's limit on bound parameters
+            chunk = unique[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT request_key, loglikelihood, greedy FROM responses WHERE model_key = ? "
+                f"AND request_key IN ({','.join('?' * len(chunk))})", (key, *chunk),
+            )
+            for rkey, ll, greedy in rows:
+                found[bytes(rkey)] = (_DOUBLE.unpack(ll)[0], bool(greedy))
+        return found
+
+    def put_many(self, key: str, items: Sequence[tuple[bytes, float, bool]]) -> None:
+        """Store (request key, log-likelihood, greedy) triples in one committed transaction.
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        with self._intact(), self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
+                [(key, rkey, _DOUBLE.pack(ll), int(greedy)) for rkey, ll, greedy in items],
+            )
+
+    def count(self, key: str | None = None) -> int:
+        """Stored answers, for one model key or for all."""
+        if key is None:
+            return self.conn.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM responses WHERE model_key = ?", (key,)).fetchone()[0]
+
+
+class CachingBackend:
+    """Wraps a backend: cache hits are answered from disk, misses are scored and committed batch by batch.
+
+    Args:
+        inner: the scoring backend; its ``loglikelihood(requests, on_batch=...)`` must call ``on_batch`` with
+            (indices into its input, their responses) after each batch it scores.
+        cache: the open :class:`RequestCache`.
+        key: the model key (:func:`model_key`).
+
+    Attributes:
+        requests_cached: requests of the last call answered from the cache.
+        requests_scored: requests of the last call sent to the inner backend.
+
+    When ``on_batch`` is given, it is called once with the cache hits, then after each batch the inner backend
+    scores (that batch committed first).
+    """
+
+    def __init__(self, inner: LoglikelihoodBackend, cache: RequestCache, key: str) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.key = key
+        self.requests_cached = 0
+        self.requests_scored = 0
+
+    def loglikelihood(self, requests: Sequence[TokenizedRequest],
+                      on_batch: BatchCallback | None = None) -> list[LoglikelihoodResponse]:
+        """Responses for ``requests``, in order; see :class:`~evalkit.types.LoglikelihoodResponse` for units."""
+        keys = [request_key(r) for r in requests]
+        hits = self.cache.get_many(self.key, keys)
+        results: list[LoglikelihoodResponse | None] = [None] * len(requests)
+        misses = []
+        for index, (request, rkey) in enumerate(zip(requests, keys)):
+            if rkey in hits and math.isfinite(hits[rkey][0]):
+                ll, greedy = hits[rkey]
+                results[index] = LoglikelihoodResponse(ll, greedy, len(request.continuation_ids),
+                                                       request.truncated_tokens)
+            else:
+                misses.append(index)
+        self.requests_cached = len(requests) - len(misses)
+        self.requests_scored = len(misses)
+        if on_batch is not None and self.requests_cached:
+            hit_ids = [i for i in range(len(requests)) if results[i] is not None]
+            on_batch(hit_ids, [results[i] for i in hit_ids])  # type: ignore[misc]
+
+        def commit(batch_indices: Sequence[int], responses: Sequence[LoglikelihoodResponse]) -> None:
+            originals = [misses[i] for i in batch_indices]
+            self.cache.put_many(self.key, [(keys[i], r.loglikelihood, r.greedy)
+                                           for i, r in zip(originals, responses) if math.isfinite(r.loglikelihood)])
+            for i, response in zip(originals, responses):
+                results[i] = response
+            if on_batch is not None:
+                on_batch(originals, responses)
+
+        if misses:
+            scored = self.inner.loglikelihood([requests[i] for i in misses], on_batch=commit)
+            for i, response in zip(misses, scored):
+                results[i] = response
+        return results  # type: ignore[return-value]
+
+    @property
+    def progress(self) -> bool:
+        """The inner backend's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
+        return self.inner.progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.inner.progress = value
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other attribute is the inner backend's: ``max_length`` and ``share_context`` (which decide how
+        :mod:`evalkit.scoring.distributed` splits requests over ranks) and its counters (``forward_calls``, ...)."""
+        if name == "inner":  # not set yet (copying, unpickling): no delegation
+            raise AttributeError(name)
+        return getattr(self.inner, name)

@@ -1,0 +1,209 @@
+"""Data-parallel runs with torch.distributed: one rank per process, launched by ``torchrun``.
+
+Every rank reads the same documents and tokenizes the same requests; :func:`evalkit.scoring.batching.split_requests`
+then gives each rank a share of the packed groups of about equal cost (the split is a pure function of the
+requests, so the ranks agree on it without talking). Each rank scores its share on its own device(s), and
+one ``gather_object`` brings the responses to rank 0, which alone computes metrics and writes results.
+NCCL carries the gather when the ranks run on GPUs, gloo on CPU.
+
+Failure: a rank that raises exits at once (the CLI names the rank); torchrun then stops the other ranks and
+exits non-zero, and rank 0 never writes a results file. Every collective has a timeout, so ranks launched
+without torchrun's supervision fail after ``timeout_s`` instead of waiting forever.
+
+With ``--parallelize`` each of a machine's N ranks shards its model over its own G/N GPUs
+(:func:`evalkit.models.placement.gpu_share`), with ``max_memory`` restricted to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+
+from evalkit.scoring.batching import pack_groups, split_requests
+from evalkit.models.placement import RankInfo, gpu_share, rank_max_memory
+from evalkit.types import EvalkitError, LoglikelihoodResponse, RunConfig, TokenizedRequest
+
+log = logging.getLogger(__name__)
+
+COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "requests_scored",
+            "requests_cached")
+"""Backend counters that are summed over the ranks into the results' timing section (the last two: a
+:class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
+
+DEFAULT_TIMEOUT_S = 3600
+"""Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""
+
+
+@dataclass
+class Ranks:
+    """This process's rank, the device and model-loading arguments it uses, and the gathered statistics.
+
+    Attributes:
+        info: rank and world size (:class:`~evalkit.placement.RankInfo`).
+        device: torch device string for ``load_model`` (None: pick cuda when available, else cpu).
+        load_kwargs: extra ``load_model`` arguments (``device_map``, ``max_memory``) for this rank.
+        backend: ``"nccl"``, ``"gloo"``, or None when there is a single rank.
+        per_rank: after :meth:`loglikelihood`, on rank 0: one dict of counts and timings per rank.
+    """
+
+    info: RankInfo
+    device: str | None
+    load_kwargs: dict[str, Any]
+    backend: str | None = None
+    per_rank: list[dict[str, Any]] = field(default_factory=list)
+
+    def loglikelihood(
+        self, backend: Any, requests: Sequence[TokenizedRequest]
+    ) -> list[LoglikelihoodResponse] | None:
+        """Score ``requests`` over all ranks; the full list of responses, in order, on rank 0.
+
+        ``backend`` is an :class:`~evalkit.hf_backend.HFBackend` or anything with its ``loglikelihood``,
+        ``max_length`` and ``share_context`` (these two decide the packing the split follows); its
+        ``progress`` bar is kept on rank 0 only and its :data:`COUNTERS` are reported when it has them.
+        With a single rank this is ``backend.loglikelihood(requests)``.
+
+        Returns:
+            responses in request order on rank 0; None on every other rank.
+
+        Raises:
+            EvalkitError: a rank scored different requests than rank 0 (different data or tokenizer on its
+                machine), or a rank's responses are missing.
+        """
+        if not self.info.is_distributed:
+            return backend.loglikelihood(requests)
+        rank, world = self.info.rank, self.info.world_size
+        mine = split_requests(requests, backend.max_length, backend.share_context, world)[rank]
+        if hasattr(backend, "progress"):
+            backend.progress = backend.progress and self.info.is_main
+        share = [requests[i] for i in mine]
+        started = time.perf_counter()
+        answered = backend.loglikelihood(share)
+        payload = {
+            "rank": rank,
+            "digest": requests_digest(requests),
+            "indices": mine,
+            "responses": [(r.loglikelihood, r.greedy, r.continuation_tokens, r.truncated_tokens) for r in answered],
+            "stats": {
+                "rank": rank,
+                "device": self.device or "auto",
+                "requests": len(share),
+                "tokens": sum(g.length for g in pack_groups(share, backend.max_length, backend.share_context)),
+                "score_s": round(time.perf_counter() - started, 3),
+            } | {name: getattr(backend, name) for name in COUNTERS if hasattr(backend, name)},
+        }
+        log.info("%s scored %d requests in %.1f s; waiting for the other ranks", self.info.label, len(share),
+                 payload["stats"]["score_s"])
+        gathered: list[Any] | None = [None] * world if self.info.is_main else None
+        try:
+            dist.gather_object(payload, gathered, dst=0)
+        except RuntimeError as exc:  # gloo/NCCL errors and timeouts; a peer that died is the usual cause
+            raise EvalkitError(
+                f"gathering the responses failed, most likely because another rank failed first (see its error): "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from exc
+        self.close()
+        if not self.info.is_main:
+            return None
+        return self._merge(gathered, len(requests), payload["digest"])
+
+    def _merge(self, gathered: list[Any], n: int, digest: str) -> list[LoglikelihoodResponse]:
+        results: list[LoglikelihoodResponse | None] = [None] * n
+        for part in gathered:
+            if part["digest"] != digest:
+                raise EvalkitError(
+                    f"rank {part['rank']} tokenized different requests than rank 0: every machine needs the same "
+                    "data, tokenizer, task files and evalkit version"
+                )
+            for index, values in zip(part["indices"], part["responses"]):
+                results[index] = LoglikelihoodResponse(*values)
+            self.per_rank.append(part["stats"])
+        missing = sum(1 for r in results if r is None)
+        if missing:
+            raise EvalkitError(f"{missing} of {n} requests came back from no rank")
+        return results  # type: ignore[return-value]
+
+    def annotate(self, results: dict[str, Any]) -> None:
+        """Add the ranks' figures to a results dict (rank 0, distributed runs only): a ``distributed``
+        section, and the backend counters of ``results["timing"]`` summed over the ranks."""
+        if not self.info.is_distributed or not self.per_rank:
+            return
+        results["distributed"] = {"world_size": self.info.world_size, "backend": self.backend,
+                                  "ranks": self.per_rank}
+        for name in COUNTERS:
+            if name in results["timing"] and all(name in r for r in self.per_rank):
+                results["timing"][name] = sum(r[name] for r in self.per_rank)
+
+    def close(self) -> None:
+        """Leave the process group (idempotent)."""
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def requests_digest(requests: Sequence[TokenizedRequest]) -> str:
+    """sha256 over every request's token ids: equal on two ranks exactly when they tokenized alike."""
+    digest = hashlib.sha256()
+    for r in requests:
+        digest.update(repr((r.context_ids, r.continuation_ids)).encode("ascii"))
+    return digest.hexdigest()
+
+
+def start(config: RunConfig, environ: dict[str, str] | None = None) -> Ranks:
+    """Find this process's rank (torchrun's variables), pick its device, and join the process group.
+
+    Without torchrun (no ``WORLD_SIZE``) or with a single rank this only passes ``config.device`` and the
+    ``load_kwargs`` of ``config.extra`` through. ``config.extra["dist_timeout_s"]`` bounds every wait.
+
+    Raises:
+        EvalkitError: bad rank variables, a rank without a GPU of its own, or a process group that could not
+            be formed within the timeout.
+    """
+    env = os.environ if environ is None else environ
+    info = RankInfo.from_env(env)
+    load_kwargs = dict(config.extra.get("load_kwargs", {}))
+    if not info.is_distributed:
+        return Ranks(info, config.device, load_kwargs)
+    device = _rank_device(info, config.device, load_kwargs)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(torch.device(device))
+    timeout = float(config.extra.get("dist_timeout_s", DEFAULT_TIMEOUT_S))
+    where = f"{env.get('MASTER_ADDR', '?')}:{env.get('MASTER_PORT', '?')}"
+    try:
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+    except Exception as exc:  # noqa: BLE001 - rendezvous fails in many ways; say where and how long
+        raise EvalkitError(
+            f"could not join the process group of {info.world_size} ranks at {where} within {timeout:.0f} s: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    log.info("%s joined (%s, device %s)", info.label, backend, device)
+    return Ranks(info, device, load_kwargs, backend)
+
+
+def _rank_device(info: RankInfo, device: str | None, load_kwargs: dict[str, Any]) -> str:
+    """This rank's device; with a device map, also restricts ``load_kwargs["max_memory"]`` to its GPUs."""
+    if device is not None and not device.startswith("cuda"):
+        return device
+    if not torch.cuda.is_available():
+        if device is not None:
+            raise EvalkitError(f"--device {device} but no CUDA GPU is visible to {info.label}")
+        return "cpu"
+    n_gpus = torch.cuda.device_count()
+    if "device_map" in load_kwargs:
+        share = gpu_share(info.local_rank, info.local_world_size, n_gpus)
+        free = {g: torch.cuda.mem_get_info(g)[0] for g in share}
+        load_kwargs["max_memory"] = rank_max_memory(load_kwargs.get("max_memory"), share, free)
+        return f"cuda:{share[0]}"
+    if device not in (None, "cuda"):
+        return device  # an explicit cuda:K: the user's choice
+    if info.local_rank >= n_gpus:
+        raise EvalkitError(f"{info.label} has local rank {info.local_rank} but only {n_gpus} GPU(s) are visible; "
+                           f"use --nproc-per-node {n_gpus} or fewer")
+    return f"cuda:{info.local_rank}"
