@@ -1,0 +1,1 @@
+"""Per-document metrics, aggregation and statistics (pure numpy/scipy)."""
