@@ -231,7 +231,8 @@ class HFBackend:
         vocab = self.model.get_input_embeddings().weight.shape[0]
         sizes = [size for kind, size in self.patterns.values() if kind in ("sliding", "chunked")]
         n_ctx = max(1, min(max(sizes) + PROBE_CONTEXT, self.max_length - 3)) if sizes else PROBE_CONTEXT
-        ids = [int(i) for i in np.random.default_rng(0).integers(0, vocab, size=n_ctx + 5)]
+        # seeded ids below 32000 (real tokens in most vocabularies, not a padded embedding's untrained rows)
+        ids = [int(i) for i in np.random.default_rng(0).integers(1, max(2, min(vocab, 32000)), size=n_ctx + 5)]
         context, conts = tuple(ids[:n_ctx]), (tuple(ids[n_ctx : n_ctx + 3]), tuple(ids[n_ctx + 3 :]))
         packed = PackedGroup(context, conts, ((0,), (1,)))
         alone = [PackedGroup(context, (c,), ((0,),)) for c in conts]
