@@ -143,18 +143,19 @@ def test_damaged_cache_rows_are_scored_again_with_a_warning(tmp_path, isolated_c
     assert _task_lls(again) == _task_lls(first)
     assert again["timing"]["requests_scored"] == rows and again["timing"]["requests_cached"] == 0
     warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
-    assert warned == [f"request cache {_cache_db(isolated_cache)}: {rows} of {rows} stored answers asked for are "
-                      f"damaged (a positive log-likelihood or a value of the wrong type); they are scored again"]
+    assert warned == [f"request cache {_cache_db(isolated_cache)}: {rows} of {rows} stored answers found are damaged "
+                      f"(a log-likelihood above 0, not finite, or a value of the wrong type); they are scored again"]
     third = run(_config(tmp_path), progress=False, write=False).results  # the rescored answers replaced them
     assert third["timing"]["requests_cached"] == rows and _task_lls(third) == _task_lls(first)
 
 
 def test_a_log_likelihood_of_zero_up_to_rounding_is_served():
-    from evalkit.scoring.cache import plausible_answer
+    from evalkit.scoring.cache import plausible_loglikelihood
 
-    assert plausible_answer(b"\x00" * 8, 1) and plausible_answer(__import__("struct").pack("<d", 5e-5), 0)
-    assert not plausible_answer(__import__("struct").pack("<d", 2e-4), 0)
-    assert not plausible_answer(__import__("struct").pack("<d", float("nan")), 0)
+    assert plausible_loglikelihood(0.0) and plausible_loglikelihood(-0.0) and plausible_loglikelihood(5e-5)
+    assert plausible_loglikelihood(-1234.5)
+    assert not plausible_loglikelihood(2e-4) and not plausible_loglikelihood(float("nan"))
+    assert not plausible_loglikelihood(float("-inf"))
 
 
 # --- request cache: another schema, a full disk, a concurrent creator ------------------------------------------------
