@@ -382,6 +382,13 @@ def test_an_edited_baseline_is_one_message_naming_file_and_field(baseline_file, 
     assert not (tmp_path / "out").exists()
 
 
+def test_the_baseline_check_knows_every_tokenization_mode():
+    from evalkit.regression import baseline_schema
+    from evalkit.scoring import tokenization
+
+    assert baseline_schema.MODES == tokenization.MODES
+
+
 def test_a_task_deleted_from_a_baseline_fails_the_check(baseline_file, tmp_path, capsys):
     path = _edited(baseline_file, tmp_path, lambda data: data["tasks"].pop("arc_easy"))
     status = main(["check", "--baseline", str(path), "--data-dir", str(DATA_DIR), "--output-dir",
