@@ -451,7 +451,7 @@ def test_sigterm_after_the_results_are_written_does_not_claim_an_interrupted_run
                    "--data-dir", str(DATA_DIR), "--output-dir", str(out), "--no-progress", "--bootstrap-iters", "0",
                    "--limit", "2"])
     captured = capsys.readouterr()
-    [results] = (out / "results").iterdir()
+    [results] = (out / "results").rglob("*.json")
     assert json.loads(results.read_text())["tasks"]["piqa"]["n"] == 2
     assert "interrupted" not in captured.err and "resume" not in captured.err
     assert captured.out.splitlines()[-1] == f"results: {results}"
