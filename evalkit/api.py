@@ -113,7 +113,8 @@ def make_config(model: str | os.PathLike, tasks: str | Iterable[str], **options:
     return RunConfig(model=model, tasks=names, extra=extra, **fields)
 
 
-def evaluate(model: str | os.PathLike, tasks: str | Iterable[str], *, progress: bool = False, **options: Any) -> dict[str, Any]:
+def evaluate(model: str | os.PathLike, tasks: str | Iterable[str], *, progress: bool = False,
+             **options: Any) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks``: the same run, and the same results dict, as ``evalkit run``.
 
     No file is written unless ``output_dir`` is given (then the results JSON, the report and, with
