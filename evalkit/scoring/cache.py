@@ -149,11 +149,15 @@ class RequestCache:
     """The SQLite store. Use as a context manager, or call :meth:`close`.
 
     Args:
-        cache_dir: folder of the database (created if missing).
+        cache_dir: folder of the database (created if missing, atomically: see :meth:`_create`).
+
+    Attributes:
+        damaged_rows: rows of the last :meth:`get_many` left out for values of the wrong type.
 
     Raises:
-        EvalkitError: the folder cannot be created, is read-only, or the file is not an evalkit cache of this
-            schema.
+        EvalkitError: the folder cannot be created, is read-only, the disk is full, another process holds the
+            lock for over :data:`BUSY_WAIT_S` seconds, or the file is not an evalkit cache of this schema (another
+            schema version, other tables or columns: nothing is written to it).
     """
 
     def __init__(self, cache_dir: Path) -> None:
@@ -215,13 +219,11 @@ class RequestCache:
             finally:
                 conn.close()
             try:
-                os.link(tmp, self.path)
-            except FileExistsError:
-                pass  # another run created it meanwhile: use theirs
-            except OSError:  # a file system without hard links: the plain rename (last creator wins, both empty)
-                os.replace(tmp, self.path)
+                os.link(tmp, self.path)  # never replaces: a cache another run created (and may fill) is kept
+            except OSError:  # created meanwhile by another run: theirs is used; no hard links here: SQLite
+                pass  # creates the file in place when it connects, and the busy wait covers the race
         finally:
-            for leftover in (tmp, tmp.with_name(tmp.name + "-wal"), tmp.with_name(tmp.name + "-shm")):
+            for leftover in (tmp, *(tmp.with_name(tmp.name + end) for end in ("-wal", "-shm", "-journal"))):
                 if leftover.exists():
                     leftover.unlink()
 
@@ -234,7 +236,7 @@ class RequestCache:
         tables = [row[0] for row in self.conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
         for table in tables:
-            have = tuple(row[1] for row in self.conn.execute(f"PRAGMA table_info('{table}')"))
+            have = tuple(row[0] for row in self.conn.execute("SELECT name FROM pragma_table_info(?)", (table,)))
             want = COLUMNS.get(table)
             if have != want:
                 what = (f"an evalkit cache has {', '.join(want)}" if want
