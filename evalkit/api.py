@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any, Iterable
 
 from evalkit.types import EvalkitError, RunConfig
@@ -32,24 +33,71 @@ log = logging.getLogger(__name__)
 _FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in ("model", "tasks", "extra"))
 
 
-def make_config(model: str, tasks: str | Iterable[str], **options: Any) -> RunConfig:
-    """The :class:`~evalkit.types.RunConfig` of :func:`evaluate`'s arguments.
-
-    ``tasks`` is a list of task, alias or group names, or one comma-separated string. ``options`` are the
-    ``RunConfig`` fields (``limit``, ``seed``, ``batch_size`` (an int or ``"auto"``), ``dtype``, ``data_dir``,
-    ``tokenizer``, ``bootstrap_iters``, ``use_cache``, ``num_fewshot``, ...) and :data:`EXTRA_OPTIONS`;
-    ``include_paths`` may be one folder or a list.
+def _task_names(tasks: Any) -> tuple[str, ...]:
+    """The names of ``tasks`` (one comma-separated string, or an iterable of names).
 
     Raises:
-        EvalkitError: an unknown option, naming it and listing the accepted ones.
+        EvalkitError: anything else (None, a number, a list holding a non-string).
     """
-    names = tuple(t.strip() for t in tasks.split(",")) if isinstance(tasks, str) else tuple(tasks)
+    message = f"tasks must be a task name, a comma-separated string or a list of names, got {tasks!r}"
+    if isinstance(tasks, str):
+        return tuple(t.strip() for t in tasks.split(","))
+    if isinstance(tasks, (bytes, dict)) or not isinstance(tasks, Iterable):
+        raise EvalkitError(message)
+    names = tuple(tasks)
+    if not all(isinstance(name, str) for name in names):
+        raise EvalkitError(message)
+    return names
+
+
+def _check_option_types(options: dict[str, Any]) -> None:
+    """Refuse options of the wrong type with one message naming the option (before any file is read).
+
+    Raises:
+        EvalkitError: ``include_paths`` not a folder or list of folders, ``model_args`` not a dict or
+            ``key=value,...`` text, ``fewshot_overrides`` or ``load_kwargs`` not a dict.
+    """
+    paths = options.get("include_paths")
+    if paths is not None:
+        single = isinstance(paths, (str, os.PathLike))
+        items = [paths] if single else list(paths) if isinstance(paths, (list, tuple)) else None
+        if items is None or not all(isinstance(p, (str, os.PathLike)) for p in items):
+            raise EvalkitError(f"include_paths must be a folder or a list of folders, got {paths!r}")
+    if options.get("model_args") is not None and not isinstance(options["model_args"], (dict, str)):
+        raise EvalkitError(f"model_args must be a dict or a 'key=value,...' string, got {options['model_args']!r}")
+    if "fewshot_overrides" in options and not isinstance(options["fewshot_overrides"], dict):
+        raise EvalkitError(f"fewshot_overrides must be a dict {{task: shots}}, got {options['fewshot_overrides']!r}")
+    if options.get("load_kwargs") is not None and not isinstance(options["load_kwargs"], dict):
+        raise EvalkitError(f"load_kwargs must be a dict (e.g. {{'device_map': 'auto'}}), got "
+                           f"{options['load_kwargs']!r}")
+
+
+def make_config(model: str | os.PathLike, tasks: str | Iterable[str], **options: Any) -> RunConfig:
+    """The :class:`~evalkit.types.RunConfig` of :func:`evaluate`'s arguments.
+
+    ``model`` is a name or a path (``str`` or :class:`pathlib.Path`). ``tasks`` is a list of task, alias or
+    group names, or one comma-separated string. ``options`` are the ``RunConfig`` fields (``limit``, ``seed``,
+    ``batch_size`` (an int or ``"auto"``), ``dtype``, ``data_dir``, ``tokenizer``, ``bootstrap_iters``,
+    ``use_cache``, ``num_fewshot``, ``fewshot_overrides`` (a dict), ...) and :data:`EXTRA_OPTIONS`;
+    ``include_paths`` may be one folder or a list; ``model_args`` a dict or ``key=value,...`` text;
+    ``load_kwargs`` a dict.
+
+    Raises:
+        EvalkitError: an unknown option, naming it and listing the accepted ones; a model, tasks or option of
+            the wrong type, naming it.
+    """
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str):
+        raise EvalkitError(f"model must be a model name, folder or file (str or path), got {model!r}")
+    names = _task_names(tasks)
     unknown = sorted(set(options) - set(_FIELDS) - set(EXTRA_OPTIONS))
     if unknown:
         raise EvalkitError(f"unknown option(s) {', '.join(unknown)}; accepted: "
                            f"{', '.join(sorted((*_FIELDS, *EXTRA_OPTIONS)))}")
+    _check_option_types(options)
     fields = {k: v for k, v in options.items() if k in _FIELDS}
-    if isinstance(fields.get("include_paths"), str):
+    if isinstance(fields.get("include_paths"), (str, os.PathLike)):
         fields["include_paths"] = (fields["include_paths"],)
     if "include_paths" in fields:
         fields["include_paths"] = tuple(str(p) for p in fields["include_paths"])
@@ -65,7 +113,8 @@ def make_config(model: str, tasks: str | Iterable[str], **options: Any) -> RunCo
     return RunConfig(model=model, tasks=names, extra=extra, **fields)
 
 
-def evaluate(model: str, tasks: str | Iterable[str], *, progress: bool = False, **options: Any) -> dict[str, Any]:
+def evaluate(model: str | os.PathLike, tasks: str | Iterable[str], *, progress: bool = False,
+             **options: Any) -> dict[str, Any]:
     """Evaluate ``model`` on ``tasks``: the same run, and the same results dict, as ``evalkit run``.
 
     No file is written unless ``output_dir`` is given (then the results JSON, the report and, with
@@ -73,7 +122,8 @@ def evaluate(model: str, tasks: str | Iterable[str], *, progress: bool = False, 
     INFO level). The request cache is read and filled as by the CLI (``use_cache=False`` turns it off).
 
     Args:
-        model: an alias (``pythia-70m``), hub id, local folder, or ``random:<alias>``.
+        model: an alias (``pythia-70m``), hub id, local folder or GGUF file (``str`` or path), or
+            ``random:<alias>``.
         tasks: task, alias or group names (list, or one comma-separated string).
         progress: show the progress bar on stderr.
         **options: see :func:`make_config`.

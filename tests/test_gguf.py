@@ -100,7 +100,7 @@ def test_the_content_hash_is_computed_once_per_version_of_the_file(tmp_path, mon
     stored = json.loads((memo / FILE_MEMO_NAME).read_text())
     [(key, entry)] = stored.items()
     stat = path.stat()
-    assert key == f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    assert key == f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}\0{stat.st_ctime_ns}"
     assert entry == {"sha256": expected}
     # rewritten in place with other bytes (and another modification time): hashed again
     path.write_bytes(b"GGUF" + b"other weights")

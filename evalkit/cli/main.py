@@ -37,7 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     Ctrl-C (SIGINT) or SIGTERM stops the run; results are only ever written whole (temporary file + rename),
     every scored batch stays in the request cache, and the command that resumes the run is printed. Exit
-    status 130 (SIGINT) or 143 (SIGTERM).
+    status 130 (SIGINT) or 143 (SIGTERM). A signal that arrives once the results file is written (while the
+    report is rendered) stops a finished run: its results path is printed with how to re-render the report, exit
+    status 1 (as for a report that could not be written).
     """
     from evalkit.scoring.cache import resolve_cache_dir
     from evalkit.run.pipeline import run
@@ -49,6 +51,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         output = run(config, progress=not args.no_progress)
     except KeyboardInterrupt as exc:
         by_term = str(exc) == "SIGTERM"
+        written = getattr(exc, "results_path", None)
+        if written is not None:  # the results are complete; only the report is missing
+            print(f"results: {written}")
+            if getattr(exc, "samples_path", None):
+                print(f"samples: {exc.samples_path}")  # type: ignore[attr-defined]
+            print(f"evalkit: error: {'SIGTERM' if by_term else 'an interrupt (Ctrl-C)'} arrived while the report was "
+                  f"written; the results are complete in {written}; re-render the report with: evalkit report "
+                  f"{written} --output REPORT.md", file=sys.stderr)
+            return 1
         command = resume_command(args.argv)
         if config.use_cache:
             print(f"evalkit: interrupted; every scored batch is kept in the request cache "
@@ -249,7 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "baseline": cmd_baseline, "export": cmd_export, "check": cmd_check}
     where = _rank_label()
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
+        if argv is None:  # the program: a closed pipe shows at this flush when the output fit in the buffer
+            sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        return _closed_pipe(argv is None)
     except EvalkitError as exc:
         print(f"evalkit: error{where}: {exc}", file=sys.stderr)
         return 2
@@ -265,6 +281,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             # about 1.5 s of a small run's exit. Frozen objects are skipped; files are closed and atexit
             # handlers still run.
             gc.freeze()
+
+
+CLOSED_PIPE_STATUS = 141
+"""Exit status when stdout's reader went away (128 + SIGPIPE, as for a program the closed pipe stopped)."""
+
+
+def _closed_pipe(program: bool) -> int:
+    """Stop quietly when the reader of stdout has gone (``evalkit tasks | head -3``): no traceback, and, for the
+    program itself, stdout pointed at the null device so the interpreter's last flush does not fail again."""
+    if program:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return CLOSED_PIPE_STATUS
 
 
 def _rank_label() -> str:

@@ -97,3 +97,69 @@ def describe_gguf(path: str | Path) -> dict[str, Any]:
         "tensor_types": dict(sorted(counts.items())),
         "add_bos_token": None if add_bos is None else bool(add_bos),
     }
+
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+"""GGUF metadata value types of fixed size (type code -> struct format); 8 is a string, 9 an array."""
+_STRING, _ARRAY = 8, 9
+
+
+def gguf_tokens(path: str | Path) -> list[str] | None:
+    """The vocabulary a GGUF file stores (``tokenizer.ggml.tokens``: the token of each id, in id order), read from
+    the metadata header alone (no tensor is read; no gguf package needed), or None when the file has no token list
+    or is of format version 1 (32-bit lengths, no longer written).
+
+    Raises:
+        EvalkitError: the file cannot be read or its header is cut short or malformed.
+    """
+    import struct
+
+    path = Path(path)
+
+    def read(handle: Any, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        raw = handle.read(size)
+        if len(raw) < size:
+            raise EvalkitError(f"{path}: the GGUF header is cut short")
+        return struct.unpack(fmt, raw)[0]
+
+    def string(handle: Any) -> bytes:
+        n = read(handle, "<Q")
+        raw = handle.read(n)
+        if len(raw) < n:
+            raise EvalkitError(f"{path}: the GGUF header is cut short")
+        return raw
+
+    def skip(handle: Any, kind: int) -> None:
+        if kind == _STRING:
+            handle.seek(read(handle, "<Q"), 1)
+        elif kind == _ARRAY:
+            inner, count = read(handle, "<I"), read(handle, "<Q")
+            if inner in _SCALARS:
+                handle.seek(struct.calcsize(_SCALARS[inner]) * count, 1)
+            else:
+                for _ in range(count):
+                    skip(handle, inner)
+        elif kind in _SCALARS:
+            handle.seek(struct.calcsize(_SCALARS[kind]), 1)
+        else:
+            raise EvalkitError(f"{path}: unknown GGUF metadata type {kind}")
+
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(4) != MAGIC:
+                raise EvalkitError(f"{path} is not a GGUF file")
+            if read(handle, "<I") < 2:
+                return None
+            read(handle, "<Q")  # tensor count
+            for _ in range(read(handle, "<Q")):
+                key, kind = string(handle), read(handle, "<I")
+                if key != b"tokenizer.ggml.tokens":
+                    skip(handle, kind)
+                    continue
+                if kind != _ARRAY or read(handle, "<I") != _STRING:
+                    raise EvalkitError(f"{path}: tokenizer.ggml.tokens is not a list of strings")
+                return [string(handle).decode("utf-8", errors="replace") for _ in range(read(handle, "<Q"))]
+    except OSError as exc:
+        raise EvalkitError(f"cannot read GGUF file {path}: {exc}") from None
+    return None

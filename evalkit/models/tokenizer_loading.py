@@ -132,3 +132,59 @@ def own_tokenizer(model_path: str | None, spec: str | None) -> LoadedTokenizer |
         return load_tokenizer(source, str(folder))
     except EvalkitError:
         return None
+
+
+def _vocabulary(spec: str) -> list[str | None] | None:
+    """The token of each id of tokenizer ``spec`` (None for an id it does not use), or None when it cannot be read."""
+    from evalkit.models.gguf_file import gguf_tokens
+
+    if is_gguf_path(spec):
+        return gguf_tokens(spec)
+    try:
+        if spec.endswith(".json"):
+            from tokenizers import Tokenizer
+
+            vocab = Tokenizer.from_file(spec).get_vocab(with_added_tokens=True)
+        else:
+            from transformers import AutoTokenizer
+
+            vocab = AutoTokenizer.from_pretrained(spec).get_vocab()
+    except Exception:  # noqa: BLE001 - load_tokenizer has already reported a tokenizer that cannot load
+        return None
+    by_id: list[str | None] = [None] * (max(vocab.values(), default=-1) + 1)
+    for token, index in vocab.items():
+        by_id[index] = token
+    return by_id
+
+
+def foreign_gguf_tokenizer(model_path: str | None, spec: str) -> str | None:
+    """A warning when ``--tokenizer spec`` is not the tokenizer stored in the GGUF model file ``model_path``
+    (compared id by id with the file's ``tokenizer.ggml.tokens``; ids the file has beyond the tokenizer's are
+    padding and ignored); None when they agree, when ``model_path`` is not a GGUF file, or when either vocabulary
+    cannot be read (an unreadable ``--tokenizer`` is reported when it loads).
+
+    The GGUF counterpart of comparing :func:`own_tokenizer`'s hash for a model folder: a GGUF file has no
+    ``tokenizer.json`` to load the same way as ``spec``, so the vocabularies are compared instead.
+
+    Raises:
+        EvalkitError: the GGUF file cannot be read or its header is malformed.
+    """
+    from evalkit.models.gguf_file import gguf_tokens
+
+    if model_path is None or not is_gguf_path(model_path) or not Path(model_path).is_file():
+        return None
+    if Path(spec).resolve() == Path(model_path).resolve():
+        return None
+    stored = gguf_tokens(model_path)
+    given = _vocabulary(spec)
+    if not stored or not given:
+        return None
+    differ = [i for i, token in enumerate(given) if token is not None and (i >= len(stored) or stored[i] != token)]
+    if not differ:
+        return None
+    first = differ[0]
+    in_file = repr(stored[first]) if first < len(stored) else "no token"
+    used = sum(token is not None for token in given)
+    return (f"--tokenizer {spec} is not the tokenizer stored in the GGUF file {model_path}: {len(differ)} of {used} "
+            f"token ids map to other tokens (id {first}: {given[first]!r} here, {in_file} in the file); a tokenizer "
+            f"whose vocabulary fits but that does not belong to the model scores garbage")

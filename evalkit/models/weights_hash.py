@@ -22,8 +22,9 @@ A single checkpoint file's identity is the sha256 of all its bytes (:func:`file_
 of the file on disk. A GGUF checkpoint is one large file, and its name says nothing about its weights (a re-
 quantized file keeps its name), so the model identity, and with it the request cache's model key, is the file's
 content hash. Hashing a 7B checkpoint takes tens of seconds, so the digest is remembered in ``file_hashes.json`` in
-a folder (the request cache's) under the file's (absolute path, size, modification time in ns, inode): a file
-rewritten in place, replaced or touched is hashed again; an unchanged one is not. Other facts read from a file's
+a folder (the request cache's) under the file's (absolute path, size, modification time in ns, inode, status-change
+time in ns): a file rewritten in place (even with its old mtime put back), replaced or touched is hashed again; an
+unchanged one is not. Other facts read from a file's
 content (a GGUF file's quantization, which takes seconds to parse) are remembered the same way (:func:`remembered`).
 """
 
@@ -225,13 +226,14 @@ def sha256_of_file(path: Path) -> str:
 
 def _stat_key(path: Path) -> str:
     stat = path.stat()
-    return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}\0{stat.st_ctime_ns}"
 
 
 def remembered(path: str | Path, memo_dir: str | Path | None, kind: str, compute: Callable[[Path], Any]) -> Any:
     """``compute(path)``, remembered in ``memo_dir/file_hashes.json`` for this version of the file.
 
-    The memo is a JSON object ``{"<absolute path>\\0<size>\\0<mtime ns>\\0<inode>": {kind: value}}``; without
+    The memo is a JSON object ``{"<absolute path>\\0<size>\\0<mtime ns>\\0<inode>\\0<ctime ns>": {kind: value}}``
+    (the ctime because the system sets it on every write and no user call restores it); without
     ``memo_dir`` nothing is remembered. An unreadable or malformed memo is ignored and rewritten, and a memo that
     cannot be written costs only the recomputation next time. Written atomically (temporary file, then rename).
 

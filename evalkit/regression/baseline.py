@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 from evalkit.data.documents import json_error, resolve_data_dir
 from evalkit.models.gguf_file import is_gguf_path
+from evalkit.regression.baseline_schema import validate_baseline
 from evalkit.stats.metrics import PER_DOC_KEYS
 from evalkit.models.resolve import package_placeholder
 from evalkit.results.files import atomic_write_text, read_json_object, strict_json
@@ -271,7 +272,8 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     """Read and validate a baseline file.
 
     Raises:
-        EvalkitError: a missing file, invalid JSON, another format, or a missing field (named).
+        EvalkitError: a missing file, invalid JSON, another format, a missing field or one of the wrong type or
+            value (file and field named; :func:`evalkit.regression.baseline_schema.validate_baseline`).
     """
     p = Path(path)
     data = read_json_object(p, "baseline")
@@ -280,10 +282,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     for key in ("config", "tolerance", "tasks", "model", "versions"):
         if key not in data:
             raise EvalkitError(f"{p}: baseline field '{key}' is missing")
-    for name, task in data["tasks"].items():
-        for key in ("version", "prompt_sha256", "metrics", "documents", "requests"):
-            if key not in task:
-                raise EvalkitError(f"{p}: task '{name}' lacks field '{key}'")
+    validate_baseline(data, p)
     return data
 
 

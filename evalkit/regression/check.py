@@ -197,9 +197,14 @@ def run_check(
         lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance)
         failures += lines
         failed_tasks += bool(lines)
+    unbaselined = [name for name in results["tasks"] if name not in baseline["tasks"]]
+    for name in unbaselined:  # the config still runs it: a task deleted from the file must not pass unchecked
+        failures.append(f"FAIL {name}: run by the baseline's config but missing from its tasks (an edited baseline?)")
+    failed_tasks += len(unbaselined)
     n_requests = sum(len(t["requests"]["doc_id"]) for t in baseline["tasks"].values())
     if failures:
-        summary = f"check failed: {failed_tasks} of {len(baseline['tasks'])} tasks differ from {path}"
+        summary = (f"check failed: {failed_tasks} of {len(baseline['tasks']) + len(unbaselined)} tasks differ from "
+                   f"{path}")
         return CheckResult(False, tuple(failures + notes + [summary]), done.results_path, done.report_path)
     summary = (f"check passed: {len(baseline['tasks'])} tasks, {n_requests} requests match {path} "
                f"(log-likelihoods within {tolerance.loglikelihood_atol:g} + {tolerance.loglikelihood_rtol:g}·|ll| "

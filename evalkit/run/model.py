@@ -85,6 +85,10 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
             f"the model folder ships (sha256 {own.identity['sha256'][:12]}…): a tokenizer whose vocabulary fits "
             f"but that does not belong to the model scores garbage"
         )
+    if config.tokenizer and resolved["kind"] == "gguf":  # a GGUF file has no tokenizer.json: compare vocabularies
+        foreign = tokenizer_loading.foreign_gguf_tokenizer(resolved.get("path"), config.tokenizer)
+        if foreign:
+            warnings.append(foreign)
     model_config = hf_loading.load_config(  # no weights yet: every input check runs before they load
         resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
     window = hf_loading.config_window(model_config, config.max_length, config.model)

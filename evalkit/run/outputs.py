@@ -41,6 +41,10 @@ def write_outputs(
     finished in the same second). When it cannot be written, the results stay and the returned
     :attr:`RunOutput.report_error` says what was not written and how to re-render it.
 
+    A ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM turned into one by the CLI) while the report is written
+    propagates with ``results_path`` and ``samples_path`` set on it: the results are complete, and the CLI says so
+    instead of calling the run interrupted.
+
     Raises:
         EvalkitError: the results or samples cannot be written (nothing half written is left behind).
     """
@@ -58,6 +62,9 @@ def write_outputs(
     try:
         report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True,
                                    draw_figure=config.extra.get("figure", True))
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM now stops a finished run: say where its results are
+        exc.results_path, exc.samples_path = path, samples_path  # type: ignore[attr-defined]
+        raise
     except OSError as exc:
         where = exc.filename or out_dir / "reports"
         error = (f"the report was not written ({where}: {exc.strerror or exc}); the results are complete in {path}"

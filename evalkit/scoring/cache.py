@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import sqlite3
 import struct
+import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodBackend, LoglikelihoodResponse, TokenizedRequest
+
+log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "EVALKIT_CACHE_DIR"
 """Environment variable naming the cache folder when ``--cache-dir`` is not given."""
@@ -70,6 +75,27 @@ CREATE TABLE IF NOT EXISTS responses (
     PRIMARY KEY (model_key, request_key)
 ) WITHOUT ROWID;
 """
+
+
+COLUMNS = {"models": ("model_key", "identity"),
+           "responses": ("model_key", "request_key", "loglikelihood", "greedy")}
+"""The tables of an evalkit request cache and their columns; a database with other tables or columns is not one."""
+
+LOGLIKELIHOOD_ROUNDING = 1e-4
+"""A log-likelihood is at most 0; a stored answer above this (nats) cannot come from a model: a damaged row."""
+
+BUSY_WAIT_S = 60.0
+"""How long opening the cache waits for another process that holds its lock (creating it, switching it to WAL)."""
+
+
+def plausible_loglikelihood(value: float) -> bool:
+    """True for a log-likelihood a model can produce: finite and at most 0 (up to :data:`LOGLIKELIHOOD_ROUNDING`)."""
+    return math.isfinite(value) and value <= LOGLIKELIHOOD_ROUNDING
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """True for SQLite's report that another connection holds the lock ("database is locked", "... busy")."""
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def resolve_cache_dir(cache_dir: str | None) -> Path:
@@ -132,39 +158,114 @@ class RequestCache:
     """The SQLite store. Use as a context manager, or call :meth:`close`.
 
     Args:
-        cache_dir: folder of the database (created if missing).
+        cache_dir: folder of the database (created if missing, atomically: see :meth:`_create`).
+
+    Attributes:
+        damaged_rows: rows of the last :meth:`get_many` left out for values of the wrong type.
 
     Raises:
-        EvalkitError: the folder cannot be created, is read-only, or the file is not an evalkit cache of this
-            schema.
+        EvalkitError: the folder cannot be created, is read-only, the disk is full, another process holds the
+            lock for over :data:`BUSY_WAIT_S` seconds, or the file is not an evalkit cache of this schema (another
+            schema version, other tables or columns: nothing is written to it).
     """
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = Path(cache_dir) / DB_NAME
+        self.damaged_rows = 0
         self._refuse_read_only()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
             raise EvalkitError(
                 f"cannot open the request cache {self.path}: {exc} (use --cache-dir or --no-cache)"
             ) from None
+        deadline = time.monotonic() + BUSY_WAIT_S
+        while True:  # another run creating the file or switching it to WAL holds a lock SQLite does not wait for
+            try:
+                self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or time.monotonic() > deadline:
+                    raise EvalkitError(self._open_error(exc)) from None
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                if "readonly" in str(exc) or "read-only" in str(exc):
+                    raise EvalkitError(self._read_only_message()) from None
+                raise EvalkitError(
+                    f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache"
+                ) from None
+
+    def _open(self) -> None:
+        """Create the file if missing (atomically: built under a temporary name, then linked into place, so a run
+        opening it at the same moment sees no file or a whole cache), then connect and check its schema."""
+        if not self.path.exists():
+            self._create()
+        self.conn = sqlite3.connect(self.path, timeout=BUSY_WAIT_S, isolation_level=None)
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise EvalkitError(f"request cache {self.path} has schema version {version}, this evalkit uses "
                                    f"{SCHEMA_VERSION}: remove it or pick another --cache-dir")
+            self._check_tables()
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
             self.conn.executescript(_SCHEMA)
-            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
+            if version != SCHEMA_VERSION:
+                self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except BaseException:
             self.conn.close()
-            if "readonly" in str(exc) or "read-only" in str(exc):
-                raise EvalkitError(self._read_only_message()) from None
-            raise EvalkitError(
-                f"request cache {self.path} is unreadable ({exc}): remove it, or use --no-cache"
-            ) from None
+            raise
+
+    def _create(self) -> None:
+        """Write an empty cache under a temporary name and link it to :attr:`path` unless another run did first."""
+        tmp = self.path.with_name(f".{DB_NAME}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            finally:
+                conn.close()
+            try:
+                os.link(tmp, self.path)  # never replaces: a cache another run created (and may fill) is kept
+            except OSError:  # created meanwhile by another run: theirs is used; no hard links here: SQLite
+                pass  # creates the file in place when it connects, and the busy wait covers the race
+        finally:
+            for leftover in (tmp, *(tmp.with_name(tmp.name + end) for end in ("-wal", "-shm", "-journal"))):
+                if leftover.exists():
+                    leftover.unlink()
+
+    def _check_tables(self) -> None:
+        """Refuse a database with tables or columns an evalkit cache does not have, before anything is written.
+
+        Raises:
+            EvalkitError: naming the table and its columns.
+        """
+        tables = [row[0] for row in self.conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        for table in tables:
+            have = tuple(row[0] for row in self.conn.execute("SELECT name FROM pragma_table_info(?)", (table,)))
+            want = COLUMNS.get(table)
+            if have != want:
+                what = (f"an evalkit cache has {', '.join(want)}" if want
+                        else f"an evalkit cache has only the tables {', '.join(COLUMNS)}")
+                raise EvalkitError(
+                    f"request cache {self.path} is an SQLite database of another schema (table {table} has columns "
+                    f"{', '.join(have)}; {what}): it is not an evalkit request cache; use another --cache-dir, or "
+                    f"--no-cache")
+
+    def _open_error(self, exc: sqlite3.OperationalError) -> str:
+        """The message for an operational failure at open: a full disk, a lock held too long, another error."""
+        if "full" in str(exc):
+            return (f"request cache {self.path}: the disk is full ({exc}) while creating it; free some space, or use "
+                    f"--cache-dir on another disk, or --no-cache")
+        if "readonly" in str(exc) or "read-only" in str(exc):
+            return self._read_only_message()
+        if _busy(exc):
+            return (f"request cache {self.path} stayed locked by another process for {BUSY_WAIT_S:.0f} s ({exc}); "
+                    f"wait for it, or use another --cache-dir, or --no-cache")
+        return f"cannot open the request cache {self.path}: {exc} (use --cache-dir or --no-cache)"
 
     def _read_only_message(self) -> str:
         return (f"request cache {self.path} is read-only (a read-only mount or no write permission): the cache "
@@ -194,14 +295,19 @@ class RequestCache:
         self.conn.close()
 
     @contextmanager
-    def _intact(self) -> Iterator[None]:
-        """Turn SQLite's report of a damaged file (pages that the header check at open does not read) into a
-        clear error."""
+    def _intact(self, doing: str) -> Iterator[None]:
+        """Turn SQLite's errors into one clear message: a damaged file (pages that the header check at open does
+        not read), a full disk, a lock held too long; ``doing`` says what the cache was doing."""
         try:
             yield
+        except sqlite3.OperationalError as exc:  # locked, full disk, ...: not damage
+            if "full" in str(exc):
+                raise EvalkitError(f"request cache {self.path}: the disk is full ({exc}) while {doing}; the answers "
+                                   f"committed before are kept; free some space, or use --cache-dir on another "
+                                   f"disk, or --no-cache") from None
+            raise EvalkitError(f"request cache {self.path}: {exc} while {doing}; the answers committed before are "
+                               f"kept; use another --cache-dir, or --no-cache") from None
         except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError):  # locked, full disk, ...: not damage
-                raise
             raise EvalkitError(f"request cache {self.path} is damaged ({exc}): remove it, or use --no-cache") from None
 
     def register_model(self, key: str, fields: Mapping[str, Any]) -> None:
@@ -211,16 +317,20 @@ class RequestCache:
             EvalkitError: the file is damaged.
         """
         identity = json.dumps(dict(fields), sort_keys=True)
-        with self._intact():
+        with self._intact("recording the model"):
             self.conn.execute("INSERT OR IGNORE INTO models VALUES (?, ?)", (key, identity))
 
     def get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
         """Cached (log-likelihood in nats, greedy flag) for those of ``request_keys`` that are stored.
 
+        A row whose values have the wrong type (a log-likelihood that is not 8 bytes, a greedy flag other than 0
+        or 1: a file edited by hand) is left out, as missing, and counted in :attr:`damaged_rows`.
+
         Raises:
             EvalkitError: the file is damaged.
         """
-        with self._intact():
+        self.damaged_rows = 0
+        with self._intact("reading cached answers"):
             return self._get_many(key, request_keys)
 
     def _get_many(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[float, bool]]:
@@ -233,6 +343,10 @@ class RequestCache:
                 f"AND request_key IN ({','.join('?' * len(chunk))})", (key, *chunk),
             )
             for rkey, ll, greedy in rows:
+                if not isinstance(ll, bytes) or len(ll) != _DOUBLE.size or greedy not in (0, 1) \
+                        or isinstance(greedy, float):
+                    self.damaged_rows += 1
+                    continue
                 found[bytes(rkey)] = (_DOUBLE.unpack(ll)[0], bool(greedy))
         return found
 
@@ -242,7 +356,7 @@ class RequestCache:
         Raises:
             EvalkitError: the file is damaged.
         """
-        with self._intact(), self.conn:
+        with self._intact("storing scored answers"), self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)",
@@ -285,10 +399,15 @@ class CachingBackend:
         """Responses for ``requests``, in order; see :class:`~evalkit.types.LoglikelihoodResponse` for units."""
         keys = [request_key(r) for r in requests]
         hits = self.cache.get_many(self.key, keys)
+        damaged = self.cache.damaged_rows + sum(not plausible_loglikelihood(ll) for ll, _ in hits.values())
+        if damaged:
+            log.warning("request cache %s: %d of %d stored answers found are damaged (a log-likelihood above 0, not "
+                        "finite, or a value of the wrong type); they are scored again", self.cache.path, damaged,
+                        len(hits) + self.cache.damaged_rows)
         results: list[LoglikelihoodResponse | None] = [None] * len(requests)
         misses = []
         for index, (request, rkey) in enumerate(zip(requests, keys)):
-            if rkey in hits and math.isfinite(hits[rkey][0]):
+            if rkey in hits and plausible_loglikelihood(hits[rkey][0]):
                 ll, greedy = hits[rkey]
                 results[index] = LoglikelihoodResponse(ll, greedy, len(request.continuation_ids),
                                                        request.truncated_tokens)

@@ -161,14 +161,17 @@ def start(config: RunConfig, environ: dict[str, str] | None = None) -> Ranks:
     Without torchrun (no ``WORLD_SIZE``) or with a single rank this only passes ``config.device`` and the
     ``load_kwargs`` of ``config.extra`` through. ``config.extra["dist_timeout_s"]`` bounds every wait.
 
+    A single rank checks ``--device`` here, before the tokenizer and the model load (:func:`check_device`).
+
     Raises:
-        EvalkitError: bad rank variables, a rank without a GPU of its own, or a process group that could not
-            be formed within the timeout.
+        EvalkitError: bad rank variables, a CUDA ``--device`` without a visible GPU, a rank without a GPU of its
+            own, or a process group that could not be formed within the timeout.
     """
     env = os.environ if environ is None else environ
     info = RankInfo.from_env(env)
     load_kwargs = dict(config.extra.get("load_kwargs", {}))
     if not info.is_distributed:
+        check_device(config.device, load_kwargs)
         return Ranks(info, config.device, load_kwargs)
     device = _rank_device(info, config.device, load_kwargs)
     backend = "nccl" if device.startswith("cuda") else "gloo"
@@ -185,6 +188,29 @@ def start(config: RunConfig, environ: dict[str, str] | None = None) -> Ranks:
         ) from exc
     log.info("%s joined (%s, device %s)", info.label, backend, device)
     return Ranks(info, device, load_kwargs, backend)
+
+
+def check_device(device: str | None, load_kwargs: dict[str, Any]) -> None:
+    """Refuse a CUDA ``--device`` this process cannot use; warn that ``--parallelize`` (a ``device_map`` in
+    ``load_kwargs``) spreads nothing over GPUs when none is visible (the model loads on the CPU, and on disk where
+    ``--max-memory`` says so).
+
+    Raises:
+        EvalkitError: ``--device cuda[:K]`` without a visible GPU (a CPU-only torch, or none visible), or with
+            K beyond the visible GPUs.
+    """
+    if device is not None and device.split(":")[0] == "cuda":
+        if not torch.cuda.is_available():
+            why = "has no CUDA support" if torch.version.cuda is None else "sees no GPU"
+            raise EvalkitError(f"--device {device}: no CUDA GPU is visible to this process (this torch {why}); use "
+                               f"--device cpu, or leave --device out")
+        index = device.partition(":")[2]
+        if index.isdigit() and int(index) >= torch.cuda.device_count():
+            raise EvalkitError(f"--device {device}: only {torch.cuda.device_count()} CUDA GPU(s) are visible "
+                               f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+    if "device_map" in load_kwargs and not torch.cuda.is_available():
+        log.warning("--parallelize: no CUDA GPU is visible, so nothing is spread over GPUs: the model loads on the "
+                    "CPU (and on disk where --max-memory says so)")
 
 
 def _rank_device(info: RankInfo, device: str | None, load_kwargs: dict[str, Any]) -> str:
