@@ -1,0 +1,214 @@
+"""Shared token prefixes: find them, forward each once, and let other sequences attend to its keys and values.
+
+Few-shot prompts put the same text before many documents (lm-eval 0.4's MMLU gives every document of a subject
+the same five dev examples; gsm8k_cot eight fixed ones). :func:`plan_prefixes` finds such prefixes among packed
+groups' contexts; the backend forwards each prefix once (``use_cache=True``) and scores every group's remainder
+(the rest of its context and its packed continuations) on top of the prefix's keys and values, which
+:class:`SharedPrefixLayer` hands to every row of a batch as an ``expand``-ed view (no per-row copy is stored).
+
+Causal attention makes the key/value states of positions ``0..u-1`` of a prefix forward the same as those of a
+forward of the first ``u`` tokens alone, so a group that shares only part of a forwarded prefix uses that part:
+its row's attention mask hides the prefix positions it does not share, and its position ids continue from ``u``.
+
+Only log-likelihood scoring uses it today; a generator can reuse :func:`plan_prefixes` (on token tuples) and
+:func:`prefix_cache_for_batch` (on a prefix's states), then decode on top of the returned cache.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+MIN_PREFIX_TOKENS = 32
+"""Shortest prefix worth forwarding once and reading back from its cache (tokens)."""
+
+MIN_PREFIX_USERS = 2
+"""Fewest packed sequences that must share a prefix for it to be forwarded once."""
+
+
+def windowed_attention(config: Any) -> int | None:
+    """The attention window (tokens) of a model config whose layers do not all see every earlier token, else None.
+
+    Reads ``sliding_window`` (with ``use_sliding_window`` where the config has that switch, as Qwen2's),
+    ``attention_chunk_size`` (Llama 4's chunked layers) and ``layer_types`` ("sliding_attention",
+    "chunked_attention"). A cached prefix longer than such a window would have to follow the layer's own
+    rules, so callers score these models without prefix reuse. Returns 0 for windowed layer types without a size.
+    """
+    sizes = []
+    window = getattr(config, "sliding_window", None)
+    if window and getattr(config, "use_sliding_window", True) is not False:
+        sizes.append(int(window))
+    chunk = getattr(config, "attention_chunk_size", None)
+    if chunk:
+        sizes.append(int(chunk))
+    layer_types = getattr(config, "layer_types", None) or ()
+    if not sizes and any(t in ("sliding_attention", "chunked_attention") for t in layer_types):
+        sizes.append(0)
+    if layer_types and all(t == "full_attention" for t in layer_types):
+        return None  # the window size is declared but no layer uses it
+    return min(sizes) if sizes else None
+
+
+@dataclass
+class PrefixUnit:
+    """Sequences scored on top of one forwarded prefix (``prefix`` empty: scored without reuse).
+
+    Attributes:
+        prefix: the token ids forwarded once (tuple of int).
+        members: indices of the sequences (into the list given to :func:`plan_prefixes`).
+        used: for each member, how many leading prefix tokens it shares and reads from the cache (<= len(prefix)).
+    """
+
+    prefix: tuple[int, ...]
+    members: list[int] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def plan_prefixes(
+    contexts: Sequence[tuple[int, ...]], min_tokens: int = MIN_PREFIX_TOKENS, min_users: int = MIN_PREFIX_USERS,
+    max_prefix_tokens: int | None = None,
+) -> list[PrefixUnit]:
+    """Which shared prefixes to forward once, and which sequences read which part of them.
+
+    Every context keeps its last token out of the prefix (the position that predicts the first continuation
+    token is scored by the sequence itself). The contexts minus that token are sorted; each one's longest
+    prefix shared with another, ``d``, is the longer common prefix with its two sorted neighbours. A prefix
+    ``s[:d]`` that at least ``min_users`` contexts have as their longest shared prefix is forwarded (cut to
+    ``max_prefix_tokens``); a context whose longest shared prefix is forwarded by none reads the forwarded prefix
+    that shares most with it. Contexts sharing fewer than ``min_tokens`` tokens with any forwarded prefix go into
+    the unit with an empty prefix. The plan depends on the set of contexts only, not on their order.
+
+    Args:
+        contexts: per sequence, its context token ids (non-empty tuples).
+        min_tokens: shortest prefix worth reuse (tokens, >= 1).
+        min_users: fewest sequences per forwarded prefix (>= 2).
+        max_prefix_tokens: the longest prefix to forward (the memory budget of its keys and values), or None.
+
+    Returns:
+        units with a prefix (in sorted order of their prefixes), then the unit without one (if any member); every
+        sequence index in exactly one unit.
+    """
+    min_tokens = max(1, min_tokens)
+    cap = max_prefix_tokens if max_prefix_tokens is not None else max((len(c) for c in contexts), default=0)
+    keys = [tuple(c[:-1][:cap]) for c in contexts]
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
+    lcp = [_lcp(keys[order[k]], keys[order[k + 1]]) for k in range(len(order) - 1)]
+    depth = {}
+    for k, index in enumerate(order):
+        depth[index] = max(lcp[k - 1] if k > 0 else 0, lcp[k] if k < len(lcp) else 0)
+    counts: dict[tuple[int, ...], int] = {}
+    for index in order:
+        if depth[index] >= min_tokens:
+            node = keys[index][: depth[index]]
+            counts[node] = counts.get(node, 0) + 1
+    forwarded = sorted(node for node, n in counts.items() if n >= max(2, min_users))
+    units = {node: PrefixUnit(node) for node in forwarded}
+    plain = PrefixUnit(())
+    # a context reads the forwarded prefix it shares most with: in sorted order, one of its two nearest forwarded
+    # neighbours (ties: the smaller one, the shorter when one is a prefix of the other)
+    for index in range(len(keys)):
+        key = keys[index]
+        best, best_len = None, 0
+        pos = bisect.bisect_left(forwarded, key)
+        for cand in forwarded[max(0, pos - 1) : pos + 1]:
+            shared = _lcp(cand, key)
+            if shared > best_len:
+                best, best_len = cand, shared
+        if best is not None and best_len >= min_tokens:
+            units[best].members.append(index)
+            units[best].used.append(best_len)
+        else:
+            plain.members.append(index)
+            plain.used.append(0)
+    out = [units[node] for node in forwarded if len(units[node].members) >= max(2, min_users)]
+    for node in forwarded:  # a prefix left with too few readers: its readers are scored without reuse
+        if len(units[node].members) < max(2, min_users):
+            plain.members.extend(units[node].members)
+            plain.used.extend([0] * len(units[node].members))
+    if plain.members:
+        out.append(plain)
+    return out
+
+
+class SharedPrefixLayer(CacheLayerMixin):
+    """One layer's cache for a batch on top of a forwarded prefix: the prefix's keys/values (1, heads, P, dim),
+    given to every row as an expanded view; ``update`` returns them joined with the batch's new states and keeps
+    nothing, so a forward holds at most one layer's joined states at a time."""
+
+    is_sliding = False
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.device = keys.device
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Nothing to set up: the layer starts with the prefix's states."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        """(batch, heads, P + new, dim) keys and values: the prefix's for every row, then the new ones."""
+        batch = key_states.shape[0]
+        keys = self.keys.to(key_states.dtype).expand(batch, -1, -1, -1)
+        values = self.values.to(value_states.dtype).expand(batch, -1, -1, -1)
+        return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """(key length, key offset) for mask building: the prefix and the new tokens, from 0."""
+        return self.get_seq_length() + query_length, 0
+
+    def get_seq_length(self) -> int:
+        """Prefix length P (tokens)."""
+        return int(self.keys.shape[-2])
+
+    def get_max_length(self) -> int:
+        """-1: no fixed size."""
+        return -1
+
+
+def prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the (keys, values) of a prefix forward's cache (each (1, heads, P, dim)), or None when the
+    cache is not one plain full-attention entry per layer (sliding, linear or quantized layers)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return None
+    states = []
+    for layer in layers:
+        if getattr(layer, "is_sliding", False) or not isinstance(getattr(layer, "keys", None), torch.Tensor):
+            return None
+        if layer.keys.dim() != 4 or layer.keys.shape[0] != 1:
+            return None
+        states.append((layer.keys, layer.values))
+    return states
+
+
+def prefix_cache_for_batch(states: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
+    """A cache that gives every row of a batch the first ``length`` positions of a prefix (views, no copy)."""
+    return Cache(layers=[SharedPrefixLayer(k[:, :, :length], v[:, :, :length]) for k, v in states])
+
+
+def cache_argument(module: torch.nn.Module) -> str:
+    """The name under which ``module.forward`` takes a key/value cache: ``cache`` (transformers >= 5.x) or
+    ``past_key_values``."""
+    import inspect
+
+    params = inspect.signature(module.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(output: Any) -> Any:
+    """The cache returned by a forward with ``use_cache=True`` (``cache`` or ``past_key_values`` of the output)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
