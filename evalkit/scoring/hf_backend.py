@@ -497,6 +497,25 @@ class HFBackend:
         return out
 
 
+def prefix_timing(backend: HFBackend) -> dict[str, Any]:
+    """The prefix-reuse figures for a results file's ``timing`` section, from a backend after scoring.
+
+    Keys: ``prefix_cache`` (whether reuse stayed on), ``prefix_fallback`` (None, or why it was turned off),
+    ``prefix_tokens_forwarded`` (shared prefixes' tokens, once each), ``prefix_tokens_reused`` (prefix tokens read
+    from a cache instead of forwarded), ``naive_tokens`` (input tokens without reuse) and ``work_fraction``
+    (``forward_tokens / naive_tokens``, rounded to 4 digits; None when nothing was scored).
+    """
+    fraction = backend.work_fraction
+    return {
+        "prefix_cache": backend.prefix_cache,
+        "prefix_fallback": backend.prefix_fallback,
+        "prefix_tokens_forwarded": backend.prefix_tokens_forwarded,
+        "prefix_tokens_reused": backend.prefix_tokens_reused,
+        "naive_tokens": backend.naive_tokens,
+        "work_fraction": round(fraction, 4) if fraction is not None else None,
+    }
+
+
 def execution_device(module: torch.nn.Module) -> torch.device:
     """The device a module computes on: its weight's, or, for a layer offloaded by accelerate (weights on
     the meta device until its forward), the execution device of its dispatch hook."""
