@@ -224,3 +224,23 @@ def test_the_cached_prefix_is_a_view_not_a_copy_per_row():
     joined, _ = layer.update(torch.zeros(3, 2, 2, 4), torch.zeros(3, 2, 2, 4))
     assert joined.shape == (3, 2, 7, 4) and torch.equal(joined[2, :, :5], keys[0])
     assert layer.get_seq_length() == 5 and layer.get_mask_sizes(2) == (7, 0)
+
+
+def test_a_kept_cache_decodes_as_the_full_sequence_would():
+    """Generation's use: the prefix once, the rows' prompts on top with keep=True, then one token per row."""
+    model = make_tiny_llama(0)
+    rng = random.Random(9)
+    head, rows = _tokens(rng, 12), [_tokens(rng, 4) for _ in range(2)]
+    with torch.inference_mode():
+        out = model.model(input_ids=torch.tensor([head]), use_cache=True)
+        states = prefix_cache.prefix_states(prefix_cache.output_cache(out))
+        cache = prefix_cache.prefix_cache_for_batch(states, 12, keep=True)
+        name = prefix_cache.cache_argument(model)
+        positions = torch.arange(12, 16)[None].expand(2, -1)
+        model(input_ids=torch.tensor(rows), position_ids=positions, use_cache=True, **{name: cache})
+        step = torch.tensor([[rng.randrange(1, 50000)] for _ in rows])
+        last = model(input_ids=step, position_ids=torch.tensor([[16], [16]]), use_cache=True, **{name: cache}).logits
+        assert cache.get_seq_length() == 17
+        for row, tokens in enumerate(rows):
+            full = model(input_ids=torch.tensor([head + tokens + step[row].tolist()])).logits[0, -1]
+            assert torch.allclose(last[row, -1], full, atol=1e-4)

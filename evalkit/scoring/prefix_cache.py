@@ -10,8 +10,9 @@ Causal attention makes the key/value states of positions ``0..u-1`` of a prefix 
 forward of the first ``u`` tokens alone, so a group that shares only part of a forwarded prefix uses that part:
 its row's attention mask hides the prefix positions it does not share, and its position ids continue from ``u``.
 
-Only log-likelihood scoring uses it today; a generator can reuse :func:`plan_prefixes` (on token tuples) and
-:func:`prefix_cache_for_batch` (on a prefix's states), then decode on top of the returned cache.
+Only log-likelihood scoring uses it today. A generator can group its prompts with :func:`plan_prefixes`, forward
+each prefix once (:func:`prefix_states` of the returned cache), and decode a batch on
+:func:`prefix_cache_for_batch` with ``keep=True``: every row then sees the prefix and its own tokens since.
 """
 
 from __future__ import annotations
@@ -144,14 +145,22 @@ def plan_prefixes(
 
 class SharedPrefixLayer(CacheLayerMixin):
     """One layer's cache for a batch on top of a forwarded prefix: the prefix's keys/values (1, heads, P, dim),
-    given to every row as an expanded view; ``update`` returns them joined with the batch's new states and keeps
-    nothing, so a forward holds at most one layer's joined states at a time."""
+    given to every row as an expanded view (never copied per row).
+
+    With ``keep=False`` (scoring) ``update`` returns the prefix joined with the batch's new states and stores
+    nothing, so a forward holds at most one layer's joined states at a time. With ``keep=True`` (generation) the
+    batch's own states (batch, heads, n, dim) are kept after the prefix, so later forwards (one new token per row)
+    see the prefix and everything each row has forwarded since.
+    """
 
     is_sliding = False
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, keep: bool = False) -> None:
         super().__init__()
         self.keys, self.values = keys, values
+        self.own_keys: torch.Tensor | None = None
+        self.own_values: torch.Tensor | None = None
+        self.keep = keep
         self.device = keys.device
         self.is_initialized = True
 
@@ -159,19 +168,25 @@ class SharedPrefixLayer(CacheLayerMixin):
         """Nothing to set up: the layer starts with the prefix's states."""
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        """(batch, heads, P + new, dim) keys and values: the prefix's for every row, then the new ones."""
+        """(batch, heads, P + kept + new, dim) keys and values: the prefix's for every row, then the row's own."""
+        if self.own_keys is not None:
+            key_states = torch.cat([self.own_keys, key_states], dim=-2)
+            value_states = torch.cat([self.own_values, value_states], dim=-2)
+        if self.keep:
+            self.own_keys, self.own_values = key_states, value_states
         batch = key_states.shape[0]
         keys = self.keys.to(key_states.dtype).expand(batch, -1, -1, -1)
         values = self.values.to(value_states.dtype).expand(batch, -1, -1, -1)
         return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-        """(key length, key offset) for mask building: the prefix and the new tokens, from 0."""
+        """(key length, key offset) for mask building: the prefix, the kept states and the new tokens, from 0."""
         return self.get_seq_length() + query_length, 0
 
     def get_seq_length(self) -> int:
-        """Prefix length P (tokens)."""
-        return int(self.keys.shape[-2])
+        """Tokens already cached: the prefix length P plus the states kept since (``keep=True``)."""
+        own = 0 if self.own_keys is None else int(self.own_keys.shape[-2])
+        return int(self.keys.shape[-2]) + own
 
     def get_max_length(self) -> int:
         """-1: no fixed size."""
@@ -194,9 +209,12 @@ def prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return states
 
 
-def prefix_cache_for_batch(states: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int) -> Cache:
-    """A cache that gives every row of a batch the first ``length`` positions of a prefix (views, no copy)."""
-    return Cache(layers=[SharedPrefixLayer(k[:, :, :length], v[:, :, :length]) for k, v in states])
+def prefix_cache_for_batch(
+    states: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int, keep: bool = False
+) -> Cache:
+    """A cache that gives every row of a batch the first ``length`` positions of a prefix (views, no copy);
+    ``keep=True`` also keeps what the batch forwards (for decoding; see :class:`SharedPrefixLayer`)."""
+    return Cache(layers=[SharedPrefixLayer(k[:, :, :length], v[:, :, :length], keep) for k, v in states])
 
 
 def cache_argument(module: torch.nn.Module) -> str:
