@@ -48,6 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--docs", type=int, default=50, help="first N test documents per subject")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sides", default="lm_eval,evalkit,evalkit_off,v020,v020_off")
+    p.add_argument("--count-only", action="store_true",
+                   help="no model: tokenize both evalkit MMLUs and print the input tokens forwarded without and with "
+                        "reuse (the plan the backend follows; without reuse, lm-eval forwards the same rows)")
     p.add_argument("--side", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -153,6 +156,43 @@ def side_evalkit(args, work: Path, reuse: bool, v020: bool) -> dict:
             "prefix": hf_backend.prefix_timing(backend), "score_s": results["timing"]["score_s"]}
 
 
+def count_tokens(args, work: Path) -> None:
+    """Print, per MMLU flavour, the requests, packed rows, input tokens without reuse (each packed row whole: what
+    lm-eval forwards for MMLU's one-token answers) and with it (each shared prefix once, then every row's rest),
+    from the backend's own packing and prefix plan (no forward pass; the key/value budget is not applied)."""
+    import lm_eval
+
+    from evalkit.models.tokenizer_loading import load_tokenizer
+    from evalkit.run.pipeline import tokenize_tasks
+    from evalkit.run.prepare import prepare_task
+    from evalkit.scoring.batching import flatten_windows, pack_groups
+    from evalkit.scoring.prefix_cache import plan_prefixes
+    from evalkit.scoring.tokenization import context_prefix
+    from evalkit.tasks.registry import load_registry
+
+    tokenizer = load_tokenizer(None, args.model)
+    prefix = context_prefix("llama", tokenizer.prefix_ids)
+    subjects = args.subjects.split(",")
+    include = Path(lm_eval.__file__).parent / "tasks" / "mmlu" / "default"
+    registry = load_registry([str(include)])
+    flavours = {
+        "lm-eval 0.4 YAMLs": [prepare_task(registry.get(f"lm_eval.mmlu_{s}"), work / "data", None, 1234, 5)
+                              for s in subjects],
+        "v0.2.0": [prepare_task(registry.get(f"hendrycksTest-{s}"), Path(args.data_dir), args.docs, 1234, 5)
+                   for s in subjects],
+    }
+    for name, prepared in flavours.items():
+        windows = tokenize_tasks(prepared, tokenizer.encode_batch, tokenizer.eot_id, 2048, "separate", prefix)
+        tokenized, _ = flatten_windows(windows)
+        groups = pack_groups(tokenized, 2048, True)
+        naive = sum(g.length for g in groups)
+        units = plan_prefixes([g.context_ids for g in groups])
+        reused = sum(sum(u.used) for u in units)
+        forwarded = naive - reused + sum(len(u.prefix) for u in units)
+        print(f"{name}: {len(tokenized)} requests, {len(groups)} packed rows, {naive:,} tokens without reuse, "
+              f"{forwarded:,} with it ({forwarded / naive:.3f}x; {sum(1 for u in units if u.prefix)} prefixes)")
+
+
 def side_main(args) -> None:
     """Run one side in this process and write its figures (JSON) to ``args.out``."""
     work = Path(args.workdir)
@@ -212,6 +252,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="prefix-cache-mmlu-") as tmp:
         work = Path(tmp)
         write_data(args, work)
+        if args.count_only:
+            count_tokens(args, work)
+            return 0
         sides = {side: run_side(side, args, work) for side in args.sides.split(",")}
     print(f"model {args.model} (float32, CPU); subjects {args.subjects}; first {args.docs} documents each (v0.2.0: "
           f"evalkit's seeded {args.docs}); 5-shot; batch size {args.batch_size}")

@@ -73,13 +73,22 @@ def test_the_plan_forwards_each_shared_prefix_once():
     a, b = tuple(range(100, 140)), tuple(range(200, 230))
     contexts = [a + (1, 2), a + (3,), a + (1, 2, 9, 9), b + (5,), b + (6,), a[:10] + (7,), (8,)]
     units = plan_prefixes(contexts, min_tokens=16)
-    # a + (1,) is shared by contexts 0 and 2 (their last tokens stay out), a by context 1 too: the deeper prefix is
-    # forwarded and context 1 reads its first 40 tokens; b (30 tokens) by 3 and 4; the rest share < 16 tokens
+    # a is shared by contexts 0, 1 and 2 (their last tokens stay out); a + (1,) by 0 and 2, but 2 x 1 more token does
+    # not pay for forwarding 41; b (30 tokens) by 3 and 4; the rest share fewer than 16 tokens
     assert [(u.prefix, u.members, u.used) for u in units] == [
-        (a + (1,), [0, 1, 2], [41, 40, 41]), (b, [3, 4], [30, 30]), ((), [5, 6], [0, 0])]
+        (a, [0, 1, 2], [40, 40, 40]), (b, [3, 4], [30, 30]), ((), [5, 6], [0, 0])]
     shuffled = [contexts[i] for i in (6, 3, 0, 5, 2, 4, 1)]
     again = plan_prefixes(shuffled, min_tokens=16)
     assert [u.prefix for u in again] == [u.prefix for u in units]  # the set of contexts decides, not their order
+
+
+def test_a_deeper_prefix_is_forwarded_when_it_pays():
+    a, x = tuple(range(100, 140)), tuple(range(300, 330))
+    contexts = [a + x + (i, 0) for i in (1, 2, 3)] + [a + (7, 8), a + (9, 9)]
+    units = plan_prefixes(contexts, min_tokens=16)
+    # a + x: 3 contexts x 30 more tokens = 90 > its 70 tokens; the two others read a
+    assert [(u.prefix, u.members, u.used) for u in units] == [(a, [3, 4], [40, 40]), (a + x, [0, 1, 2], [70] * 3)]
+    assert [u.prefix for u in plan_prefixes(contexts[:2] + contexts[3:], min_tokens=16)] == [a]  # 2 x 30 < 70
 
 
 def test_the_plan_leaves_short_or_unshared_prefixes_alone():

@@ -84,12 +84,14 @@ def plan_prefixes(
     """Which shared prefixes to forward once, and which sequences read which part of them.
 
     Every context keeps its last token out of the prefix (the position that predicts the first continuation
-    token is scored by the sequence itself). The contexts minus that token are sorted; each one's longest
-    prefix shared with another, ``d``, is the longer common prefix with its two sorted neighbours. A prefix
-    ``s[:d]`` that at least ``min_users`` contexts have as their longest shared prefix is forwarded (cut to
-    ``max_prefix_tokens``); a context whose longest shared prefix is forwarded by none reads the forwarded prefix
-    that shares most with it. Contexts sharing fewer than ``min_tokens`` tokens with any forwarded prefix go into
-    the unit with an empty prefix. The plan depends on the set of contexts only, not on their order.
+    token is scored by the sequence itself), cut to ``max_prefix_tokens``. Over the sorted contexts, the common
+    prefixes of sorted neighbours are the branching nodes of their trie. Taken shallowest first, a node of
+    ``min_tokens`` or more tokens with ``min_users`` or more contexts beneath it is forwarded when no forwarded
+    node is a prefix of it, or when its contexts beneath times the tokens it adds to the deepest such node exceed
+    its length (forwarding it whole must pay off). Each context reads the forwarded prefix that shares most with it;
+    contexts sharing fewer than ``min_tokens`` tokens with every forwarded prefix, or reading a prefix that fewer
+    than ``min_users`` read, go into the unit with an empty prefix. The plan depends on the set of contexts only,
+    not on their order.
 
     Args:
         contexts: per sequence, its context token ids (non-empty tuples).
@@ -106,15 +108,30 @@ def plan_prefixes(
     keys = [tuple(c[:-1][:cap]) for c in contexts]
     order = sorted(range(len(keys)), key=lambda i: (keys[i], i))
     lcp = [_lcp(keys[order[k]], keys[order[k + 1]]) for k in range(len(order) - 1)]
-    depth = {}
-    for k, index in enumerate(order):
-        depth[index] = max(lcp[k - 1] if k > 0 else 0, lcp[k] if k < len(lcp) else 0)
-    counts: dict[tuple[int, ...], int] = {}
-    for index in order:
-        if depth[index] >= min_tokens:
-            node = keys[index][: depth[index]]
-            counts[node] = counts.get(node, 0) + 1
-    forwarded = sorted(node for node, n in counts.items() if n >= max(2, min_users))
+    # every branching node of the trie: the common prefix of the sorted keys k0..k1, with the number beneath it
+    beneath: dict[tuple[int, ...], int] = {}
+    for k, shared in enumerate(lcp):
+        if shared < min_tokens:
+            continue
+        node = keys[order[k]][:shared]
+        if node in beneath:
+            continue
+        lo, hi = k, k + 1
+        while lo > 0 and lcp[lo - 1] >= shared:
+            lo -= 1
+        while hi < len(lcp) and lcp[hi] >= shared:
+            hi += 1
+        beneath[node] = hi - lo + 1
+    # shallow first: a node is forwarded when no forwarded prefix covers its contexts yet, or when the tokens it
+    # saves them beyond the deepest forwarded prefix of it pay for forwarding it whole
+    forwarded: list[tuple[int, ...]] = []
+    for node in sorted(beneath, key=lambda n: (len(n), n)):
+        if beneath[node] < max(2, min_users):
+            continue
+        above = max((len(f) for f in forwarded if node[: len(f)] == f), default=0)
+        if above == 0 or beneath[node] * (len(node) - above) > len(node):
+            forwarded.append(node)
+    forwarded.sort()
     units = {node: PrefixUnit(node) for node in forwarded}
     plain = PrefixUnit(())
     # a context reads the forwarded prefix it shares most with: in sorted order, one of its two nearest forwarded
