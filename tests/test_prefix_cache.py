@@ -253,3 +253,12 @@ def test_a_kept_cache_decodes_as_the_full_sequence_would():
         for row, tokens in enumerate(rows):
             full = model(input_ids=torch.tensor([head + tokens + step[row].tolist()])).logits[0, -1]
             assert torch.allclose(last[row, -1], full, atol=1e-4)
+
+
+def test_a_cache_of_another_kind_turns_reuse_off(tiny_model, requests, monkeypatch):
+    monkeypatch.setattr(prefix_cache, "prefix_states", lambda cache: None)  # e.g. linear-attention layers
+    backend = HFBackend(tiny_model, 2048, batch_size=4, progress=False)
+    responses = backend.loglikelihood(requests)
+    assert backend.prefix_cache is False
+    assert backend.prefix_fallback == "the model's key/value cache is not one full-attention entry per layer"
+    _assert_matches(responses, [naive_loglikelihood(tiny_model, r) for r in requests])

@@ -277,8 +277,8 @@ class HFBackend:
             if not self.is_oom(exc):
                 raise
             states = None
-        if states is None:
             self._prefix_off("out of memory while forwarding a shared prefix")
+        if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
             _free_accelerator_memory()
             return members
         queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
