@@ -22,9 +22,11 @@ from typing import Any, Iterable
 from evalkit.types import EvalkitError, RunConfig
 
 EXTRA_OPTIONS = ("max_batch_tokens", "tokenization", "share_context", "revision", "trust_remote_code",
-                 "model_args", "load_kwargs", "dist_timeout_s", "allow_non_finite", "full_weight_hash", "figure")
+                 "model_args", "load_kwargs", "dist_timeout_s", "allow_non_finite", "full_weight_hash", "figure",
+                 "prefix_cache")
 """Keyword options of :func:`evaluate` that go to ``RunConfig.extra`` (the ``evalkit run`` flags of the same
-names; ``share_context=False`` is ``--no-shared-context``, ``figure=False`` is ``--no-figure``,
+names; ``share_context=False`` is ``--no-shared-context``, ``prefix_cache=True`` is ``--prefix-cache``,
+``figure=False`` is ``--no-figure``,
 ``load_kwargs={"device_map": "auto", "max_memory": {...}}`` is ``--parallelize`` with ``--max-memory``,
 ``dist_timeout_s`` is ``--dist-timeout``)."""
 

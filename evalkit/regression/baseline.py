@@ -206,6 +206,8 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append(f"--fewshot-seed {config['fewshot_seed']}")
     if not extra.get("share_context", True):
         parts.append("--no-shared-context")
+    if extra.get("prefix_cache"):
+        parts.append("--prefix-cache")
     if config.get("skip_missing_data"):
         parts.append("--skip-missing-data")
     return " ".join(parts + ["--log-samples"])

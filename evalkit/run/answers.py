@@ -30,12 +30,14 @@ class Answers:
         timing: scoring seconds and the backend's counters (forward calls and tokens, padding, batch sizes,
             OOM retries, requests answered from the cache and scored), for the results' ``timing``.
         mask_fallback: why shared-context scoring was turned off, or None.
+        prefix_fallback: why prefix reuse (``--prefix-cache``) was turned off, or None.
     """
 
     loglikelihood: list[LoglikelihoodResponse]
     cache: dict[str, str] | None
     timing: dict[str, Any] = field(default_factory=dict)
     mask_fallback: str | None = None
+    prefix_fallback: str | None = None
 
 
 def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: bool = True) -> Answers | None:
@@ -58,6 +60,7 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
         model.model, model.window, batch_size=start_size,
         max_batch_tokens=config.extra.get("max_batch_tokens", 32768), pad_id=model.tokenizer.eot_id,
         share_context=config.extra.get("share_context", True), progress=progress,
+        prefix_cache=bool(config.extra.get("prefix_cache", False)),
     )
     allow_non_finite = bool(config.extra.get("allow_non_finite"))
     sequences = [len(own) for own in model.windows]  # per request: 1, or a rolling request's windows
@@ -98,9 +101,10 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
         "oom_retries": backend.oom_retries,
         "shared_context": backend.share_context,
     }
+    timing |= hf_backend.prefix_timing(backend)
     if config.batch_size == "auto":
         timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
-    return Answers(list(responses), cache_info, timing, backend.mask_fallback)
+    return Answers(list(responses), cache_info, timing, backend.mask_fallback, backend.prefix_fallback)
 
 
 def _score(

@@ -68,6 +68,9 @@ def summarize(plan: RunPlan, requests: RunRequests, model: LoadedModel, answers:
     if answers.mask_fallback:  # same numbers, but the run was slower than it should be: say so in the report
         for summary in task_results.values():
             summary["warnings"].append(f"shared-context scoring was turned off: {answers.mask_fallback}")
+    if answers.prefix_fallback:  # same numbers, without the reuse that was asked for
+        for summary in task_results.values():
+            summary["warnings"].append(f"prefix reuse was turned off: {answers.prefix_fallback}")
     results = {
         "evalkit_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -33,8 +33,8 @@ from evalkit.types import EvalkitError, LoglikelihoodResponse, RunConfig, Tokeni
 
 log = logging.getLogger(__name__)
 
-COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "requests_scored",
-            "requests_cached")
+COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "prefix_tokens_forwarded",
+            "prefix_tokens_reused", "naive_tokens", "requests_scored", "requests_cached")
 """Backend counters that are summed over the ranks into the results' timing section (the last two: a
 :class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
 
@@ -140,6 +140,9 @@ class Ranks:
         for name in COUNTERS:
             if name in results["timing"] and all(name in r for r in self.per_rank):
                 results["timing"][name] = sum(r[name] for r in self.per_rank)
+        timing = results["timing"]
+        if "work_fraction" in timing and timing.get("naive_tokens"):  # of the summed counters
+            timing["work_fraction"] = round(timing["forward_tokens"] / timing["naive_tokens"], 4)
 
     def close(self) -> None:
         """Leave the process group (idempotent)."""

@@ -19,6 +19,10 @@ model's largest window or chunk (so that a mask that reaches a windowed layer un
 implementation that ignores or rejects the masks (e.g. flash attention, a model that takes no per-layer masks)
 switches the backend to unshared scoring with a warning instead of returning wrong numbers.
 
+Token prefixes shared by several packed sequences (few-shot examples) are forwarded once and the rest of each
+sequence is scored on top of their keys and values (:mod:`evalkit.scoring.prefix_cache`); a probe checks that
+this reproduces scoring without reuse, and windowed-attention models are scored without reuse, with a warning.
+
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
 """
@@ -32,6 +36,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from evalkit.scoring import prefix_cache as prefix_cache_lib
 from evalkit.scoring.batching import PackedGroup, make_batches, pack_groups
 from evalkit.models.attention_windows import layer_patterns, unpackable_layer_types, windowed_attention
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodResponse, TokenizedRequest
@@ -44,6 +49,10 @@ HEAD_CHUNK = 2048
 PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
 """Largest |log-likelihood difference| (nats) between packed and unpacked scoring of the mask probe, per dtype;
 other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a continuation by far more."""
+
+PREFIX_BUDGET_BYTES = 1 << 30
+"""Default budget for the keys and values of one cached prefix (bytes)."""
+
 
 MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError, KeyError,
                AttributeError)
@@ -79,6 +88,11 @@ class HFBackend:
         progress: show a tqdm bar over requests.
         is_oom: ``exception -> bool``, which errors mean "out of memory, retry with a smaller batch"
             (default :func:`is_cuda_oom`; tests inject their own).
+        prefix_cache: forward token prefixes shared by several packed sequences once (few-shot examples) and score
+            the rest of each sequence on their keys and values; same numbers as without (fp32: within 1e-4 nats).
+        prefix_budget_bytes: most bytes the keys and values of one cached prefix may take; longer shared prefixes
+            are cut to fit.
+        prefix_min_tokens: shortest shared prefix worth reuse (tokens).
 
     Attributes:
         batch_size: sequences per forward pass; after an out-of-memory, the halved size that is in use.
@@ -89,9 +103,15 @@ class HFBackend:
         mask_fallback: None, or why context sharing was turned off (str; recorded in the results).
         patterns: ``{layer type: (kind, size)}`` from :func:`evalkit.models.attention_windows.layer_patterns`.
         window: the smallest sliding window or chunk in tokens, None without windowed layers.
+        prefix_cache: whether shared prefixes are reused; False after a fallback.
+        prefix_fallback: None, or why prefix reuse was turned off (str; a warning was logged).
 
     Counters (for benchmarks): ``forward_calls``; ``forward_tokens`` (real input tokens),
-    ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer).
+    ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer);
+    ``prefix_tokens_forwarded`` (shared prefixes' tokens, once each; part of ``forward_tokens``),
+    ``prefix_tokens_reused`` (prefix tokens read from a cache instead of forwarded, summed over sequences),
+    ``naive_tokens`` (input tokens that scoring without prefix reuse would have forwarded);
+    :attr:`work_fraction` is ``forward_tokens / naive_tokens``.
     """
 
     def __init__(
@@ -104,6 +124,9 @@ class HFBackend:
         share_context: bool = True,
         progress: bool = True,
         is_oom: Callable[[BaseException], bool] = is_cuda_oom,
+        prefix_cache: bool = True,
+        prefix_budget_bytes: int = PREFIX_BUDGET_BYTES,
+        prefix_min_tokens: int = prefix_cache_lib.MIN_PREFIX_TOKENS,
     ) -> None:
         self.model = model
         self.max_length = max_length
@@ -130,6 +153,18 @@ class HFBackend:
         if others and share_context:
             self._stop_sharing(f"the model has {', '.join(map(repr, others))} layers, whose attention a packed "
                                f"mask cannot reproduce")
+        self.prefix_cache = prefix_cache
+        self.prefix_min_tokens = prefix_min_tokens
+        self.prefix_max_tokens = _prefix_token_budget(model.config, prefix_budget_bytes, self.dtype)
+        self.prefix_fallback: str | None = None
+        self.prefix_tokens_forwarded = 0
+        self.prefix_tokens_reused = 0
+        self.naive_tokens = 0
+        self._prefix_checked = False
+        if prefix_cache:
+            if self.window is not None or self.patterns and any(k != "full" for k, _ in self.patterns.values()):
+                self._prefix_off(f"the model has windowed attention layers (window {self.window or 'unknown'} tokens), "
+                                 f"whose rules a cached prefix would break")
 
     def _split_body(self) -> torch.nn.Module | None:
         """The model without its output layer, when body + head reproduce the full model's logits.
@@ -174,29 +209,13 @@ class HFBackend:
         if not self._mask_checked and self._has_shared_contexts(requests):
             self._check_packed_masks()
         groups = pack_groups(requests, self.max_length, self.share_context)
-        queue = deque(make_batches(groups, self.batch_size, self.max_batch_tokens))
         results: list[LoglikelihoodResponse | None] = [None] * len(requests)
         bar = _progress(len(requests), self.progress)
-        while queue:
-            batch = queue.popleft()
-            members = [groups[i] for i in batch]
-            try:
-                scored = self.score_groups(members)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                if len(batch) == 1:
-                    raise EvalkitError(
-                        f"out of memory scoring one packed sequence of {members[0].length} tokens; lower "
-                        f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
-                        f"with --parallelize"
-                    ) from exc
-                scored = None
-            if scored is None:  # outside the except block, so the failed batch's tensors can be freed
-                queue = self._rebatch(groups, [batch, *queue], max(1, len(batch) // 2))
-                continue
+
+        def finish(members: Sequence[PackedGroup], scored: list[list[tuple[float, bool]]]) -> None:
             done_indices, done = [], []
             for group, per_cont in zip(members, scored):
+                self.naive_tokens += group.length
                 for indices, (ll, greedy) in zip(group.request_indices, per_cont):
                     for index in indices:
                         req = requests[index]
@@ -208,8 +227,188 @@ class HFBackend:
             if on_batch is not None:
                 on_batch(done_indices, done)
             bar.update(len(done))
+
+        for unit in self._plan(groups):
+            members = [groups[i] for i in unit.members]
+            if unit.prefix and self.prefix_cache:
+                left = self._score_on_prefix(unit, members, finish)
+                if not left:
+                    continue
+                members = left
+            self._score_plain(members, finish)
         bar.close()
         return results  # type: ignore[return-value]
+
+    @property
+    def work_fraction(self) -> float | None:
+        """Input tokens forwarded over those scoring without prefix reuse would forward (None before any)."""
+        return self.forward_tokens / self.naive_tokens if self.naive_tokens else None
+
+    def _plan(self, groups: Sequence[PackedGroup]) -> list[prefix_cache_lib.PrefixUnit]:
+        """Prefix units of the groups (:func:`evalkit.scoring.prefix_cache.plan_prefixes`); one unit without a
+        prefix when reuse is off, the model cannot take 4-D masks, or the prefix probe fails."""
+        everything = [prefix_cache_lib.PrefixUnit((), list(range(len(groups))), [0] * len(groups))]
+        if not self.prefix_cache or not groups:
+            return everything
+        units = prefix_cache_lib.plan_prefixes([g.context_ids for g in groups], self.prefix_min_tokens,
+                                               max_prefix_tokens=self.prefix_max_tokens)
+        if not any(u.prefix for u in units):
+            return everything
+        if not self._mask_checked:
+            self._check_packed_masks()
+        if not self.share_context:
+            self._prefix_off(f"it needs custom 4-D attention masks ({self.mask_fallback or 'shared context is off'})")
+            return everything
+        if not self._prefix_checked:
+            self._check_prefix_reuse()
+        return units if self.prefix_cache else everything
+
+    def _score_plain(self, members: list[PackedGroup], finish: Callable[..., None]) -> None:
+        """Score groups without prefix reuse, in length-sorted batches, halving the batch on out-of-memory."""
+        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
+        while queue:
+            batch = queue.popleft()
+            chosen = [members[i] for i in batch]
+            try:
+                scored = self.score_groups(chosen)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not self.is_oom(exc):
+                    raise
+                if len(batch) == 1:
+                    raise EvalkitError(
+                        f"out of memory scoring one packed sequence of {chosen[0].length} tokens; lower "
+                        f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
+                        f"with --parallelize"
+                    ) from exc
+                scored = None
+            if scored is None:  # outside the except block, so the failed batch's tensors can be freed
+                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
+                continue
+            finish(chosen, scored)
+
+    def _score_on_prefix(self, unit: prefix_cache_lib.PrefixUnit, members: list[PackedGroup],
+                         finish: Callable[..., None]) -> list[PackedGroup]:
+        """Forward ``unit.prefix`` once and score its groups on its cache, batches cut as without reuse (each row
+        costs its whole length, so a batch needs no more memory than it would without reuse).
+
+        Returns:
+            the groups left unscored after an out-of-memory with one row or in the prefix forward itself (prefix
+            reuse is then turned off; they are scored without it, which may itself run out of memory).
+        """
+        used = dict(zip(map(id, members), unit.used))
+        try:
+            states = self._forward_prefix(unit.prefix)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if not self.is_oom(exc):
+                raise
+            states = None
+            self._prefix_off("out of memory while forwarding a shared prefix")
+        if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
+            _free_accelerator_memory()
+            return members
+        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
+        while queue:
+            batch = queue.popleft()
+            chosen = [members[i] for i in batch]
+            try:
+                scored = self.score_on_prefix(chosen, states, [used[id(g)] for g in chosen])
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not self.is_oom(exc):
+                    raise
+                scored = None
+            if scored is None and len(batch) == 1:
+                del states
+                self._prefix_off("out of memory scoring one sequence on a cached prefix")
+                _free_accelerator_memory()
+                return [members[i] for b in [batch, *queue] for i in b]
+            if scored is None:
+                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
+                continue
+            self.prefix_tokens_reused += sum(used[id(g)] for g in chosen)
+            finish(chosen, scored)
+        return []
+
+    def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Run a shared prefix through the model body once; its per-layer (keys, values), each (1, heads, P, dim).
+
+        Counted in ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``.
+        Turns prefix reuse off (returns None) when the cache is not one full-attention entry per layer.
+        """
+        body = self._prefix_body()
+        ids = torch.tensor([list(prefix)], device=self.input_device)
+        positions = torch.arange(len(prefix), device=self.input_device)[None]
+        with torch.inference_mode():
+            out = body(input_ids=ids, position_ids=positions, use_cache=True)
+        states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
+        del out
+        self.forward_calls += 1
+        self.forward_tokens += len(prefix)
+        self.padded_tokens += len(prefix)
+        self.prefix_tokens_forwarded += len(prefix)
+        if states is None:
+            self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
+            return None
+        return states
+
+    def _prefix_body(self) -> torch.nn.Module:
+        if self.body is not None:
+            return self.body
+        base = getattr(self.model, "base_model", None)
+        return base if base is not None else self.model
+
+    def score_on_prefix(
+        self, groups: Sequence[PackedGroup], states: Sequence[tuple[torch.Tensor, torch.Tensor]], used: Sequence[int]
+    ) -> list[list[tuple[float, bool]]]:
+        """One forward pass over packed groups whose first ``used[i]`` context tokens are a cached prefix's.
+
+        Args:
+            groups: packed groups; group i's context starts with the prefix's first ``used[i]`` tokens.
+            states: the prefix's per-layer (keys, values) (:meth:`_forward_prefix`).
+            used: per group, the prefix tokens it shares (0 < used < its context length).
+
+        Returns:
+            per group, per continuation: (summed log-likelihood in nats, greedy flag), as :meth:`score_groups`.
+        """
+        return self.score_groups(groups, prefix=(states, used))
+
+    def _prefix_off(self, reason: str) -> None:
+        self.prefix_cache = False
+        self.prefix_fallback = reason
+        log.warning("shared-prefix reuse is off: %s; every sequence forwards its whole context (same numbers, "
+                    "slower)", reason)
+
+    def _check_prefix_reuse(self) -> None:
+        """Score one small group with and without a cached prefix; on an error or a mismatch, turn reuse off.
+
+        The probe's forward passes are not counted in the benchmark counters.
+        """
+        self._prefix_checked = True
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        ids = [(self.pad_id + 1 + 3 * k) % vocab for k in range(14)]
+        context, conts = tuple(ids[:10]), (tuple(ids[10:12]), tuple(ids[12:14]))
+        group = PackedGroup(context, conts, ((0,), (1,)))
+        counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions,
+                    self.prefix_tokens_forwarded)
+        try:
+            plain = [ll for ll, _ in HFBackend.score_groups(self, [group])[0]]
+            states = self._forward_prefix(context[:8])
+            if states is None:
+                return
+            reused = HFBackend.score_groups(self, [group, group], prefix=(states, [6, 8]))
+            tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
+            worst = max(abs(a - b) for row in reused for a, (b, _) in zip(plain, row))
+            reason = (None if worst <= tolerance else
+                      f"scores on a cached prefix differ from full ones by {worst:.3g} nats (tolerance {tolerance:g})")
+        except MASK_ERRORS as exc:
+            if self.is_oom(exc):
+                return
+            reason = f"the model rejected a cached prefix ({type(exc).__name__}: {exc})"
+        finally:
+            (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions,
+             self.prefix_tokens_forwarded) = counters
+        if reason is not None:
+            attn = getattr(self.model.config, "_attn_implementation", None)
+            self._prefix_off(f"{reason}; attention implementation {attn!r}")
 
     @staticmethod
     def _has_shared_contexts(requests: Sequence[TokenizedRequest]) -> bool:
@@ -274,17 +473,35 @@ class HFBackend:
         cut = make_batches([groups[i] for i in rest], size, self.max_batch_tokens)
         return deque([rest[j] for j in b] for b in cut)
 
-    def score_groups(self, groups: Sequence[PackedGroup]) -> list[list[tuple[float, bool]]]:
+    def score_groups(
+        self, groups: Sequence[PackedGroup],
+        prefix: tuple[Sequence[tuple[torch.Tensor, torch.Tensor]], Sequence[int]] | None = None,
+    ) -> list[list[tuple[float, bool]]]:
         """One forward pass over packed groups.
+
+        Args:
+            groups: packed groups, one row each.
+            prefix: None, or (a cached prefix's per-layer keys/values, per group the number of its leading
+                context tokens read from that cache instead of forwarded); see :meth:`score_on_prefix`.
 
         Returns:
             per group, per continuation: (summed log-likelihood in nats, greedy flag).
         """
-        layout = _layout(groups, self.pad_id)
+        used = list(prefix[1]) if prefix is not None else [0] * len(groups)
+        layout = _layout(groups, self.pad_id, used)
         input_ids = torch.from_numpy(layout["input_ids"]).to(self.input_device)
         position_ids = torch.from_numpy(layout["position_ids"]).to(self.input_device)
         segments = torch.from_numpy(layout["segments"]).to(self.input_device)
-        if max(len(g.continuations) for g in groups) > 1:
+        cache_kwargs: dict[str, Any] = {}
+        if prefix is not None:
+            width = max(used)
+            shares = torch.tensor(used, device=self.input_device)[:, None]
+            seen = torch.arange(width, device=self.input_device)[None] < shares
+            mask = _packed_mask(segments, self.dtype, prefix_seen=seen)
+            body = self.body if self.body is not None else self.model
+            cache_kwargs = {prefix_cache_lib.cache_argument(body): prefix_cache_lib.prefix_cache_for_batch(
+                prefix[0], width), "use_cache": True}
+        elif max(len(g.continuations) for g in groups) > 1:
             mask = _packed_masks(segments, position_ids, self.dtype, self.patterns)
         else:
             mask = (segments >= 0).long()
@@ -297,12 +514,12 @@ class HFBackend:
             cols = torch.from_numpy(layout["pred_cols"])
             if self.body is not None:
                 hidden = self.body(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                   use_cache=False)[0]  # no key/value cache: 1 MB per token for a 20B model
+                                   **(cache_kwargs or {"use_cache": False}))[0]  # no cache: 1 MB/token at 20B
                 picked = hidden[rows.to(hidden.device), cols.to(hidden.device)].to(execution_device(self.head))
                 token_ll, token_greedy = _score_positions(self.head, picked, layout["targets"])
             else:
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                    use_cache=False).logits
+                                    **(cache_kwargs or {"use_cache": False})).logits
                 picked = logits[rows.to(logits.device), cols.to(logits.device)]
                 token_ll, token_greedy = _score_positions(None, picked, layout["targets"])
         n_conts = len(layout["cont_offsets"]) - 1
@@ -314,6 +531,25 @@ class HFBackend:
             out.append([(float(sums[k + j]), bool(misses[k + j] == 0)) for j in range(len(group.continuations))])
             k += len(group.continuations)
         return out
+
+
+def prefix_timing(backend: HFBackend) -> dict[str, Any]:
+    """The prefix-reuse figures for a results file's ``timing`` section, from a backend after scoring.
+
+    Keys: ``prefix_cache`` (whether reuse stayed on), ``prefix_fallback`` (None, or why it was turned off),
+    ``prefix_tokens_forwarded`` (shared prefixes' tokens, once each), ``prefix_tokens_reused`` (prefix tokens read
+    from a cache instead of forwarded), ``naive_tokens`` (input tokens without reuse) and ``work_fraction``
+    (``forward_tokens / naive_tokens``, rounded to 4 digits; None when nothing was scored).
+    """
+    fraction = backend.work_fraction
+    return {
+        "prefix_cache": backend.prefix_cache,
+        "prefix_fallback": backend.prefix_fallback,
+        "prefix_tokens_forwarded": backend.prefix_tokens_forwarded,
+        "prefix_tokens_reused": backend.prefix_tokens_reused,
+        "naive_tokens": backend.naive_tokens,
+        "work_fraction": round(fraction, 4) if fraction is not None else None,
+    }
 
 
 def execution_device(module: torch.nn.Module) -> torch.device:
@@ -342,10 +578,14 @@ def _score_positions(
     return torch.cat(lls).numpy(), torch.cat(hits).numpy()
 
 
-def _layout(groups: Sequence[PackedGroup], pad_id: int) -> dict[str, np.ndarray]:
+def _layout(groups: Sequence[PackedGroup], pad_id: int, used: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """Arrays for a batch: inputs, positions, segment ids (0 context, i+1 continuation i, -1 padding),
-    the (row, column) that predicts each continuation token, the target ids, and per-continuation offsets."""
-    width = max(g.length for g in groups)
+    the (row, column) that predicts each continuation token, the target ids, and per-continuation offsets.
+
+    ``used[row]`` leading context tokens of a row come from a cached prefix: the row holds the rest, and its
+    position ids start at ``used[row]``."""
+    used = [0] * len(groups) if used is None else list(used)
+    width = max(g.length - u for g, u in zip(groups, used))
     input_ids = np.full((len(groups), width), pad_id, dtype=np.int64)
     position_ids = np.zeros((len(groups), width), dtype=np.int64)
     segments = np.full((len(groups), width), -1, dtype=np.int64)
@@ -353,16 +593,16 @@ def _layout(groups: Sequence[PackedGroup], pad_id: int) -> dict[str, np.ndarray]
     pred_cols: list[int] = []
     targets: list[int] = []
     offsets = [0]
-    for row, group in enumerate(groups):
-        n_ctx = len(group.context_ids)
-        input_ids[row, :n_ctx] = group.context_ids
-        position_ids[row, :n_ctx] = np.arange(n_ctx)
+    for row, (group, skip) in enumerate(zip(groups, used)):
+        n_ctx = len(group.context_ids) - skip
+        input_ids[row, :n_ctx] = group.context_ids[skip:]
+        position_ids[row, :n_ctx] = np.arange(skip, skip + n_ctx)
         segments[row, :n_ctx] = 0
         start = n_ctx
         for index, cont in enumerate(group.continuations):
             n_in = len(cont) - 1
             input_ids[row, start : start + n_in] = cont[:-1]
-            position_ids[row, start : start + n_in] = np.arange(n_ctx, n_ctx + n_in)
+            position_ids[row, start : start + n_in] = np.arange(skip + n_ctx, skip + n_ctx + n_in)
             segments[row, start : start + n_in] = index + 1
             pred_cols.append(n_ctx - 1)
             pred_cols.extend(range(start, start + n_in))
@@ -382,16 +622,20 @@ def _layout(groups: Sequence[PackedGroup], pad_id: int) -> dict[str, np.ndarray]
 
 
 def _packed_mask(
-    segments: torch.Tensor, dtype: torch.dtype, allowed_extra: torch.Tensor | None = None
+    segments: torch.Tensor, dtype: torch.dtype, allowed_extra: torch.Tensor | None = None,
+    prefix_seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Additive mask (batch, 1, L, L): a token sees earlier tokens of the context and of its own segment (and,
-    when given, only where the boolean (batch, L, L) ``allowed_extra`` holds)."""
+    """Additive mask (batch, 1, L, P + L): a token sees earlier tokens of the context and of its own segment (and,
+    when given, only where the boolean (batch, L, L) ``allowed_extra`` holds), and, with ``prefix_seen`` ((batch, P)
+    bool: the cached prefix positions each row shares), those prefix positions (P = 0 without a prefix)."""
     width = segments.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
     keys = segments[:, None, :]
     allowed = causal[None] & ((keys == 0) | (keys == segments[:, :, None]))
     if allowed_extra is not None:
         allowed &= allowed_extra
+    if prefix_seen is not None:
+        allowed = torch.cat([prefix_seen[:, None, :].expand(-1, width, -1), allowed], dim=-1)
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
@@ -432,6 +676,20 @@ def _packed_masks(
 
 def _describe(patterns: dict[str, tuple[str, int | None]]) -> str:
     return ", ".join(f"{name}: {kind} {size}" for name, (kind, size) in patterns.items() if size is not None)
+
+
+def _prefix_token_budget(config: Any, budget_bytes: int, dtype: torch.dtype) -> int | None:
+    """Longest prefix whose keys and values fit ``budget_bytes`` (2 x layers x key/value heads x head size x
+    element size per token), from the model config; None when the config does not say."""
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    if not (layers and heads and hidden):
+        return None
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    return max(0, int(budget_bytes // per_token))
 
 
 LOG_INTERVAL_S = 10.0
