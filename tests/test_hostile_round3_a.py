@@ -71,3 +71,58 @@ def test_a_winogrande_sentence_with_two_blanks_is_refused(capsys, tmp_path):
     assert status == 2
     assert err == [f"evalkit: error: {path} line 3: field 'sentence': 2 blanks '_'; which one the options fill "
                    f"would be a guess"]
+
+
+# --- case 6: a results file whose metric n or stderr is edited ----------------------------------------------------
+
+def _config(tmp_path: Path, **changes) -> RunConfig:
+    base = dict(model="random:pythia-14m", tasks=("piqa",), tokenizer=str(TOKENIZER_JSON), data_dir=str(DATA_DIR),
+                limit=4, bootstrap_iters=0, output_dir=str(tmp_path / "out"), use_cache=False)
+    return RunConfig(**(base | changes))
+
+
+@pytest.fixture(scope="module")
+def good_results(tmp_path_factory) -> Path:
+    from evalkit.run.pipeline import run
+
+    return run(_config(tmp_path_factory.mktemp("good")), progress=False).results_path
+
+
+def _write(tmp_path: Path, data, name: str = "edited.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+STAT_EDITS = [
+    ("metric_n", lambda m: m.update(n=100000),
+     "'tasks.piqa.metrics.acc.n': 100000 is not the task's number of documents (4, 'tasks.piqa.n'); the file is "
+     "edited"),
+    ("negative_stderr", lambda m: m.update(stderr=-m["stderr"]),
+     "'tasks.piqa.metrics.acc.stderr': {value!r} is negative; a standard error never is"),
+    ("negative_bootstrap_stderr", lambda m: m.update(stderr_bootstrap=-0.1),
+     "'tasks.piqa.metrics.acc.stderr_bootstrap': -0.1 is negative; a standard error never is"),
+    ("stderr_edited", lambda m: m.update(stderr=0.001),
+     "'tasks.piqa.metrics.acc.stderr': 0.001 is not the standard error of the file's own per-document values "
+     "({own!r}); the file is edited"),
+]
+
+
+@pytest.mark.parametrize("change, message", [e[1:] for e in STAT_EDITS], ids=[e[0] for e in STAT_EDITS])
+def test_an_edited_metric_n_or_stderr_is_refused_by_report_compare_and_export(good_results, tmp_path, capsys, change,
+                                                                           message):
+    data = json.loads(good_results.read_text(encoding="utf-8"))
+    entry = data["tasks"]["piqa"]["metrics"]["acc"]
+    own = entry["stderr"]
+    assert own > 0 and entry["n"] == 4
+    change(entry)
+    bad = _write(tmp_path, data)
+    expected = (f"evalkit: error: {bad}: not a valid evalkit results file: "
+                f"{message.format(value=entry['stderr'], own=own)}")
+    assert main(["report", str(bad), "--output", str(tmp_path / "r.md")]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert main(["compare", str(good_results), str(bad), "--output", str(tmp_path / "c.md")]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert main(["export", str(bad), "--output", str(tmp_path / "e.json")]) == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.json"]
