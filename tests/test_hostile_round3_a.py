@@ -126,3 +126,47 @@ def test_an_edited_metric_n_or_stderr_is_refused_by_report_compare_and_export(go
     assert main(["export", str(bad), "--output", str(tmp_path / "e.json")]) == 2
     assert capsys.readouterr().err.splitlines() == [expected]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.json"]
+
+
+# --- case 7: compare across tokenizers or tokenization modes says so ---------------------------------------------
+
+GPT2_TOKENIZER_JSON = DATA_DIR / "tokenizers" / "gpt2_tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def other_tokenization_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """piqa over the same 4 documents: once with the GPT-2 tokenizer, once with --tokenization joint."""
+    from evalkit.run.pipeline import run
+
+    folder = tmp_path_factory.mktemp("tokenizations")
+    gpt2 = run(_config(folder / "gpt2", tokenizer=str(GPT2_TOKENIZER_JSON)), progress=False).results_path
+    joint = run(_config(folder / "joint", extra={"tokenization": "joint"}), progress=False).results_path
+    return gpt2, joint
+
+
+def test_compare_notes_a_different_tokenizer_and_tokenization_mode(good_results, other_tokenization_runs, tmp_path,
+                                                                   capsys):
+    gpt2, joint = other_tokenization_runs
+    a = json.loads(good_results.read_text(encoding="utf-8"))
+    b = json.loads(gpt2.read_text(encoding="utf-8"))
+    assert json.loads(joint.read_text(encoding="utf-8"))["tasks"]["piqa"]["tokenization"] == "joint"
+    assert a["tasks"]["piqa"]["tokenization"] == "separate"
+    tokenizer_note = (f"A and B use different tokenizers ({TOKENIZER_JSON}, sha256 {a['tokenizer']['sha256'][:12]} vs "
+                      f"{GPT2_TOKENIZER_JSON}, sha256 {b['tokenizer']['sha256'][:12]}), so Δ mixes the model and "
+                      f"the tokenizer")
+    mode_note = "piqa: A is tokenized separate and B joint, so Δ mixes the model and the tokenization"
+    for other, note, absent in ((gpt2, tokenizer_note, mode_note), (joint, mode_note, tokenizer_note)):
+        report = tmp_path / f"{other.parent.name}.md"
+        assert main(["compare", str(good_results), str(other), "--output", str(report), "--bootstrap-iters", "50",
+                     "--no-references"]) == 0
+        out = capsys.readouterr().out
+        assert f"  note: {note}" in out and absent not in out
+        assert note in report.read_text(encoding="utf-8")
+
+
+def test_compare_of_same_tokenization_has_no_tokenizer_note(good_results, tmp_path, capsys):
+    copy = _write(tmp_path, json.loads(good_results.read_text(encoding="utf-8")) | {"created": "later"}, "b.json")
+    assert main(["compare", str(good_results), str(copy), "--output", str(tmp_path / "c.md"), "--bootstrap-iters",
+                 "50", "--no-references"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  note:")]
+    assert not [line for line in notes if "tokeniz" in line]

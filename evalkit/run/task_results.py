@@ -86,6 +86,7 @@ def task_summary(
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
         "truncated_requests": int(sum(1 for own in windows if any(t.truncated_tokens for t in own))),
         "joint_fallback_requests": int(sum(1 for own in windows if any(t.joint_fallback for t in own))),
+        "tokenization": p.task.tokenization or config.extra.get("tokenization", "separate"),
         "duplicate_documents": p.duplicates,
         "prompt_sha256": prompt_hash(p.requests),
         "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
