@@ -170,3 +170,45 @@ def test_compare_of_same_tokenization_has_no_tokenizer_note(good_results, tmp_pa
                  "50", "--no-references"]) == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  note:")]
     assert not [line for line in notes if "tokeniz" in line]
+
+
+# --- case 8: few-shot lm-eval YAML tasks are recorded with their shots --------------------------------------------
+
+LMEVAL_FIXTURES = Path(__file__).resolve().parent / "task_yaml" / "lmeval"
+
+
+@pytest.fixture(scope="module")
+def lmeval_fewshot_run(tmp_path_factory) -> Path:
+    """lm_eval.sciq at --tasks lm_eval.sciq:2 (3 documents) with samples logged."""
+    from evalkit.run.pipeline import run
+
+    root = tmp_path_factory.mktemp("lmeval_fewshot")
+    (root / "data").mkdir()
+    (root / "data" / "sciq").symlink_to(DATA_DIR / "sciq")
+    config = _config(root, tasks=("lm_eval.sciq",), fewshot_overrides={"lm_eval.sciq": 2}, limit=3,
+                     include_paths=(str(LMEVAL_FIXTURES),), data_dir=str(root / "data"), log_samples=True)
+    return run(config, progress=False).results_path
+
+
+def test_lmeval_fewshot_is_recorded_in_results_samples_and_export(lmeval_fewshot_run, tmp_path, capsys):
+    from evalkit.data.documents import read_jsonl
+
+    results = json.loads(lmeval_fewshot_run.read_text(encoding="utf-8"))
+    task = results["tasks"]["lm_eval.sciq"]
+    assert (task["num_fewshot"], task["fewshot_source"], task["fewshot_split"], task["fewshot_seed"],
+            task["fewshot_pool_size"]) == (2, "split", "train", 1234, 11679)
+    train = read_jsonl(DATA_DIR / "sciq" / "train.jsonl")
+    samples = [json.loads(line) for line in lmeval_fewshot_run.with_suffix(".samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3
+    for sample in samples:
+        assert len(sample["fewshot_doc_ids"]) == 2
+        shown = "".join(f"{train[i]['support'].lstrip()}\nQuestion: {train[i]['question']}\nAnswer: "
+                        f"{train[i]['correct_answer']}\n\n" for i in sample["fewshot_doc_ids"])
+        assert sample["context"].startswith(f"Science questions (") and shown in sample["context"]
+    assert main(["report", str(lmeval_fewshot_run), "--output", str(tmp_path / "r.md")]) == 0
+    assert "| lm_eval.sciq v2.0 | 2-shot |" in (tmp_path / "r.md").read_text(encoding="utf-8")
+    capsys.readouterr()
+    assert main(["export", str(lmeval_fewshot_run), "--output", str(tmp_path / "lm")]) == 0
+    [exported] = (tmp_path / "lm").glob("results_*.json")
+    lm = json.loads(exported.read_text(encoding="utf-8"))
+    assert lm["n-shot"] == {"lm_eval.sciq": 2} and lm["configs"]["lm_eval.sciq"]["num_fewshot"] == 2

@@ -12,6 +12,7 @@ from typing import Any
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
 from evalkit.fewshot.v020 import (
+    SOURCE_SAME_SPLIT,
     SOURCE_SPLIT,
     FewshotPlan,
     document_contexts,
@@ -71,9 +72,10 @@ def prepare_task(
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
     if lmeval:
-        plan = None
-        contexts = fewshot_lmeval.document_contexts(task, chosen, num_fewshot,
-                                                    lambda: load_docs(task, data_dir, task.fewshot_split))
+        drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot,
+                                                lambda: load_docs(task, data_dir, task.fewshot_split))
+        contexts = drawn.contexts
+        plan = lmeval_plan(task, num_fewshot, drawn, ids, len(docs))
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = document_contexts(task, docs, pool, plan, ids)
@@ -85,10 +87,25 @@ def prepare_task(
         for doc_id, doc, ctxs in zip(ids, chosen, contexts)
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
-    if plan is not None:
+    if plan is not None and not lmeval:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
                      if w]
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
+
+
+def lmeval_plan(task: Task, shots: int, drawn: fewshot_lmeval.LmevalFewshot, ids: list[int],
+                n_split: int) -> FewshotPlan | None:
+    """The :class:`FewshotPlan` record of an lm-eval 0.4 task YAML's draw, so that results, samples, report and
+    export say how many examples each context holds and which (None at 0 shots, as for v0.2.0 tasks' plans with
+    source ``none``). Rows of the evaluated split that were not chosen have no examples (lm-eval draws per
+    evaluated document, in order)."""
+    if not shots:
+        return None
+    examples: list[tuple[int, ...]] = [()] * n_split
+    for doc_id, rows in zip(ids, drawn.example_ids):
+        examples[doc_id] = tuple(rows)
+    source = SOURCE_SAME_SPLIT if drawn.exclude_eval_doc else SOURCE_SPLIT
+    return FewshotPlan(shots, source, task.fewshot_split, drawn.pool_size, tuple(examples))
 
 
 def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Sequence
 
+from evalkit.fewshot.lmeval import LMEVAL_FEWSHOT_SEED, parse_sampler
 from evalkit.stats.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.stats.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.run.prepare import PreparedTask
@@ -91,7 +92,7 @@ def task_summary(
         "prompt_sha256": prompt_hash(p.requests),
         "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
         "fewshot_split": p.fewshot.split if p.fewshot else None,
-        "fewshot_seed": config.fewshot_seed,
+        "fewshot_seed": LMEVAL_FEWSHOT_SEED if parse_sampler(p.task.fewshot_sampler) else config.fewshot_seed,
         "fewshot_source": p.fewshot.source if p.fewshot else "none",
         "fewshot_pool_size": p.fewshot.pool_size if p.fewshot else 0,
         "warnings": p.warnings,
