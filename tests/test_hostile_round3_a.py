@@ -212,3 +212,49 @@ def test_lmeval_fewshot_is_recorded_in_results_samples_and_export(lmeval_fewshot
     [exported] = (tmp_path / "lm").glob("results_*.json")
     lm = json.loads(exported.read_text(encoding="utf-8"))
     assert lm["n-shot"] == {"lm_eval.sciq": 2} and lm["configs"]["lm_eval.sciq"]["num_fewshot"] == 2
+
+
+# --- case 9: a replaced built-in task with other prompts is not shown beside published rows without a note --------
+
+def _replaced_piqa(tmp_path: Path, new_prompt: bool) -> Path:
+    folder = tmp_path / "own_tasks"
+    folder.mkdir()
+    text = (Path(__file__).resolve().parents[1] / "tasks" / "piqa.py").read_text(encoding="utf-8")
+    if new_prompt:
+        assert 'return f"Question: {doc[\'goal\']}\\nAnswer:"' in text and 'version="1.0"' in text
+        text = text.replace('return f"Question: {doc[\'goal\']}\\nAnswer:"', 'return f"Goal: {doc[\'goal\']}\\nSolution:"')
+        text = text.replace('version="1.0"', 'version="2.0"')
+    (folder / "piqa.py").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_a_replaced_builtin_task_with_new_prompts_is_flagged_in_results_report_and_compare(tmp_path, capsys):
+    from evalkit.run.pipeline import run
+
+    folder = _replaced_piqa(tmp_path, new_prompt=True)
+    out = run(_config(tmp_path, include_paths=(str(folder),), limit=3), progress=False)
+    task = out.results["tasks"]["piqa"]
+    warning = (f"piqa: scored with {folder / 'piqa.py'} (version 2.0), which replaces the built-in task "
+               f"(version 1.0) and gives other prompts for 3 of 3 documents: its numbers are not comparable with "
+               f"the published piqa rows")
+    assert warning in task["warnings"]
+    assert task["builtin_prompts_differ"] == 3
+    report = out.report_path.read_text(encoding="utf-8")
+    assert f"> **Warning:** {warning}" in report
+    card_row = next(line for line in report.splitlines() if line.startswith("| **random:pythia-14m"))
+    assert "†" in card_row
+    assert ("† random:pythia-14m (float32), piqa: scored with prompts other than the built-in task's (version 2.0, "
+            "3 of 3 documents differ); the published rows used the built-in prompts") in report
+    assert main(["compare", str(out.results_path), str(out.results_path), "--output", str(tmp_path / "c.md"),
+                 "--bootstrap-iters", "20"]) == 0
+    assert ("> **Changed prompts:** the run scored piqa with prompts other than the built-in task's; the published "
+            "rows used the built-in prompts, so Δ mixes the model and the prompt") in (tmp_path / "c.md").read_text()
+
+
+def test_a_replaced_builtin_task_with_the_same_prompts_is_not_flagged(tmp_path):
+    from evalkit.run.pipeline import run
+
+    folder = _replaced_piqa(tmp_path, new_prompt=False)
+    out = run(_config(tmp_path, include_paths=(str(folder),), limit=3), progress=False, write=False)
+    task = out.results["tasks"]["piqa"]
+    assert task["warnings"] == [] and task["builtin_prompts_differ"] == 0

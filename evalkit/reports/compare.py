@@ -103,6 +103,9 @@ class ReferenceTable:
     rows: tuple[ReferenceRow, ...]
     fewshot: tuple[str, ...] = ()
     """Tasks of ``rows`` the run scored with few-shot examples (the published tables are zero-shot)."""
+    changed_prompts: tuple[str, ...] = ()
+    """Tasks of ``rows`` the run scored with a replacement of the built-in task whose prompts differ (results'
+    ``builtin_prompts_differ``); the published rows used the built-in prompts."""
 
 
 @dataclass(frozen=True)
@@ -269,8 +272,10 @@ def reference_table(
             r["p_holm"], r["significant"] = p, p is not None and p < alpha
     subset = any(results["tasks"][r["task"]]["subset"] for r in rows)
     fewshot = tuple(dict.fromkeys(r["task"] for r in rows if results["tasks"][r["task"]].get("num_fewshot", 0)))
+    changed = tuple(dict.fromkeys(r["task"] for r in rows
+                                  if results["tasks"][r["task"]].get("builtin_prompts_differ")))
     return ReferenceTable(label, table["title"], table["source"], subset, tuple(ReferenceRow(**r) for r in rows),
-                          fewshot)
+                          fewshot, changed)
 
 
 _TWO_DECIMALS = ("perplexity", "word_perplexity")
@@ -317,6 +322,7 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
                     "notes": t.notes, "rows": [paired_cells(r) for r in t.rows]} for t in paired],
         "references": [{"run": t.run_label, "title": t.title, "source": t.source, "subset": t.subset,
                         "fewshot": ", ".join(t.fewshot),
+                        "changed_prompts": ", ".join(t.changed_prompts),
                         "rows": [reference_cells(r) for r in t.rows]} for t in references],
     }
     return environment().get_template("compare.md.j2").render(**context)

@@ -34,7 +34,8 @@ TASK = {
         "warnings": ("list", "str"), "metrics": ("map", METRIC), "documents": ("map", ("list", "number")),
     },
     "optional": {"joint_fallback_requests": "int", "duplicate_documents": "int", "non_finite_requests": "int",
-                 "non_finite_documents": "int", "source": "str"},
+                 "non_finite_documents": "int", "source": "str",
+                 "builtin_prompts_differ": "int", "tokenization": "str"},
 }
 
 SCHEMA = {

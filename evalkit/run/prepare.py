@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
+from evalkit.run.builtin_prompts import builtin_prompt_warning, differing_prompts, replaced_builtin
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
 from evalkit.fewshot.v020 import (
     SOURCE_SAME_SPLIT,
@@ -37,6 +38,8 @@ class PreparedTask:
     fewshot: FewshotPlan | None = None
     contexts: list[list[str]] | None = None
     duplicates: int = 0
+    builtin_prompts_differ: int | None = None
+    """For a task replacing a built-in one: documents whose zero-shot requests differ from the built-in's."""
 
 
 def prepare_task(
@@ -48,7 +51,8 @@ def prepare_task(
     (:mod:`evalkit.fewshot.v020`; per-choice contexts where the task has them).
 
     Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
-    count.
+    count. A task replacing a built-in one (``task_file`` outside the built-in folder) whose prompts differ from the
+    built-in's is warned about too (:mod:`evalkit.run.builtin_prompts`): published rows used the built-in prompts.
 
     Raises:
         EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
@@ -90,7 +94,12 @@ def prepare_task(
     if plan is not None and not lmeval:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
                      if w]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
+    differ = None
+    builtin = replaced_builtin(task, task_file)
+    if builtin is not None and task_file is not None:
+        differ = differing_prompts(task, builtin, chosen)
+        warnings += [w for w in [builtin_prompt_warning(task, builtin, task_file, differ, len(chosen))] if w]
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates), differ)
 
 
 def lmeval_plan(task: Task, shots: int, drawn: fewshot_lmeval.LmevalFewshot, ids: list[int],

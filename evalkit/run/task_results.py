@@ -69,9 +69,11 @@ def task_summary(
     """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values.
 
     ``windows`` holds each request's tokenized sequences (one, or a rolling request's windows); ``tokens``
-    counts the input tokens of all of them and ``sequences`` how many there are.
+    counts the input tokens of all of them and ``sequences`` how many there are. A task replacing a built-in one
+    records ``builtin_prompts_differ``, the documents whose prompts differ from the built-in task's.
     """
     toks = [t for own in windows for t in own]
+    replaced = {} if p.builtin_prompts_differ is None else {"builtin_prompts_differ": p.builtin_prompts_differ}
     return {
         "version": p.task.version,
         "description": p.task.description,
@@ -98,7 +100,7 @@ def task_summary(
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
         "documents": _per_doc_arrays(p.task, docs),
-    }
+    } | replaced
 
 
 def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
