@@ -258,3 +258,37 @@ def test_a_replaced_builtin_task_with_the_same_prompts_is_not_flagged(tmp_path):
     out = run(_config(tmp_path, include_paths=(str(folder),), limit=3), progress=False, write=False)
     task = out.results["tasks"]["piqa"]
     assert task["warnings"] == [] and task["builtin_prompts_differ"] == 0
+
+
+# --- tracebacks: evalkit YAML dataset.fields as a list, or a field type as a list ---------------------------------
+
+YAML_TASK = """name: t
+version: "1"
+dataset: {hub_id: x/y, split: test, n: 2, fields: FIELDS}
+context: "Q: {{ q }}"
+continuations: [" a", " b"]
+gold: 0
+scoring: multiple_choice
+metrics: [acc]
+"""
+
+
+@pytest.mark.parametrize("fields, message", [
+    ("[q, a]", "key 'dataset': 'fields' must map field names to types (str, int, float, bool, list, dict), got a list"),
+    ("{q: [str]}", "key 'dataset': field 'q' has type ['str']; supported: str, int, float, bool, list, dict"),
+    ("{q: {a: str}}", "key 'dataset': field 'q' has type {'a': 'str'}; supported: str, int, float, bool, list, dict"),
+], ids=["fields_as_a_list", "type_as_a_list", "type_as_a_mapping"])
+def test_dataset_fields_of_the_wrong_shape_are_one_message_in_run_and_tasks(tmp_path, capsys, fields, message):
+    from evalkit.tasks.registry import load_yaml_task_file
+
+    folder = tmp_path / "yaml_tasks"
+    folder.mkdir()
+    path = folder / "t.yaml"
+    path.write_text(YAML_TASK.replace("FIELDS", fields), encoding="utf-8")
+    expected = f"{path} line 3, {message}"
+    with pytest.raises(EvalkitError) as err:
+        load_yaml_task_file(path)
+    assert str(err.value) == expected
+    assert main(["tasks", "--include-path", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert f"  {expected}" in out.out + out.err and "Traceback" not in out.out + out.err
