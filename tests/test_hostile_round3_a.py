@@ -292,3 +292,100 @@ def test_dataset_fields_of_the_wrong_shape_are_one_message_in_run_and_tasks(tmp_
     assert main(["tasks", "--include-path", str(folder)]) == 0
     out = capsys.readouterr()
     assert f"  {expected}" in out.out + out.err and "Traceback" not in out.out + out.err
+
+
+# --- tracebacks: lm-eval YAML process_docs returning no documents; a !function helper calling sys.exit ------------
+
+LMEVAL_TASK = """task: tiny
+dataset_path: nobody/tiny
+output_type: multiple_choice
+test_split: test
+PROCESS
+doc_to_text: TEXT
+doc_to_target: label
+doc_to_choice: ["yes", "no"]
+metric_list:
+  - metric: acc
+"""
+
+HELPERS = """import sys
+
+
+def none(dataset):
+    return None
+
+
+def numbers(dataset):
+    return [1, 2]
+
+
+def strings(dataset):
+    return ["ab", "cd"]
+
+
+def leave(dataset):
+    sys.exit(0)
+
+
+def text_leaves(doc):
+    sys.exit(3)
+"""
+
+
+def _lmeval_folder(tmp_path: Path, process: str, text: str = '"{{q}}"', helpers: str = HELPERS) -> tuple[Path, Path]:
+    folder = tmp_path / "lmeval_tasks"
+    folder.mkdir()
+    (folder / "tiny.yaml").write_text(LMEVAL_TASK.replace("PROCESS", process).replace("TEXT", text), encoding="utf-8")
+    (folder / "helpers.py").write_text(helpers, encoding="utf-8")
+    data = tmp_path / "data"
+    (data / "tiny").mkdir(parents=True)
+    (data / "tiny" / "test.jsonl").write_text('{"q": "a?", "label": 0}\n{"q": "b?", "label": 1}\n', encoding="utf-8")
+    return folder, data
+
+
+@pytest.mark.parametrize("fn, message", [
+    ("none", "process_docs returned None, not documents (a datasets.Dataset or a list of mappings)"),
+    ("numbers", "process_docs returned a list whose row 0 is an integer (1), not a document (a mapping)"),
+    ("strings", "process_docs returned a list whose row 0 is a string ('ab'), not a document (a mapping)"),
+    ("leave", "process_docs failed: SystemExit: 0 (the function called sys.exit)"),
+], ids=["none", "numbers", "strings", "sys_exit"])
+def test_process_docs_returning_no_documents_is_one_message(tmp_path, capsys, fn, message):
+    folder, data = _lmeval_folder(tmp_path, f"process_docs: !function helpers.{fn}")
+    status, err = run_cli(capsys, tmp_path, "--include-path", str(folder), tasks="lm_eval.tiny", data_dir=data)
+    assert status == 2
+    assert err == [f"evalkit: error: {folder / 'tiny.yaml'} line 5, key 'process_docs': {message}"]
+
+
+def test_a_function_helper_calling_sys_exit_is_one_message(tmp_path, capsys):
+    folder, data = _lmeval_folder(tmp_path, "", text="!function helpers.text_leaves")
+    status, err = run_cli(capsys, tmp_path, "--include-path", str(folder), tasks="lm_eval.tiny", data_dir=data)
+    assert status == 2
+    assert len(err) == 1 and err[0].startswith(f"evalkit: error: {data / 'tiny' / 'test.jsonl'} line 1: ")
+    assert err[0].endswith(f"{folder / 'tiny.yaml'} line 6, key 'doc_to_text': function failed: SystemExit: 3 "
+                           f"(the function called sys.exit)")
+
+
+def test_a_function_module_calling_sys_exit_on_import_is_refused(tmp_path, capsys):
+    folder, data = _lmeval_folder(tmp_path, "process_docs: !function helpers.none",
+                                  helpers="import sys\nsys.exit('no')\n")
+    assert main(["tasks", "--include-path", str(folder)]) == 0
+    out = capsys.readouterr()
+    assert (f"{folder / 'tiny.yaml'} line 5, key 'process_docs': {folder / 'helpers.py'} failed to import: "
+            f"SystemExit: no (the module called sys.exit)") in out.out
+
+
+def test_a_python_task_calling_sys_exit_is_one_message(tmp_path, capsys):
+    folder = tmp_path / "py_tasks"
+    folder.mkdir()
+    (folder / "leaving.py").write_text(
+        "import sys\nfrom evalkit.types import DatasetSpec, Task\n\n"
+        "TASK = Task(name='leaving', version='1', dataset=DatasetSpec('x/y', None, 'test', 2, {'q': str}),\n"
+        "            context=lambda d: sys.exit(4), continuations=lambda d: [' a', ' b'], gold=lambda d: 0,\n"
+        "            scoring='multiple_choice', metrics=('acc',))\n", encoding="utf-8")
+    data = tmp_path / "data"
+    (data / "leaving").mkdir(parents=True)
+    (data / "leaving" / "test.jsonl").write_text('{"q": "a"}\n{"q": "b"}\n', encoding="utf-8")
+    status, err = run_cli(capsys, tmp_path, "--include-path", str(folder), tasks="leaving", data_dir=data)
+    assert status == 2
+    assert err == [f"evalkit: error: task file {folder / 'leaving.py'}: {data / 'leaving' / 'test.jsonl'} line 1: "
+                   f"task 'leaving' context() raised SystemExit: 4 (sys.exit was called)"]

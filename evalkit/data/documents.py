@@ -188,8 +188,9 @@ def _call(task: Task, what: str, doc: Doc, where: str, plain: bool = True) -> An
         exc = sys.exc_info()[1]
         raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
                             task.name) from None
-    except Exception as exc:  # noqa: BLE001 - task files are user code and may fail in any way
-        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - task files are user code and may fail in any way
+        called = " (sys.exit was called)" if isinstance(exc, SystemExit) else ""
+        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}{called}",
                             task.name) from None
 
 

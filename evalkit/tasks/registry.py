@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from evalkit.stats.metrics import check_task_metrics, group_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
 from evalkit.tasks.yaml_scan import load_yaml_task_file, scan_yaml, yaml_helper_modules  # noqa: F401 - re-exported
+from evalkit.tasks.yaml_source import failure
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ def _load_module(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - a plugin may fail in any way; name the file
-        raise EvalkitError(f"task file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin may fail in any way; name the file
+        raise EvalkitError(f"task file {path} failed to load: {failure(exc, 'file')}") from exc
     return module
 
 

@@ -47,6 +47,13 @@ class YamlFile:
         return f"{self.path} line {line}, key '{key}'" if line else f"{self.path}, key '{key}'"
 
 
+def failure(exc: BaseException, what: str = "function") -> str:
+    """How user code failed, for a message: ``"KeyError: 'q'"``; a ``sys.exit`` (SystemExit, which an ``except
+    Exception`` lets through and which would end evalkit silently with its code) is said to be one."""
+    shown = f"{type(exc).__name__}: {exc}"
+    return f"{shown} (the {what} called sys.exit)" if isinstance(exc, SystemExit) else shown
+
+
 def _loader_for(path: Path) -> type:
     class Loader(yaml.SafeLoader):
         pass
@@ -109,8 +116,8 @@ def resolve_function(ref: FunctionRef, key: str) -> Callable[..., Any]:
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - user code may fail in any way; name the file
-            raise EvalkitError(f"{where}: {source} failed to import: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may fail in any way; name the file
+            raise EvalkitError(f"{where}: {source} failed to import: {failure(exc, 'module')}") from None
         sys.modules[unique] = module
     fn = getattr(module, fn_name, None)
     if not callable(fn):
