@@ -389,3 +389,73 @@ def test_a_python_task_calling_sys_exit_is_one_message(tmp_path, capsys):
     assert status == 2
     assert err == [f"evalkit: error: task file {folder / 'leaving.py'}: {data / 'leaving' / 'test.jsonl'} line 1: "
                    f"task 'leaving' context() raised SystemExit: 4 (sys.exit was called)"]
+
+
+# --- tracebacks: JSON nested thousands of levels deep, integers of thousands of digits, 10**400 -------------------
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "0" + "]" * depth
+
+
+DEEP_MESSAGE = "nested more than 100 levels deep (arrays and objects inside one another)"
+DATA_JSON_CASES = [
+    ("nested_5000_levels", lambda d: d.replace('"goal": ', f'"goal": {_nested(5000)}, "x": ', 1), DEEP_MESSAGE),
+    ("nested_500_levels", lambda d: d.replace('"goal": ', f'"goal": {_nested(500)}, "x": ', 1), DEEP_MESSAGE),
+    ("integer_of_5000_digits", lambda d: d.replace('"label": 0', '"label": ' + "7" * 5000),
+     "an integer of 5000 digits; numbers above 308 digits are not read (no float holds them)"),
+    ("ten_to_the_400", lambda d: d.replace('"label": 0', '"label": 1' + "0" * 400),
+     "an integer of 401 digits; numbers above 308 digits are not read (no float holds them)"),
+]
+
+
+@pytest.mark.parametrize("change, message", [c[1:] for c in DATA_JSON_CASES], ids=[c[0] for c in DATA_JSON_CASES])
+def test_a_data_line_too_deep_or_with_a_huge_integer_is_one_message(capsys, tmp_path, change, message):
+    data = tmp_path / "data"
+    path = data / "piqa" / "validation.jsonl"
+    path.parent.mkdir(parents=True)
+    lines = first_lines("piqa", "validation")
+    second = json.dumps(dict(json.loads(lines[1]), label=0))
+    assert '"label": 0' in second
+    path.write_bytes(lines[0] + change(second).encode("utf-8") + b"\n" + lines[2])
+    status, err = run_cli(capsys, tmp_path, "--limit", "3", data_dir=data)
+    assert status == 2
+    assert err == [f"evalkit: error: {path} line 2: {message}"]
+
+
+def _raw_edit(good: Path, old: str, new: str) -> str:
+    text = good.read_text(encoding="utf-8")
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+RESULTS_JSON_CASES = [
+    ("nested_5000_levels", '"created": ', f'"deep": {_nested(5000)}, "created": ', DEEP_MESSAGE),
+    ("integer_of_5000_digits", '"n": 4', '"n": ' + "7" * 5000,
+     "an integer of 5000 digits; numbers above 308 digits are not read (no float holds them)"),
+    ("ten_to_the_400", '"wall_time_s": ', '"wall_time_s": 1' + "0" * 400 + ', "was": ',
+     "an integer of 401 digits; numbers above 308 digits are not read (no float holds them)"),
+]
+
+
+@pytest.mark.parametrize("old, new, message", [c[1:] for c in RESULTS_JSON_CASES],
+                         ids=[c[0] for c in RESULTS_JSON_CASES])
+def test_a_results_file_too_deep_or_with_a_huge_integer_is_one_message(good_results, tmp_path, capsys, old, new,
+                                                                       message):
+    bad = tmp_path / "edited.json"
+    bad.write_text(_raw_edit(good_results, old, new), encoding="utf-8")
+    expected = f"evalkit: error: {bad}: not a valid results JSON ({message})"
+    for argv in (["report", str(bad), "--output", str(tmp_path / "r.md")],
+                 ["compare", str(good_results), str(bad), "--output", str(tmp_path / "c.md")],
+                 ["export", str(bad), "--output", str(tmp_path / "e")]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.splitlines() == [expected]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edited.json"]
+
+
+def test_a_results_value_of_1e400_is_refused_as_not_finite(good_results, tmp_path, capsys):
+    bad = tmp_path / "edited.json"
+    bad.write_text(_raw_edit(good_results, '"wall_time_s": ', '"wall_time_s": 1e400, "was": '), encoding="utf-8")
+    assert main(["report", str(bad), "--output", str(tmp_path / "r.md")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"evalkit: error: {bad}: not a valid evalkit results file: 'timing.wall_time_s': expected a finite number, "
+        f"got a number (inf)"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.results.schema import validate_results
-from evalkit.types import EvalkitError
+from evalkit.types import EvalkitError, parse_json
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -138,7 +138,7 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     if not p.is_file():
         raise EvalkitError(f"{what} file not found: {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        data = parse_json(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EvalkitError(f"{p}: not a valid {what} JSON ({exc})") from None
     except ValueError as exc:
