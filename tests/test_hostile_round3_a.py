@@ -459,3 +459,25 @@ def test_a_results_value_of_1e400_is_refused_as_not_finite(good_results, tmp_pat
     assert capsys.readouterr().err.splitlines() == [
         f"evalkit: error: {bad}: not a valid evalkit results file: 'timing.wall_time_s': expected a finite number, "
         f"got a number (inf)"]
+
+
+# --- tracebacks: evalkit export --output naming an existing file (lm-eval layout) or folder (csv) -----------------
+
+def test_export_to_an_existing_file_or_folder_is_one_message_and_leaves_it(good_results, tmp_path, capsys):
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me\n", encoding="utf-8")
+    assert main(["export", str(good_results), "--output", str(taken)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"evalkit: error: --output {taken}: an existing file; the lm-eval layout is a folder (results_<date>.json "
+        f"and samples_<task>_<date>.jsonl), so name a folder"]
+    assert taken.read_text(encoding="utf-8") == "keep me\n"
+    inside = taken / "sub"
+    assert main(["export", str(good_results), "--output", str(inside)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"evalkit: error: --output {inside}: {taken} is a file, not a folder"]
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    assert main(["export", str(good_results), "--format", "csv", "--output", str(folder)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"evalkit: error: --output {folder}: an existing folder; the csv export is one file, so name a file"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "taken.txt"] and not any(folder.iterdir())
