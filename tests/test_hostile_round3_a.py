@@ -481,3 +481,30 @@ def test_export_to_an_existing_file_or_folder_is_one_message_and_leaves_it(good_
     assert capsys.readouterr().err.splitlines() == [
         f"evalkit: error: --output {folder}: an existing folder; the csv export is one file, so name a file"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_folder", "taken.txt"] and not any(folder.iterdir())
+
+
+# --- tracebacks: symbolic-link loops among YAML files, and an include path that is itself a looping link ----------
+
+def test_looping_yaml_links_in_an_include_folder_are_refused_files_not_a_traceback(tmp_path, capsys):
+    folder, data = _lmeval_folder(tmp_path, "")
+    (folder / "a.yaml").symlink_to("b.yaml")
+    (folder / "b.yaml").symlink_to("a.yaml")
+    (folder / "child.yaml").write_text("include: a.yaml\ntask: child\n", encoding="utf-8")
+    assert main(["tasks", "--include-path", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "lm_eval.tiny" in out  # the folder's good task still loads
+    for name in ("a.yaml", "b.yaml"):
+        assert f"  {folder / name}: a symbolic link that loops (Too many levels of symbolic links)" in out
+    assert (f"  {folder / 'child.yaml'} line 1, key 'include': {folder / 'a.yaml'} is a symbolic link that "
+            f"loops") in out
+    status, err = run_cli(capsys, tmp_path, "--include-path", str(folder), "--limit", "2", tasks="lm_eval.child",
+                          data_dir=data)
+    assert status == 2 and len(err) == 1 and "lm_eval.child" in err[0] and "loops" in err[0]
+
+
+def test_an_include_path_that_is_a_looping_link_is_one_message(tmp_path, capsys):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert main(["tasks", "--include-path", str(loop)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"evalkit: error: --include-path {loop}: a symbolic link that loops"]

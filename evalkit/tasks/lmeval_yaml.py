@@ -32,7 +32,8 @@ from typing import Any, Callable, Mapping
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.tasks.templating import compile_template
 from evalkit.types import DatasetSpec, Doc, EvalkitError, Task, TaskGroup
-from evalkit.tasks.yaml_source import FunctionRef, YamlFile, failure, load_yaml, resolve_function
+from evalkit.tasks.user_files import failure, symlink_loop
+from evalkit.tasks.yaml_source import FunctionRef, YamlFile, load_yaml, resolve_function
 
 PREFIX = "lm_eval."
 """Prefix of every lm-eval 0.4 task and tag name in evalkit."""
@@ -106,6 +107,9 @@ def read_config(source: YamlFile, seen: tuple[Path, ...] = ()) -> Config:
     if include is not None:
         if not isinstance(include, str):
             raise EvalkitError(f"{source.where('include')}: expected one file name")
+        if symlink_loop(source.path.parent / include):
+            raise EvalkitError(f"{source.where('include')}: {source.path.parent / include} is a symbolic link that "
+                               f"loops")
         path = (source.path.parent / include).resolve()
         if path in seen or path == source.path.resolve():
             raise EvalkitError(f"{source.where('include')}: circular include of {path}")

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from evalkit.tasks.user_files import failure, symlink_loop  # noqa: F401 - re-exported
 from evalkit.types import EvalkitError
 
 
@@ -45,13 +46,6 @@ class YamlFile:
         """``"<file> line <n>, key '<key>'"`` (without the line when the key is not written in this file)."""
         line = self.lines.get(key)
         return f"{self.path} line {line}, key '{key}'" if line else f"{self.path}, key '{key}'"
-
-
-def failure(exc: BaseException, what: str = "function") -> str:
-    """How user code failed, for a message: ``"KeyError: 'q'"``; a ``sys.exit`` (SystemExit, which an ``except
-    Exception`` lets through and which would end evalkit silently with its code) is said to be one."""
-    shown = f"{type(exc).__name__}: {exc}"
-    return f"{shown} (the {what} called sys.exit)" if isinstance(exc, SystemExit) else shown
 
 
 def _loader_for(path: Path) -> type:
