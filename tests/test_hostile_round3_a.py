@@ -179,12 +179,13 @@ LMEVAL_FIXTURES = Path(__file__).resolve().parent / "task_yaml" / "lmeval"
 
 @pytest.fixture(scope="module")
 def lmeval_fewshot_run(tmp_path_factory) -> Path:
-    """lm_eval.sciq at --tasks lm_eval.sciq:2 (3 documents) with samples logged."""
+    """lm_eval.sciq at --tasks lm_eval.sciq:2 (3 documents, 12 few-shot rows) with samples logged."""
     from evalkit.run.pipeline import run
 
     root = tmp_path_factory.mktemp("lmeval_fewshot")
-    (root / "data").mkdir()
-    (root / "data" / "sciq").symlink_to(DATA_DIR / "sciq")
+    (root / "data" / "sciq").mkdir(parents=True)
+    for split, rows in (("test", 3), ("train", 12)):  # small copies: the first rows of the real splits
+        (root / "data" / "sciq" / f"{split}.jsonl").write_bytes(b"".join(first_lines("sciq", split, rows)))
     config = _config(root, tasks=("lm_eval.sciq",), fewshot_overrides={"lm_eval.sciq": 2}, limit=3,
                      include_paths=(str(LMEVAL_FIXTURES),), data_dir=str(root / "data"), log_samples=True)
     return run(config, progress=False).results_path
@@ -196,8 +197,8 @@ def test_lmeval_fewshot_is_recorded_in_results_samples_and_export(lmeval_fewshot
     results = json.loads(lmeval_fewshot_run.read_text(encoding="utf-8"))
     task = results["tasks"]["lm_eval.sciq"]
     assert (task["num_fewshot"], task["fewshot_source"], task["fewshot_split"], task["fewshot_seed"],
-            task["fewshot_pool_size"]) == (2, "split", "train", 1234, 11679)
-    train = read_jsonl(DATA_DIR / "sciq" / "train.jsonl")
+            task["fewshot_pool_size"]) == (2, "split", "train", 1234, 12)
+    train = read_jsonl(lmeval_fewshot_run.parents[3] / "data" / "sciq" / "train.jsonl")
     samples = [json.loads(line) for line in lmeval_fewshot_run.with_suffix(".samples.jsonl").read_text().splitlines()]
     assert len(samples) == 3
     for sample in samples:
@@ -222,7 +223,8 @@ def _replaced_piqa(tmp_path: Path, new_prompt: bool) -> Path:
     text = (Path(__file__).resolve().parents[1] / "tasks" / "piqa.py").read_text(encoding="utf-8")
     if new_prompt:
         assert 'return f"Question: {doc[\'goal\']}\\nAnswer:"' in text and 'version="1.0"' in text
-        text = text.replace('return f"Question: {doc[\'goal\']}\\nAnswer:"', 'return f"Goal: {doc[\'goal\']}\\nSolution:"')
+        text = text.replace('return f"Question: {doc[\'goal\']}\\nAnswer:"',
+                            'return f"Goal: {doc[\'goal\']}\\nSolution:"')
         text = text.replace('version="1.0"', 'version="2.0"')
     (folder / "piqa.py").write_text(text, encoding="utf-8")
     return folder
@@ -252,12 +254,17 @@ def test_a_replaced_builtin_task_with_new_prompts_is_flagged_in_results_report_a
 
 
 def test_a_replaced_builtin_task_with_the_same_prompts_is_not_flagged(tmp_path):
-    from evalkit.run.pipeline import run
+    from evalkit.run.prepare import prepare_task
+    from evalkit.tasks.registry import load_registry
 
     folder = _replaced_piqa(tmp_path, new_prompt=False)
-    out = run(_config(tmp_path, include_paths=(str(folder),), limit=3), progress=False, write=False)
-    task = out.results["tasks"]["piqa"]
-    assert task["warnings"] == [] and task["builtin_prompts_differ"] == 0
+    registry = load_registry((str(folder),))
+    assert registry.files["piqa"] == (folder / "piqa.py").resolve()
+    prepared = prepare_task(registry.get("piqa"), DATA_DIR, 3, 1234, task_file=registry.files["piqa"])
+    assert prepared.warnings == [] and prepared.builtin_prompts_differ == 0
+    builtin = load_registry(())
+    own = prepare_task(builtin.get("piqa"), DATA_DIR, 3, 1234, task_file=builtin.files["piqa"])
+    assert own.builtin_prompts_differ is None
 
 
 # --- tracebacks: evalkit YAML dataset.fields as a list, or a field type as a list ---------------------------------
