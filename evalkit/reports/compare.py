@@ -205,8 +205,11 @@ def _tokenization(run: dict[str, Any], task: str) -> str:
 
 def _tokenizer_note(a: dict[str, Any], b: dict[str, Any]) -> str | None:
     """A note when the runs used different tokenizers (by content digest where both files record one, else by
-    name): the same documents were then split into other tokens, and Δ is not the model's alone."""
-    ta, tb = a["tokenizer"], b["tokenizer"]
+    name): the same documents were then split into other tokens, and Δ is not the model's alone. None also when
+    either side records no tokenizer (``evalkit check`` hands in a baseline shaped like results without one)."""
+    ta, tb = a.get("tokenizer"), b.get("tokenizer")
+    if not isinstance(ta, dict) or not isinstance(tb, dict):
+        return None
     digests = ta.get("sha256"), tb.get("sha256")
     differ = digests[0] != digests[1] if all(isinstance(d, str) for d in digests) else ta["name"] != tb["name"]
     if not differ:
