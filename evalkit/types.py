@@ -8,6 +8,7 @@ Terms follow the field: a *document* (doc) is one row of a dataset split; a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -314,3 +315,56 @@ class LoglikelihoodBackend(Protocol):
 
 class EvalkitError(Exception):
     """A user-facing error: bad input, unknown name, missing file. The CLI prints it without a traceback."""
+
+
+JSON_MAX_DEPTH = 100
+"""Arrays and objects inside one another that :func:`parse_json` reads (evalkit's own files nest 5 deep)."""
+
+JSON_MAX_INT_DIGITS = 308
+"""Digits of the largest integer :func:`parse_json` reads: every such integer converts to a finite float."""
+
+
+def _bounded_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > JSON_MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {digits} digits; numbers above {JSON_MAX_INT_DIGITS} digits are not read "
+                         f"(no float holds them)")
+    return int(text)
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests more than :data:`JSON_MAX_DEPTH` arrays/objects (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > JSON_MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(text: str, parse_constant: Callable[[str], Any] | None = None) -> Any:
+    """``json.loads`` for files a person may have edited: the parsed value, or ValueError with a reason a message
+    can quote, where the standard parser would raise RecursionError (nesting deeper than the interpreter's stack)
+    or give integers no float holds (``10**400``; thousands of digits raise a ValueError naming an interpreter
+    setting).
+
+    Raises:
+        json.JSONDecodeError: not JSON (a ValueError, with the position).
+        ValueError: nested more than :data:`JSON_MAX_DEPTH` levels, an integer of more than
+            :data:`JSON_MAX_INT_DIGITS` digits, or whatever ``parse_constant`` raises.
+    """
+    deep = f"nested more than {JSON_MAX_DEPTH} levels deep (arrays and objects inside one another)"
+    kwargs: dict[str, Any] = {"parse_int": _bounded_int}
+    if parse_constant is not None:
+        kwargs["parse_constant"] = parse_constant
+    try:
+        value = json.loads(text, **kwargs)
+    except RecursionError:
+        raise ValueError(deep) from None
+    if _too_deep(value):
+        raise ValueError(deep)
+    return value

@@ -26,7 +26,8 @@ def gold(doc: Doc) -> int:
 
 
 def validate(doc: Doc) -> None:
-    """Labels and texts align, there are choices with text, and the answer key is one of the labels."""
+    """Labels and texts align, there are choices with text, no label is given twice and the answer key is one of the
+    labels."""
     choices = doc["choices"]
     if not choices["text"]:
         raise ValueError("field 'choices.text': no choices")
@@ -35,6 +36,10 @@ def validate(doc: Doc) -> None:
             raise ValueError(f"field 'choices.text': choice {index} ({text!r:.40}) is not a non-blank string")
     if len(choices["text"]) != len(choices["label"]):
         raise ValueError("field 'choices.label': not as many labels as choices.text")
+    for later, label in enumerate(choices["label"]):
+        if choices["label"].index(label) != later:
+            raise ValueError(f"field 'choices.label': label {label!r} is given to choices "
+                             f"{choices['label'].index(label)} and {later}; the answer key would be ambiguous")
     if doc["answerKey"] not in choices["label"]:
         raise ValueError(f"field 'answerKey': {doc['answerKey']!r} is not among choices.label {choices['label']}")
 

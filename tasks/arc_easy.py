@@ -29,7 +29,9 @@ def gold(doc: Doc) -> int:
 
 
 def validate(doc: Doc) -> None:
-    """Texts and labels align, every choice has text, and the answer key names one of the choices."""
+    """Texts and labels align, every choice has text, the labels run A, B, C, ... (or 1, 2, 3, ...) without repeats
+    (v0.2.0 takes the gold position from the key's letter, not from the labels), and the answer key names one of the
+    choices."""
     choices = doc["choices"]
     if not choices["text"]:
         raise ValueError("field 'choices.text': no choices")
@@ -38,6 +40,13 @@ def validate(doc: Doc) -> None:
             raise ValueError(f"field 'choices.text': choice {index} ({text!r:.40}) is not a non-blank string")
     if len(choices["text"]) != len(choices["label"]):
         raise ValueError("field 'choices.label': not as many labels as choices.text")
+    for later, label in enumerate(choices["label"]):
+        if choices["label"].index(label) != later:
+            raise ValueError(f"field 'choices.label': label {label!r} is given to choices "
+                             f"{choices['label'].index(label)} and {later}; the answer key would be ambiguous")
+    if choices["label"] not in (list(LETTERS[: len(choices["label"])]), list(NUMERIC_KEYS)[: len(choices["label"])]):
+        raise ValueError(f"field 'choices.label': {choices['label']} is not A, B, C, ... (or 1, 2, 3, ...) in order; "
+                         "the gold position is taken from the key's letter, so it would not be the labelled choice")
     key = NUMERIC_KEYS.get(doc["answerKey"], doc["answerKey"])
     if key not in LETTERS or LETTERS.index(key) >= len(choices["text"]):
         raise ValueError(f"field 'answerKey': {doc['answerKey']!r} names no choice of {choices['label']}")

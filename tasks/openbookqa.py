@@ -27,7 +27,8 @@ def gold(doc: Doc) -> int:
 
 
 def validate(doc: Doc) -> None:
-    """A non-blank stem, four non-blank choices and an answer key among A..D."""
+    """A non-blank stem, four non-blank choices, labels (where given) A, B, C, D in order (v0.2.0 takes the gold
+    position from the key's letter, not from the labels) and an answer key among A..D."""
     if not doc["question_stem"].strip():
         raise ValueError("field 'question_stem': blank")
     texts = doc["choices"]["text"]
@@ -36,6 +37,15 @@ def validate(doc: Doc) -> None:
     for index, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"field 'choices.text': choice {index} ({text!r:.40}) is not a non-blank string")
+    labels = doc["choices"].get("label")
+    if labels is not None:
+        for later, label in enumerate(labels):
+            if labels.index(label) != later:
+                raise ValueError(f"field 'choices.label': label {label!r} is given to choices "
+                                 f"{labels.index(label)} and {later}; the answer key would be ambiguous")
+        if labels != list(LETTERS):
+            raise ValueError(f"field 'choices.label': {labels} is not A, B, C, D in order; the gold position is taken "
+                             "from the key's letter, so it would not be the labelled choice")
     if doc["answerKey"].strip() not in LETTERS:
         raise ValueError(f"field 'answerKey': {doc['answerKey']!r} is not one of A, B, C, D")
 

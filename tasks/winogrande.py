@@ -62,10 +62,13 @@ def continuations(doc: Doc) -> list[str]:
 
 
 def validate(doc: Doc) -> None:
-    """A blank in the sentence with text after it, and an answer of ``"1"`` or ``"2"``."""
+    """Exactly one blank in the sentence, with text after it, and an answer of ``"1"`` or ``"2"``."""
     sentence = doc["sentence"]
     if "_" not in sentence:
         raise ValueError("field 'sentence': no blank '_' to fill")
+    if sentence.count("_") > 1:
+        raise ValueError(f"field 'sentence': {sentence.count('_')} blanks '_'; which one the options fill would be a "
+                         "guess")
     if not sentence[sentence.index("_") + 1 :].strip():
         raise ValueError("field 'sentence': nothing after the blank '_' to score")
     if doc["answer"] not in ("1", "2"):

@@ -5,7 +5,6 @@ clear message before the model loads, or a loud warning; finished work is kept."
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os

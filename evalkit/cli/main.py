@@ -134,7 +134,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``evalkit export``: prints the paths written."""
-    from evalkit.results.files import load_results
+    from evalkit.results.files import check_output_path, load_results
 
     runs = [(Path(p), load_results(p)) for p in args.results]  # every file is checked before anything is written
     if args.format == "csv":
@@ -142,14 +142,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         first = runs[0][0]
         path = Path(args.output) if args.output else first.with_suffix(".csv")
+        check_output_path(path, folder=False, flag=f"--output {path}" if args.output else str(path))
         print(f"csv: {write_csv([p for p, _ in runs], path)}")
         return 0
     from evalkit.results.export import write_lm_eval
 
     if args.output and len(runs) > 1:
         raise EvalkitError("--output names one folder: export one results file at a time with --format lm-eval")
-    for path, results in runs:
-        folder = Path(args.output) if args.output else path.with_name(f"{path.stem}_lm-eval")
+    folders = [Path(args.output) if args.output else path.with_name(f"{path.stem}_lm-eval") for path, _ in runs]
+    for folder in folders:  # every output is checked before anything is written
+        check_output_path(folder, folder=True, flag=f"--output {folder}" if args.output else str(folder))
+    for (path, results), folder in zip(runs, folders):
         for written in write_lm_eval(results, path, folder):
             print(f"lm-eval: {written}")
     return 0

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from evalkit.types import Doc, EvalkitError, RunConfig, Task
+from evalkit.types import Doc, EvalkitError, RunConfig, Task, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,9 @@ def _call(task: Task, what: str, doc: Doc, where: str, plain: bool = True) -> An
         exc = sys.exc_info()[1]
         raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
                             task.name) from None
-    except Exception as exc:  # noqa: BLE001 - task files are user code and may fail in any way
-        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}",
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - task files are user code and may fail in any way
+        called = " (sys.exit was called)" if isinstance(exc, SystemExit) else ""
+        raise TaskCodeError(f"{where}: task '{task.name}' {what}() raised {type(exc).__name__}: {exc}{called}",
                             task.name) from None
 
 
@@ -265,7 +266,8 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
     order mark at the start of the file is ignored (RFC 8259 section 8.1 allows it).
 
     Raises:
-        EvalkitError: missing file, bytes that are not UTF-8, or a line that is not JSON (names the line).
+        EvalkitError: missing file, bytes that are not UTF-8, a line that is not JSON, nests too deep or holds an
+            integer no float holds (names the line; :func:`evalkit.types.parse_json`).
     """
     if not path.is_file():
         raise EvalkitError(f"data file not found: {path}")
@@ -281,9 +283,11 @@ def read_jsonl_numbered(path: Path) -> list[tuple[int, Any]]:
             except UnicodeDecodeError as exc:
                 raise EvalkitError(f"{path} line {lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
             try:
-                rows.append((lineno, json.loads(line.rstrip("\r\n"))))
+                rows.append((lineno, parse_json(line.rstrip("\r\n"))))
             except json.JSONDecodeError as exc:
                 raise EvalkitError(f"{path} line {lineno}: malformed JSON ({json_error(exc)})") from None
+            except ValueError as exc:  # too deep, or an integer no float holds
+                raise EvalkitError(f"{path} line {lineno}: {exc}") from None
     return rows
 
 

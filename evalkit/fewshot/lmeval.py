@@ -20,6 +20,7 @@ Pure: imports only the standard library and :mod:`evalkit.types` (the few-shot s
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from evalkit.types import Doc, EvalkitError, Task
@@ -141,22 +142,41 @@ def parse_sampler(name: str) -> tuple[str, bool] | None:
     return sampler, exclude
 
 
-def document_contexts(
+@dataclass(frozen=True)
+class LmevalFewshot:
+    """The few-shot contexts of an lm-eval 0.4 task YAML's chosen documents, and what was drawn for them.
+
+    Attributes:
+        contexts: per chosen document, the context of each continuation.
+        example_ids: per chosen document, the few-shot split's row ids of its examples in prompt order (empty
+            lists at 0 shots).
+        pool_size: rows of the few-shot split (after ``process_docs``); 0 at 0 shots (nothing is loaded).
+        exclude_eval_doc: True when examples come from the evaluated split, the document itself left out.
+    """
+
+    contexts: list[list[str]]
+    example_ids: list[list[int]]
+    pool_size: int
+    exclude_eval_doc: bool
+
+
+def document_fewshot(
     task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
-) -> list[list[str]]:
-    """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation.
+) -> LmevalFewshot:
+    """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation and its examples' row ids.
 
     Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them). With ``shots`` examples: drawn
     by lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id
     order) from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have
-    one.
+    one. Row ids are positions in ``load_pool()`` (a drawn example is the pool's own object).
 
     Raises:
         EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
     """
     if not shots:
-        return [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
+        contexts = [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
             task.continuations(doc)) for doc in chosen]
+        return LmevalFewshot(contexts, [[] for _ in chosen], 0, False)
     parsed = parse_sampler(task.fewshot_sampler)
     if parsed is None or task.fewshot_contexts is None:
         raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
@@ -170,6 +190,20 @@ def document_contexts(
     except ValueError as exc:
         raise EvalkitError(f"task {task.name}: {exc}") from None
     try:
-        return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
+        contexts = [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
     except ValueError as exc:
         raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None
+    row_of = {id(doc): row for row, doc in enumerate(pool)}
+    return LmevalFewshot(contexts, [[row_of[id(x)] for x in examples] for examples in drawn], len(pool), exclude)
+
+
+def document_contexts(
+    task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
+) -> list[list[str]]:
+    """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation
+    (:func:`document_fewshot`'s ``contexts``).
+
+    Raises:
+        EvalkitError: as :func:`document_fewshot`.
+    """
+    return document_fewshot(task, chosen, shots, load_pool).contexts

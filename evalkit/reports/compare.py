@@ -60,7 +60,8 @@ class PairedRow:
 
 @dataclass(frozen=True)
 class PairedTable:
-    """Run b against run a over their common tasks; ``notes`` name tasks left out and prompt differences."""
+    """Run b against run a over their common tasks; ``notes`` name tasks left out and differences of prompt, shots,
+    tokenizer and tokenization mode."""
 
     label_a: str
     label_b: str
@@ -102,6 +103,9 @@ class ReferenceTable:
     rows: tuple[ReferenceRow, ...]
     fewshot: tuple[str, ...] = ()
     """Tasks of ``rows`` the run scored with few-shot examples (the published tables are zero-shot)."""
+    changed_prompts: tuple[str, ...] = ()
+    """Tasks of ``rows`` the run scored with a replacement of the built-in task whose prompts differ (results'
+    ``builtin_prompts_differ``); the published rows used the built-in prompts."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,9 @@ def paired_table(
         raise EvalkitError(f"{paths[0]} and {paths[1]} share no task: nothing to compare")
     notes = [f"only in {lab}: {', '.join(t for t in r['tasks'] if t not in common)}"
              for lab, r in zip(labels, (a, b)) if any(t not in common for t in r["tasks"])]
+    tokenizer_note = _tokenizer_note(a, b)
+    if tokenizer_note:
+        notes.append(tokenizer_note)
     rows: list[dict[str, Any]] = []
     for task in common:
         docs_a, docs_b = _documents(a, task, paths[0]), _documents(b, task, paths[1])
@@ -164,6 +171,10 @@ def paired_table(
         shots = [r["tasks"][task].get("num_fewshot", 0) for r in (a, b)]
         if shots[0] != shots[1]:
             notes.append(f"{task}: A is {shots[0]}-shot and B {shots[1]}-shot, so Δ mixes the model and the shots")
+        modes = [_tokenization(r, task) for r in (a, b)]
+        if modes[0] != modes[1]:
+            notes.append(f"{task}: A is tokenized {modes[0]} and B {modes[1]}, so Δ mixes the model and the "
+                         "tokenization")
         for metric in a["tasks"][task]["metrics"]:
             if metric not in b["tasks"][task]["metrics"]:
                 continue
@@ -180,6 +191,32 @@ def paired_table(
     adjusted = holm([r["p_value"] for r in rows])
     final = tuple(PairedRow(**r, p_holm=p, significant=p < alpha) for r, p in zip(rows, adjusted))
     return PairedTable(labels[0], labels[1], paths[0], paths[1], final, tuple(notes))
+
+
+def _tokenization(run: dict[str, Any], task: str) -> str:
+    """A task's tokenization mode (``separate`` or ``joint``): the task's own record, or for files written before
+    it was recorded per task, the run's ``--tokenization``."""
+    recorded = run["tasks"][task].get("tokenization")
+    if isinstance(recorded, str):
+        return recorded
+    extra = run.get("config", {}).get("extra")
+    return str(extra.get("tokenization", "separate")) if isinstance(extra, dict) else "separate"
+
+
+def _tokenizer_note(a: dict[str, Any], b: dict[str, Any]) -> str | None:
+    """A note when the runs used different tokenizers (by content digest where both files record one, else by
+    name): the same documents were then split into other tokens, and Δ is not the model's alone. None also when
+    either side records no tokenizer (``evalkit check`` hands in a baseline shaped like results without one)."""
+    ta, tb = a.get("tokenizer"), b.get("tokenizer")
+    if not isinstance(ta, dict) or not isinstance(tb, dict):
+        return None
+    digests = ta.get("sha256"), tb.get("sha256")
+    differ = digests[0] != digests[1] if all(isinstance(d, str) for d in digests) else ta["name"] != tb["name"]
+    if not differ:
+        return None
+    shown = [f"{t['name']}, sha256 {t['sha256'][:12]}" if isinstance(t.get("sha256"), str) else t["name"]
+             for t in (ta, tb)]
+    return f"A and B use different tokenizers ({shown[0]} vs {shown[1]}), so Δ mixes the model and the tokenizer"
 
 
 def _published_cells(table: dict[str, Any]) -> list[tuple[str, str, str, float, float | None]]:
@@ -238,8 +275,10 @@ def reference_table(
             r["p_holm"], r["significant"] = p, p is not None and p < alpha
     subset = any(results["tasks"][r["task"]]["subset"] for r in rows)
     fewshot = tuple(dict.fromkeys(r["task"] for r in rows if results["tasks"][r["task"]].get("num_fewshot", 0)))
+    changed = tuple(dict.fromkeys(r["task"] for r in rows
+                                  if results["tasks"][r["task"]].get("builtin_prompts_differ")))
     return ReferenceTable(label, table["title"], table["source"], subset, tuple(ReferenceRow(**r) for r in rows),
-                          fewshot)
+                          fewshot, changed)
 
 
 _TWO_DECIMALS = ("perplexity", "word_perplexity")
@@ -286,6 +325,7 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
                     "notes": t.notes, "rows": [paired_cells(r) for r in t.rows]} for t in paired],
         "references": [{"run": t.run_label, "title": t.title, "source": t.source, "subset": t.subset,
                         "fewshot": ", ".join(t.fewshot),
+                        "changed_prompts": ", ".join(t.changed_prompts),
                         "rows": [reference_cells(r) for r in t.rows]} for t in references],
     }
     return environment().get_template("compare.md.j2").render(**context)

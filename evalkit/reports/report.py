@@ -115,7 +115,12 @@ def _measured_row(results: dict[str, Any], columns: dict[str, Any]) -> dict[str,
             shots[task] = entry.get("num_fewshot", 0)
     if not values:
         return None
-    return {"model": run_label(results), "values": values, "measured": True, "shots": shots_label(shots)}
+    changed = {task: results["tasks"][task] for task in values if results["tasks"][task].get("builtin_prompts_differ")}
+    notes = [f"{run_label(results)}, {task}: scored with prompts other than the built-in task's (version "
+             f"{entry['version']}, {entry['builtin_prompts_differ']} of {entry['n']} documents differ); the published "
+             f"rows used the built-in prompts" for task, entry in changed.items()]
+    return {"model": run_label(results), "values": values, "measured": True, "shots": shots_label(shots),
+            "changed": set(changed), "notes": notes}
 
 
 def _sort_key(row: dict[str, Any], first: str) -> float:
@@ -124,7 +129,11 @@ def _sort_key(row: dict[str, Any], first: str) -> float:
 
 
 def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """A reference table with the measured rows placed among the published ones (by the first column)."""
+    """A reference table with the measured rows placed among the published ones (by the first column).
+
+    A measured cell of a task that replaced a built-in one with other prompts (results' ``builtin_prompts_differ``)
+    is marked ``†`` and explained in the table's ``notes``: the published rows used the built-in prompts.
+    """
     columns = table["columns"]
     measured = [r for r in (_measured_row(run, columns) for run in runs) if r is not None]
     if not measured:
@@ -148,9 +157,11 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
         ],
         "rows": [
             {"model": row["model"], "measured": row["measured"], "shots": row["shots"],
-             "cells": [cell(*row["values"][t]) if t in row["values"] else "—" for t in columns]}
+             "cells": [(cell(*row["values"][t]) + (" †" if t in row.get("changed", ()) else ""))
+                       if t in row["values"] else "—" for t in columns]}
             for row in rows
         ],
+        "notes": [f"† {note}" for row in measured for note in row["notes"]],
     }
 
 

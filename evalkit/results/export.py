@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from evalkit.results.files import atomic_write_text, model_dir_name
-from evalkit.types import EvalkitError
+from evalkit.types import EvalkitError, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,8 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
+            row = parse_json(line)
+        except ValueError as exc:  # not JSON, too deep, or an integer no float holds
             raise EvalkitError(f"{path}:{number}: not JSON ({exc})") from None
         if not isinstance(row, dict) or "task" not in row:
             raise EvalkitError(f"{path}:{number}: not an evalkit samples line (no 'task')")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.results.schema import validate_results
-from evalkit.types import EvalkitError
+from evalkit.types import EvalkitError, parse_json
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -124,6 +124,26 @@ def default_reports_dir(results_file: str | Path) -> Path:
     return path.parent / "reports"
 
 
+def check_output_path(path: Path, folder: bool, flag: str) -> None:
+    """Refuse an output path that cannot be written before anything is: a folder's path that is an existing file,
+    a file's path that is an existing folder, or a path under an existing file. ``flag`` names it in the message
+    (``"--output out.json"``).
+
+    Raises:
+        EvalkitError: naming ``flag`` and what is in the way.
+    """
+    if folder and path.exists() and not path.is_dir():
+        raise EvalkitError(f"{flag}: an existing file; the lm-eval layout is a folder (results_<date>.json and "
+                           f"samples_<task>_<date>.jsonl), so name a folder")
+    if not folder and path.is_dir():
+        raise EvalkitError(f"{flag}: an existing folder; the csv export is one file, so name a file")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise EvalkitError(f"{flag}: {parent} is a file, not a folder")
+            break
+
+
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number (RFC 8259 section 6)")
 
@@ -138,7 +158,7 @@ def read_json_object(path: str | Path, what: str) -> dict[str, Any]:
     if not p.is_file():
         raise EvalkitError(f"{what} file not found: {p}")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
+        data = parse_json(p.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EvalkitError(f"{p}: not a valid {what} JSON ({exc})") from None
     except ValueError as exc:

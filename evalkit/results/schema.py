@@ -9,8 +9,9 @@ The schema language is small: ``"str"``, ``"int"``, ``"number"`` (int or float, 
 ``"any"``; a trailing ``?`` allows null; ``{"keys": {...}, "optional": {...}}`` is an object with those keys;
 ``("map", spec)`` an object whose values all match ``spec``; ``("list", spec)`` a list of such items.
 Beyond the types, a task's per-document arrays must all have one value per document (``n``), accuracies lie in
-{0, 1} per document and in [0, 1] aggregated, each metric's value is the one its per-document values give
-(``report`` prints the value, ``compare`` recomputes from the documents), and every metric is one evalkit knows
+{0, 1} per document and in [0, 1] aggregated, each metric's value, ``n`` and closed-form stderr are the ones its
+per-document values give and no stderr is negative (``report`` prints the stored value and draws its interval from
+the stored ``n``, ``compare`` recomputes from the documents), and every metric is one evalkit knows
 (:data:`evalkit.stats.metrics.PER_DOC_KEYS`, which ``report`` and ``compare`` look per-document values up in).
 """
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evalkit.stats.metrics import PER_DOC_KEYS, aggregator, per_doc_values
+from evalkit.stats.metrics import PER_DOC_KEYS, aggregator, has_closed_form_stderr, per_doc_values
+from evalkit.stats.stderr import mean_stderr
 from evalkit.types import EvalkitError
 
 METRIC = {"keys": {"value": "number", "stderr": "number?", "stderr_bootstrap": "number?", "n": "int",
@@ -32,7 +34,8 @@ TASK = {
         "warnings": ("list", "str"), "metrics": ("map", METRIC), "documents": ("map", ("list", "number")),
     },
     "optional": {"joint_fallback_requests": "int", "duplicate_documents": "int", "non_finite_requests": "int",
-                 "non_finite_documents": "int", "source": "str"},
+                 "non_finite_documents": "int", "source": "str",
+                 "builtin_prompts_differ": "int", "tokenization": "str"},
 }
 
 SCHEMA = {
@@ -145,11 +148,33 @@ def _task_fault(name: str, task: dict[str, Any]) -> str | None:
                 return f"'{where}.documents.{key}[{bad}]': {docs[key][bad]!r} is not an accuracy (0 or 1)"
             if not 0 <= entry["value"] <= 1:
                 return f"'{where}.metrics.{metric}.value': {entry['value']!r} is not an accuracy (between 0 and 1)"
+        if entry["n"] != task["n"]:  # report draws the Wilson interval from this n
+            return (f"'{where}.metrics.{metric}.n': {entry['n']!r} is not the task's number of documents "
+                    f"({task['n']}, '{where}.n'); the file is edited")
+        for name in ("stderr", "stderr_bootstrap"):
+            if entry[name] is not None and entry[name] < 0:
+                return f"'{where}.metrics.{metric}.{name}': {entry[name]!r} is negative; a standard error never is"
         if task["n"] > 0:  # report prints the stored value, compare the per-document ones: they must agree
-            own = float(aggregator(metric)(per_doc_values(metric, docs)))
+            values = per_doc_values(metric, docs)
+            own = float(aggregator(metric)(values))
             if math.isfinite(own) and not math.isclose(entry["value"], own, rel_tol=1e-9, abs_tol=1e-12):
                 return (f"'{where}.metrics.{metric}.value': {entry['value']!r} is not the {metric} of the file's own "
                         f"per-document values ({own!r}); the file is edited")
+            found = _stderr_fault(f"{where}.metrics.{metric}.stderr", metric, entry["stderr"], values)
+            if found:
+                return found
+    return None
+
+
+def _stderr_fault(path: str, metric: str, stored: float | None, values: Any) -> str | None:
+    """A stored closed-form stderr that is not the one the per-document values give (means only; the bootstrap
+    depends on its seed and draws and is not recomputed)."""
+    if stored is None or not has_closed_form_stderr(metric):
+        return None
+    own = mean_stderr(values)
+    if math.isfinite(own) and not math.isclose(stored, own, rel_tol=1e-9, abs_tol=1e-12):
+        return (f"'{path}': {stored!r} is not the standard error of the file's own per-document values ({own!r}); "
+                "the file is edited")
     return None
 
 

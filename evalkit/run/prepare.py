@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
+from evalkit.run.builtin_prompts import builtin_prompt_warning, differing_prompts, replaced_builtin
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
 from evalkit.fewshot.v020 import (
+    SOURCE_SAME_SPLIT,
     SOURCE_SPLIT,
     FewshotPlan,
     document_contexts,
@@ -36,6 +38,8 @@ class PreparedTask:
     fewshot: FewshotPlan | None = None
     contexts: list[list[str]] | None = None
     duplicates: int = 0
+    builtin_prompts_differ: int | None = None
+    """For a task replacing a built-in one: documents whose zero-shot requests differ from the built-in's."""
 
 
 def prepare_task(
@@ -47,7 +51,8 @@ def prepare_task(
     (:mod:`evalkit.fewshot.v020`; per-choice contexts where the task has them).
 
     Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
-    count.
+    count. A task replacing a built-in one (``task_file`` outside the built-in folder) whose prompts differ from the
+    built-in's is warned about too (:mod:`evalkit.run.builtin_prompts`): published rows used the built-in prompts.
 
     Raises:
         EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
@@ -71,9 +76,10 @@ def prepare_task(
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
     if lmeval:
-        plan = None
-        contexts = fewshot_lmeval.document_contexts(task, chosen, num_fewshot,
-                                                    lambda: load_docs(task, data_dir, task.fewshot_split))
+        drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot,
+                                                lambda: load_docs(task, data_dir, task.fewshot_split))
+        contexts = drawn.contexts
+        plan = lmeval_plan(task, num_fewshot, drawn, ids, len(docs))
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = document_contexts(task, docs, pool, plan, ids)
@@ -85,10 +91,30 @@ def prepare_task(
         for doc_id, doc, ctxs in zip(ids, chosen, contexts)
         for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
     ]
-    if plan is not None:
+    if plan is not None and not lmeval:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
                      if w]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
+    differ = None
+    builtin = replaced_builtin(task, task_file)
+    if builtin is not None and task_file is not None:
+        differ = differing_prompts(task, builtin, chosen)
+        warnings += [w for w in [builtin_prompt_warning(task, builtin, task_file, differ, len(chosen))] if w]
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates), differ)
+
+
+def lmeval_plan(task: Task, shots: int, drawn: fewshot_lmeval.LmevalFewshot, ids: list[int],
+                n_split: int) -> FewshotPlan | None:
+    """The :class:`FewshotPlan` record of an lm-eval 0.4 task YAML's draw, so that results, samples, report and
+    export say how many examples each context holds and which (None at 0 shots, as for v0.2.0 tasks' plans with
+    source ``none``). Rows of the evaluated split that were not chosen have no examples (lm-eval draws per
+    evaluated document, in order)."""
+    if not shots:
+        return None
+    examples: list[tuple[int, ...]] = [()] * n_split
+    for doc_id, rows in zip(ids, drawn.example_ids):
+        examples[doc_id] = tuple(rows)
+    source = SOURCE_SAME_SPLIT if drawn.exclude_eval_doc else SOURCE_SPLIT
+    return FewshotPlan(shots, source, task.fewshot_split, drawn.pool_size, tuple(examples))
 
 
 def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:

@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict
 from typing import Any, Sequence
 
+from evalkit.fewshot.lmeval import LMEVAL_FEWSHOT_SEED, parse_sampler
 from evalkit.stats.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.stats.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.run.prepare import PreparedTask
@@ -68,9 +69,11 @@ def task_summary(
     """A task's entry in the results JSON: definition, sizes, prompt hash, metrics and per-document values.
 
     ``windows`` holds each request's tokenized sequences (one, or a rolling request's windows); ``tokens``
-    counts the input tokens of all of them and ``sequences`` how many there are.
+    counts the input tokens of all of them and ``sequences`` how many there are. A task replacing a built-in one
+    records ``builtin_prompts_differ``, the documents whose prompts differ from the built-in task's.
     """
     toks = [t for own in windows for t in own]
+    replaced = {} if p.builtin_prompts_differ is None else {"builtin_prompts_differ": p.builtin_prompts_differ}
     return {
         "version": p.task.version,
         "description": p.task.description,
@@ -86,17 +89,18 @@ def task_summary(
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
         "truncated_requests": int(sum(1 for own in windows if any(t.truncated_tokens for t in own))),
         "joint_fallback_requests": int(sum(1 for own in windows if any(t.joint_fallback for t in own))),
+        "tokenization": p.task.tokenization or config.extra.get("tokenization", "separate"),
         "duplicate_documents": p.duplicates,
         "prompt_sha256": prompt_hash(p.requests),
         "num_fewshot": p.fewshot.num_fewshot if p.fewshot else 0,
         "fewshot_split": p.fewshot.split if p.fewshot else None,
-        "fewshot_seed": config.fewshot_seed,
+        "fewshot_seed": LMEVAL_FEWSHOT_SEED if parse_sampler(p.task.fewshot_sampler) else config.fewshot_seed,
         "fewshot_source": p.fewshot.source if p.fewshot else "none",
         "fewshot_pool_size": p.fewshot.pool_size if p.fewshot else 0,
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
         "documents": _per_doc_arrays(p.task, docs),
-    }
+    } | replaced
 
 
 def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:

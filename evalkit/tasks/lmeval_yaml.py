@@ -27,11 +27,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.tasks.templating import compile_template
 from evalkit.types import DatasetSpec, Doc, EvalkitError, Task, TaskGroup
+from evalkit.tasks.user_files import failure, symlink_loop
 from evalkit.tasks.yaml_source import FunctionRef, YamlFile, load_yaml, resolve_function
 
 PREFIX = "lm_eval."
@@ -106,6 +107,9 @@ def read_config(source: YamlFile, seen: tuple[Path, ...] = ()) -> Config:
     if include is not None:
         if not isinstance(include, str):
             raise EvalkitError(f"{source.where('include')}: expected one file name")
+        if symlink_loop(source.path.parent / include):
+            raise EvalkitError(f"{source.where('include')}: {source.path.parent / include} is a symbolic link that "
+                               f"loops")
         path = (source.path.parent / include).resolve()
         if path in seen or path == source.path.resolve():
             raise EvalkitError(f"{source.where('include')}: circular include of {path}")
@@ -247,8 +251,8 @@ class _Field:
         if self.fn is not None:
             try:
                 return self.fn(doc)
-            except Exception as exc:  # noqa: BLE001 - user code may fail in any way; name it
-                raise ValueError(f"{self.where}: function failed: {type(exc).__name__}: {exc}") from None
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may fail in any way; name it
+                raise ValueError(f"{self.where}: function failed: {failure(exc)}") from None
         if self.template is None:
             return list(self.value.values()) if isinstance(self.value, dict) else self.value
         if self.value in doc:
@@ -470,8 +474,35 @@ def _process_docs(fn: Callable[[Any], Any], where: str) -> Callable[[list[Doc]],
 
         try:
             out = fn(datasets.Dataset.from_list([dict(d) for d in docs]))
-        except Exception as exc:  # noqa: BLE001 - user code may fail in any way; name it
-            raise EvalkitError(f"{where}: process_docs failed: {type(exc).__name__}: {exc}") from None
-        return [dict(row) for row in out]
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may fail in any way; name it
+            raise EvalkitError(f"{where}: process_docs failed: {failure(exc)}") from None
+        return _rows_of(out, where)
 
     return process
+
+
+def _rows_of(out: Any, where: str) -> list[Doc]:
+    """The documents ``process_docs`` returned (a ``datasets.Dataset`` or a list of mappings), as dicts.
+
+    Raises:
+        EvalkitError: anything else (None, a string, a list holding a non-mapping), naming the YAML key.
+    """
+    import datasets
+
+    if not isinstance(out, (datasets.Dataset, list, tuple)):
+        raise EvalkitError(f"{where}: process_docs returned {_shown(out)}, not documents (a datasets.Dataset or a "
+                           f"list of mappings)")
+    rows = list(out)
+    for index, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise EvalkitError(f"{where}: process_docs returned a list whose row {index} is {_shown(row)}, not a "
+                               f"document (a mapping)")
+    return [dict(row) for row in rows]
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "None"
+    kind = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list",
+            tuple: "a tuple", dict: "a mapping"}.get(type(value), f"a {type(value).__name__}")
+    return f"{kind} ({value!r:.40})" if isinstance(value, (str, int, float)) else kind

@@ -28,6 +28,7 @@ from typing import Any, Iterable
 from evalkit.stats.metrics import check_task_metrics, group_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
 from evalkit.tasks.yaml_scan import scan_yaml, yaml_helper_modules
+from evalkit.tasks.user_files import failure, symlink_loop
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ def _load_module(path: Path) -> Any:
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:  # noqa: BLE001 - a plugin may fail in any way; name the file
-        raise EvalkitError(f"task file {path} failed to load: {type(exc).__name__}: {exc}") from exc
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin may fail in any way; name the file
+        raise EvalkitError(f"task file {path} failed to load: {failure(exc, 'file')}") from exc
     return module
 
 
@@ -240,5 +241,9 @@ def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
             "macro", or an aggregated group whose tasks share no mean metric (:func:`evalkit.stats.metrics.group_metrics`).
             A YAML file that fails is recorded in ``refused``, not raised. A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
     """
-    folders = (str(builtin_task_dir()), *(str(Path(p).resolve()) for p in include_paths))
-    return _scan(folders)
+    folders = [str(builtin_task_dir())]
+    for given in include_paths:
+        if symlink_loop(Path(given)):
+            raise EvalkitError(f"--include-path {given}: a symbolic link that loops")
+        folders.append(str(Path(given).resolve()))
+    return _scan(tuple(folders))

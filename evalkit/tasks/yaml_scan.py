@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.stats.metrics import check_task_metrics
+from evalkit.tasks.user_files import symlink_loop
 from evalkit.types import EvalkitError, Task, TaskGroup
 
 
@@ -21,15 +22,19 @@ def yaml_helper_modules(directory: Path) -> set[str]:
     """Names of the modules the folder's YAML files call with ``!function module.fn``: helpers, not task files."""
     names = set()
     for path in [*directory.glob("*.yaml"), *directory.glob("*.yml")]:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:  # a looping or dangling link, or unreadable: refused when the folder is scanned
+            continue
         names |= {m.group(1).split(".")[0] for m in re.finditer(r"!function\s+([\w.]+)\.\w+", text)}
     return names
 
 
 def yaml_files(directory: Path) -> list[Path]:
-    """``*.yaml`` and ``*.yml`` files under ``directory`` (sub-folders included, ``__pycache__`` skipped), sorted."""
+    """``*.yaml`` and ``*.yml`` files under ``directory`` (sub-folders included, ``__pycache__`` skipped), sorted;
+    symbolic links that loop are listed too, so that the scan refuses them by name."""
     found = [*directory.rglob("*.yaml"), *directory.rglob("*.yml")]
-    return sorted(p for p in found if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p for p in found if (p.is_file() or symlink_loop(p)) and "__pycache__" not in p.parts)
 
 
 def declared_name(data: Any) -> str | None:
@@ -77,6 +82,10 @@ def scan_yaml(directory: Path, tasks: dict[str, Task], groups: dict[str, TaskGro
     memberships: dict[str, list[str]] = {}
     member_files: dict[str, Path] = {}
     for path in yaml_files(directory):
+        loop = symlink_loop(path)
+        if loop:
+            refused[str(path)] = f"{path}: a symbolic link that loops ({loop})"
+            continue
         try:
             objects, joined = load_yaml_task_file(path)
             for obj in objects:

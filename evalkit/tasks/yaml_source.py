@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import yaml
 
+from evalkit.tasks.user_files import failure, symlink_loop  # noqa: F401 - re-exported
 from evalkit.types import EvalkitError
 
 
@@ -109,8 +110,8 @@ def resolve_function(ref: FunctionRef, key: str) -> Callable[..., Any]:
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - user code may fail in any way; name the file
-            raise EvalkitError(f"{where}: {source} failed to import: {type(exc).__name__}: {exc}") from None
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code may fail in any way; name the file
+            raise EvalkitError(f"{where}: {source} failed to import: {failure(exc, 'module')}") from None
         sys.modules[unique] = module
     fn = getattr(module, fn_name, None)
     if not callable(fn):

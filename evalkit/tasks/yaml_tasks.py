@@ -104,6 +104,11 @@ def _template(source: YamlFile, entry: dict, key: str, text: Any = None, label: 
         raise EvalkitError(str(exc)) from None
 
 
+def _kind(value: object) -> str:
+    return {list: "a list", str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__)
+
+
 def _dataset(source: YamlFile, entry: dict) -> DatasetSpec:
     spec = entry["dataset"]
     where = source.where("dataset")
@@ -118,8 +123,12 @@ def _dataset(source: YamlFile, entry: dict) -> DatasetSpec:
     if not isinstance(spec["n"], int) or isinstance(spec["n"], bool):
         raise EvalkitError(f"{where}: 'n' must be an integer, got {spec['n']!r}")
     fields = {}
-    for name, kind in (spec.get("fields") or {}).items():
-        if kind not in FIELD_TYPES:
+    given = spec.get("fields") or {}
+    if not isinstance(given, dict):
+        raise EvalkitError(f"{where}: 'fields' must map field names to types ({', '.join(FIELD_TYPES)}), got "
+                           f"{_kind(given)}")
+    for name, kind in given.items():
+        if not isinstance(kind, str) or kind not in FIELD_TYPES:
             raise EvalkitError(f"{where}: field '{name}' has type {kind!r}; supported: {', '.join(FIELD_TYPES)}")
         fields[str(name)] = FIELD_TYPES[kind]
     files = spec.get("data_files")
