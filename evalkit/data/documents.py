@@ -227,6 +227,13 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
     try:
         if task.validate is not None:
             task.validate(doc)
+        if task.scoring == "generate_until":  # no continuations: the prompt and the references must build
+            prompt = _call(task, "context", doc, where, plain=False)
+            if not isinstance(prompt, str):
+                raise ValueError(f"the prompt is {type(prompt).__name__}, not text")
+            if task.references is not None:
+                _call(task, "references", doc, where)
+            return
         conts = _call(task, "continuations", doc, where)
         if not conts:
             raise ValueError("no continuation to score")

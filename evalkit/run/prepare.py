@@ -1,6 +1,7 @@
 """Task preparation: a task's documents loaded and validated, its seeded subset chosen, each document's few-shot
 context built (:mod:`evalkit.fewshot.v020`, or :mod:`evalkit.fewshot.lmeval` for lm-eval 0.4 task YAMLs) and its
-log-likelihood requests made, all before any model loads.
+requests made (log-likelihood requests, or one generation request per document for a ``generate_until`` task), all
+before any model loads.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from evalkit.fewshot.v020 import (
     FewshotPlan,
     document_contexts,
     draw_examples,
+    fewshot_context,
     fewshot_source,
     self_example_warning,
     short_warning,
 )
-from evalkit.types import EvalkitError, LoglikelihoodRequest, Task
+from evalkit.types import EvalkitError, GenerationRequest, LoglikelihoodRequest, Task
 
 
 @dataclass
@@ -31,7 +33,7 @@ class PreparedTask:
     n_split: int
     doc_ids: list[int]
     docs: list[Any]
-    requests: list[LoglikelihoodRequest]
+    requests: list[LoglikelihoodRequest] | list[GenerationRequest]
     warnings: list[str]
     fewshot: FewshotPlan | None = None
     contexts: list[list[str]] | None = None
@@ -40,7 +42,7 @@ class PreparedTask:
 
 def prepare_task(
     task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None,
+    task_file: Path | None = None, max_gen_toks: int | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
@@ -49,10 +51,17 @@ def prepare_task(
     Documents identical to an earlier chosen one are scored again (as lm-eval does) but warned about, with their
     count.
 
+    A generation task (``scoring="generate_until"``) gets one :class:`GenerationRequest` per document: its full
+    few-shot context, the task's stop strings and ``max_gen_toks`` (``--max-gen-toks``) or else the task's own
+    ``max_new_tokens``.
+
     Raises:
-        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
-            task function raising on a document (names ``task_file``, the document and the exception).
+        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, a
+            task function raising on a document (names ``task_file``, the document and the exception), or a
+            generation task with an empty stop string, no scoring function or a generation length <= 0.
     """
+    if task.scoring == "generate_until":
+        check_generation_task(task, max_gen_toks, task_file)
     lmeval = task.fewshot_sampler != "v0.2.0"  # an lm-eval 0.4 task YAML draws with lm-eval's own sampler
     try:
         docs = load_docs(task, data_dir)
@@ -74,9 +83,19 @@ def prepare_task(
         plan = None
         contexts = fewshot_lmeval.document_contexts(task, chosen, num_fewshot,
                                                     lambda: load_docs(task, data_dir, task.fewshot_split))
+    elif task.scoring == "generate_until":  # one context per document, no continuations
+        plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
+        contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = document_contexts(task, docs, pool, plan, ids)
+    if task.scoring == "generate_until":
+        new_tokens = max_gen_toks if max_gen_toks is not None else task.max_new_tokens
+        requests: list[Any] = [GenerationRequest(task.name, doc_id, ctxs[0], tuple(task.until), new_tokens)
+                               for doc_id, ctxs in zip(ids, contexts)]
+        if plan is not None:
+            warnings += [w for w in [self_example_warning(task, docs, pool, plan, ids)] if w]
+        return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
     if task.scoring == "rolling":
         for doc_id, doc in zip(ids, chosen):
             check_rolling_doc(task, doc_id, doc)
@@ -120,3 +139,40 @@ def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
         if not isinstance(units, str) or not units:
             raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
                                f"the perplexities), got {units!r}")
+
+
+def check_generation_task(task: Task, max_gen_toks: int | None = None, task_file: Path | None = None) -> None:
+    """Refuse a generation task that cannot run: no ``score_generation``, an empty or non-string stop string, a
+    generation length that is not a whole number > 0 (the task's ``max_new_tokens``, or ``--max-gen-toks``).
+
+    Raises:
+        EvalkitError: naming the task, its file and the setting.
+    """
+    where = f"task {task.name} ({task_file or 'task file ?'})"
+    if task.score_generation is None:
+        raise EvalkitError(f"{where}: a generate_until task needs score_generation (doc, generation -> metrics)")
+    if isinstance(task.until, str) or not all(isinstance(s, str) and s for s in task.until):
+        raise EvalkitError(f"{where}: every stop string in 'until' must be a non-empty string, got {task.until!r}")
+    for label, value in (("--max-gen-toks", max_gen_toks), ("max_new_tokens", task.max_new_tokens)):
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise EvalkitError(f"{where}: {label} must be a whole number above 0, got {value!r}")
+        if label == "--max-gen-toks":
+            break  # the flag replaces the task's own length
+
+
+def check_generation_window(prepared: list[PreparedTask], window: int) -> None:
+    """Refuse generation requests whose length leaves no room for a context in the model's window (v0.2.0 and
+    lm-eval 0.4 keep the last ``window - max_new_tokens`` context tokens).
+
+    Raises:
+        EvalkitError: naming the task and both numbers (and ``--max-gen-toks`` as the fix).
+    """
+    for p in prepared:
+        if p.task.scoring != "generate_until" or not p.requests:
+            continue
+        longest = max(r.max_new_tokens for r in p.requests)  # type: ignore[union-attr]
+        if longest >= window:
+            raise EvalkitError(f"task {p.task.name}: {longest} new tokens leave no room for the prompt in the "
+                               f"model's window of {window} tokens; lower --max-gen-toks below {window}")
