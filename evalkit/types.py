@@ -197,6 +197,8 @@ class Task:
             generation (MATH: the extracted answer; lm-eval YAMLs: each filter's answer), kept with the samples.
         references: optional ``doc -> list[str]``: the gold answer(s) a generation is compared with, kept with the
             samples (a document scores if any matches, where the task says so).
+        fewshot_samples: optional few-shot example documents given in the task file itself (an lm-eval YAML's
+            ``fewshot_config.samples``), used instead of reading ``fewshot_split`` (which then only names them).
     """
 
     name: str
@@ -227,6 +229,7 @@ class Task:
     score_generation: Callable[[Doc, str], Mapping[str, float]] | None = None
     generation_answers: Callable[[Doc, str], Mapping[str, str]] | None = None
     references: Callable[[Doc], list[str]] | None = None
+    fewshot_samples: tuple[Doc, ...] | None = None
 
 
 @dataclass(frozen=True)

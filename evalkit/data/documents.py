@@ -47,6 +47,8 @@ def needed_splits(task: Task, shots: int) -> list[str]:
     """The splits a run reads for ``task``: the evaluated split, and the few-shot split when ``shots`` > 0 and it
     differs (a route-3 task draws its examples from the evaluated split itself)."""
     splits = [task.dataset.split]
+    if task.fewshot_samples is not None:  # examples written in the task file
+        return splits
     if shots > 0 and task.fewshot_split is not None and task.fewshot_split not in splits:
         splits.append(task.fewshot_split)
     return splits

@@ -12,6 +12,7 @@ from typing import Any
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
+from evalkit.data.documents import validate_doc, validate_target
 from evalkit.fewshot.v020 import (
     SOURCE_SPLIT,
     FewshotPlan,
@@ -82,7 +83,7 @@ def prepare_task(
     if lmeval:
         plan = None
         contexts = fewshot_lmeval.document_contexts(task, chosen, num_fewshot,
-                                                    lambda: load_docs(task, data_dir, task.fewshot_split))
+                                                    lambda: fewshot_pool(task, data_dir))
     elif task.scoring == "generate_until":  # one context per document, no continuations
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
@@ -110,9 +111,26 @@ def prepare_task(
     return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
 
 
+def fewshot_pool(task: Task, data_dir: Path | None) -> list[Any]:
+    """An lm-eval task's few-shot documents: its ``fewshot_samples`` (each checked as a row of the task), else its
+    few-shot split read and validated (:func:`evalkit.data.documents.load_docs`).
+
+    Raises:
+        EvalkitError: a bad row, named by its place (``fewshot_config.samples[i]``) or file and line.
+    """
+    if task.fewshot_samples is None:
+        return load_docs(task, data_dir, task.fewshot_split)
+    rows = [dict(d) for d in task.fewshot_samples]
+    for index, doc in enumerate(rows):
+        where = f"task {task.name} fewshot_config.samples[{index}]"
+        validate_doc(task, doc, where)
+        validate_target(task, doc, where)
+    return rows
+
+
 def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
     """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
-    if data_dir is None or task.fewshot_split in (None, task.dataset.split):
+    if data_dir is None or task.fewshot_split in (None, task.dataset.split) or task.fewshot_samples is not None:
         return None
     path = split_file(task, data_dir, task.fewshot_split)
     return None if path.is_file() else str(path)
