@@ -3,7 +3,8 @@
 This module imports nothing from evalkit, so every other module may import it.
 Terms follow the field: a *document* (doc) is one row of a dataset split; a
 *request* asks a model for the log-likelihood of a *continuation* given a
-*context*; a *response* answers one request.
+*context*; a *response* answers one request. A *generation request* asks for the model's greedy continuation
+of a context, stopped by stop strings, the end-of-text token or a token budget.
 """
 
 from __future__ import annotations
@@ -68,6 +69,72 @@ class LoglikelihoodResponse:
     greedy: bool
     continuation_tokens: int
     truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Ask for a greedy continuation of ``context`` (lm-eval 0.4 ``generate_until``, v0.2.0 ``greedy_until``).
+
+    Greedy decoding only: sampling settings are refused where task files are read, never here.
+
+    Attributes:
+        task: task name, e.g. ``"gsm8k"``.
+        doc_id: 0-based row index of the document in its split.
+        context: prompt text; an empty string means "start of text" (the end-of-text token, or the model's prefix
+            ids, is the context).
+        until: stop strings; the answer is cut before the first of them (see
+            :func:`evalkit.scoring.generation.cut_at_stop`); empty strings are ignored, as lm-eval 0.4 does.
+        max_new_tokens: most tokens generated (int, >= 1); lm-eval's ``max_gen_toks``.
+    """
+
+    task: str
+    doc_id: int
+    context: str
+    until: tuple[str, ...]
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenizedGeneration:
+    """A generation request after tokenization.
+
+    Attributes:
+        context_ids: context token ids (tuple of int, never empty), already left-truncated to the model window minus
+            ``max_new_tokens``, so the context and every generated token fit the window.
+        until: stop strings, as in :class:`GenerationRequest`.
+        max_new_tokens: most tokens generated (int, >= 1).
+        truncated_tokens: context tokens dropped on the left (int, >= 0).
+    """
+
+    context_ids: tuple[int, ...]
+    until: tuple[str, ...]
+    max_new_tokens: int
+    truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResponse:
+    """A model's greedy answer to one generation request.
+
+    Attributes:
+        text: the decoded generated tokens (special tokens skipped, as lm-eval 0.4 decodes), cut before the first
+            stop string; never contains a stop string or the end-of-text token.
+        tokens: tokens generated (int), *including* the token(s) that ended generation: the token that completed a
+            stop string, or the end-of-text token; so a ``"length"`` answer has exactly ``max_new_tokens``, and the
+            forward passes a request cost equal its ``tokens`` (the first from the context's pass).
+        stop_reason: ``"stop"`` (a stop string appeared in the decoded text), ``"eot"`` (an end-of-text token was
+            generated) or ``"length"`` (``max_new_tokens`` reached without either).
+        truncated_tokens: context tokens dropped on the left to fit the window (int), copied from the request.
+    """
+
+    text: str
+    tokens: int
+    stop_reason: str
+    truncated_tokens: int = 0
+
+
+STOP_REASONS = ("stop", "eot", "length")
+"""The values of :attr:`GenerationResponse.stop_reason`."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +361,10 @@ class RunConfig:
 
 BatchCallback = Callable[[Sequence[int], Sequence[LoglikelihoodResponse]], None]
 """``on_batch(request indices, responses)``: told after each scored batch which requests it answered."""
+
+
+GenerationCallback = Callable[[Sequence[int], Sequence[GenerationResponse]], None]
+"""``on_done(request indices, responses)``: told as generations finish which requests they answered."""
 
 
 class LoglikelihoodBackend(Protocol):
