@@ -3,8 +3,8 @@
 This module imports nothing from evalkit, so every other module may import it.
 Terms follow the field: a *document* (doc) is one row of a dataset split; a
 *request* asks a model for the log-likelihood of a *continuation* given a
-*context* (or, for a generation task, for greedy text after a context until a stop string);
-a *response* answers one request.
+*context*; a *response* answers one request. A *generation request* asks for the model's greedy continuation
+of a context, stopped by stop strings, the end-of-text token or a token budget.
 """
 
 from __future__ import annotations
@@ -73,14 +73,18 @@ class LoglikelihoodResponse:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """Ask for greedy text after a context (lm-eval v0.2.0 ``greedy_until``, lm-eval 0.4 ``generate_until``).
+    """Ask for a greedy continuation of ``context`` (lm-eval 0.4 ``generate_until``, v0.2.0 ``greedy_until``).
+
+    Greedy decoding only: sampling settings are refused where task files are read, never here.
 
     Attributes:
-        task: task name, e.g. ``"math_algebra"``.
+        task: task name, e.g. ``"gsm8k"``.
         doc_id: 0-based row index of the document in its split.
-        context: prompt text (few-shot examples included).
-        until: stop strings (each non-empty); the text is cut before the first occurrence of any of them.
-        max_new_tokens: most tokens generated (int, > 0).
+        context: prompt text; an empty string means "start of text" (the end-of-text token, or the model's prefix
+            ids, is the context).
+        until: stop strings; the answer is cut before the first of them (see
+            :func:`evalkit.scoring.generation.cut_at_stop`); empty strings are ignored, as lm-eval 0.4 does.
+        max_new_tokens: most tokens generated (int, >= 1); lm-eval's ``max_gen_toks``.
     """
 
     task: str
@@ -91,21 +95,46 @@ class GenerationRequest:
 
 
 @dataclass(frozen=True)
-class GenerationResponse:
-    """A model's answer to one :class:`GenerationRequest`.
+class TokenizedGeneration:
+    """A generation request after tokenization.
 
     Attributes:
-        text: the generated text, cut before the first stop string (without it).
-        tokens: tokens generated (int), counting those after the cut that were produced before stopping.
-        stop_reason: ``"stop"`` (a stop string was met), ``"eot"`` (the end-of-text token) or ``"length"``
-            (``max_new_tokens`` reached).
-        truncated_tokens: context tokens dropped on the left to leave room for the generation (int).
+        context_ids: context token ids (tuple of int, never empty), already left-truncated to the model window minus
+            ``max_new_tokens``, so the context and every generated token fit the window.
+        until: stop strings, as in :class:`GenerationRequest`.
+        max_new_tokens: most tokens generated (int, >= 1).
+        truncated_tokens: context tokens dropped on the left (int, >= 0).
+    """
+
+    context_ids: tuple[int, ...]
+    until: tuple[str, ...]
+    max_new_tokens: int
+    truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResponse:
+    """A model's greedy answer to one generation request.
+
+    Attributes:
+        text: the decoded generated tokens (special tokens skipped, as lm-eval 0.4 decodes), cut before the first
+            stop string; never contains a stop string or the end-of-text token.
+        tokens: tokens generated (int), *including* the token(s) that ended generation: the token that completed a
+            stop string, or the end-of-text token; so a ``"length"`` answer has exactly ``max_new_tokens``, and the
+            forward passes a request cost equal its ``tokens`` (the first from the context's pass).
+        stop_reason: ``"stop"`` (a stop string appeared in the decoded text), ``"eot"`` (an end-of-text token was
+            generated) or ``"length"`` (``max_new_tokens`` reached without either).
+        truncated_tokens: context tokens dropped on the left to fit the window (int), copied from the request.
     """
 
     text: str
     tokens: int
     stop_reason: str
     truncated_tokens: int = 0
+
+
+STOP_REASONS = ("stop", "eot", "length")
+"""The values of :attr:`GenerationResponse.stop_reason`."""
 
 
 @dataclass(frozen=True)
@@ -363,6 +392,10 @@ class RunConfig:
 
 BatchCallback = Callable[[Sequence[int], Sequence[LoglikelihoodResponse]], None]
 """``on_batch(request indices, responses)``: told after each scored batch which requests it answered."""
+
+
+GenerationCallback = Callable[[Sequence[int], Sequence[GenerationResponse]], None]
+"""``on_done(request indices, responses)``: told as generations finish which requests they answered."""
 
 
 class LoglikelihoodBackend(Protocol):

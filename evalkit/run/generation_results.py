@@ -13,9 +13,8 @@ from typing import Any, Sequence
 
 from evalkit.run.prepare import PreparedTask
 from evalkit.run.task_results import aggregate, per_doc_arrays
-from evalkit.types import DocResult, EvalkitError, GenerationRequest, GenerationResponse, RunConfig
+from evalkit.types import STOP_REASONS, DocResult, EvalkitError, GenerationRequest, GenerationResponse, RunConfig
 
-STOP_REASONS = ("stop", "eot", "length")
 
 
 def generation_prompt_hash(requests: Sequence[GenerationRequest]) -> str:
