@@ -101,7 +101,7 @@ def wrap(owner, attribute, phase):
 TIMED = {  # module: (object, function, phase); patched when the run first imports the module, as it does
     "evalkit.models.tokenizer_loading": [(None, "load_tokenizer", "tokenizer")],
     "evalkit.models.hf_loading": [(None, "load_config", "model"), (None, "load_model", "model")],
-    "evalkit.run.pipeline": [(None, "tokenize_tasks", "tokenize")],
+    "evalkit.run.model": [(None, "tokenize_tasks", "tokenize")],
     "evalkit.scoring.distributed": [("Ranks", "loglikelihood", "scoring")],
     "evalkit.reports.report": [(None, "write_report", "report"), (None, "draw_intervals", "figure")],
 }

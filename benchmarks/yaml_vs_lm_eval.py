@@ -127,7 +127,7 @@ def score(model_dir: Path, prepared_by_task: dict, batch: int) -> dict:
     from evalkit.models.hf_loading import load_model, model_window
     from evalkit.models.tokenizer_loading import load_tokenizer
     from evalkit.run.prepare import PreparedTask
-    from evalkit.run.pipeline import tokenize_tasks
+    from evalkit.run.model import tokenize_tasks
 
     tokenizer = load_tokenizer(str(model_dir), None)
     model, _ = load_model({"kind": "pretrained", "path": str(model_dir), "alias": None}, "float32", "cpu", 0)

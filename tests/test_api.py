@@ -64,7 +64,7 @@ def test_model_args_as_text_are_parsed():
 def test_every_run_flag_has_an_option():
     """docs/python-api.md: evaluate's options are the `evalkit run` flags with underscores."""
     from evalkit import api
-    from evalkit.cli.main import build_parser
+    from evalkit.cli.parser import build_parser
 
     renamed = {"no_cache": "use_cache", "no_shared_context": "share_context", "include_path": "include_paths",
                "no_figure": "figure", "parallelize": "load_kwargs", "max_memory": "load_kwargs",

@@ -15,7 +15,7 @@ import torch
 
 from evalkit.scoring import batching
 from evalkit.models import hf_loading
-from evalkit.run import pipeline as runner
+from evalkit.run import answers
 from evalkit.scoring.batching import AUTO_BATCH_CPU, initial_batch_size
 from evalkit.cli.main import main
 
@@ -45,7 +45,7 @@ def pretend_gpu(monkeypatch):
     yields the (rows, width) of every forward pass."""
     shapes: list[tuple[int, int]] = []
     monkeypatch.setattr(batching, "AUTO_BATCH_CUDA", 8)
-    monkeypatch.setattr(runner, "initial_batch_size", lambda size, device: initial_batch_size(size, "cuda"))
+    monkeypatch.setattr(answers, "initial_batch_size", lambda size, device: initial_batch_size(size, "cuda"))
     real = hf_loading.load_model
 
     def load(*args, **kwargs):

@@ -11,7 +11,8 @@ import pytest
 from evalkit.regression.baseline import DATA_DIR_MARK, config_from_baseline, load_baseline, portable_path, resolve_path
 from evalkit.cli.main import main
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task, prompt_hash
+from evalkit.run.prepare import prepare_task
+from evalkit.run.task_results import prompt_hash
 from evalkit.types import EvalkitError
 from .conftest import REPO
 

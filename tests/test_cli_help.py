@@ -11,7 +11,8 @@ import pytest
 
 import evalkit
 from evalkit.scoring import hf_backend
-from evalkit.cli.main import build_parser, configure_logging, main
+from evalkit.cli.main import configure_logging, main
+from evalkit.cli.parser import build_parser
 from evalkit.tasks.registry import load_registry
 
 from .conftest import REPO, TOKENIZER_JSON

@@ -234,7 +234,7 @@ def test_a_baseline_of_a_sharded_run_keeps_gpu_indices_as_integers(tmp_path):
     import json
 
     from evalkit.regression.baseline import config_from_baseline
-    from evalkit.cli.main import build_parser, config_from_args
+    from evalkit.cli.parser import build_parser, config_from_args
 
     args = build_parser().parse_args(["run", "--model", "random:pythia-14m", "--tasks", "piqa", "--parallelize",
                                       "--max-memory", "0=20GiB,1=30GiB,cpu=64GiB"])

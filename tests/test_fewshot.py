@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.cli.main import main, split_shots
+from evalkit.cli.main import main
+from evalkit.cli.parser import split_shots
 from evalkit.fewshot.v020 import (
     SOURCE_NONE,
     SOURCE_SAME_SPLIT,
@@ -24,7 +25,8 @@ from evalkit.fewshot.v020 import (
     replace_last_piece,
 )
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task, run
+from evalkit.run.prepare import prepare_task
+from evalkit.run.pipeline import run
 from evalkit.types import DatasetSpec, EvalkitError, RunConfig, Task
 
 from .conftest import TOKENIZER_JSON

@@ -13,7 +13,8 @@ from evalkit.scoring.batching import pack_groups
 from evalkit.cli.main import main
 from evalkit.scoring.hf_backend import HFBackend
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task, run
+from evalkit.run.prepare import prepare_task
+from evalkit.run.pipeline import run
 from evalkit.scoring.tokenization import tokenize_requests
 from evalkit.types import RunConfig
 
@@ -79,7 +80,7 @@ def test_prompt_hash_covers_the_examples(limited_runs, data_dir):
     done, _ = limited_runs[1]
     zero = prepare_task(registry.get("sciq"), data_dir, 6, 1234, 0)
     other_seed = prepare_task(registry.get("sciq"), data_dir, 6, 1234, 3, fewshot_seed=7)
-    from evalkit.run.pipeline import prompt_hash
+    from evalkit.run.task_results import prompt_hash
 
     hashes = {done.results["tasks"]["sciq"]["prompt_sha256"], prompt_hash(zero.requests),
               prompt_hash(other_seed.requests)}

@@ -9,7 +9,7 @@ import pytest
 from evalkit.models.hf_loading import load_model
 from evalkit.tasks.registry import load_registry
 from evalkit.models.resolve import resolve_model
-from evalkit.run.pipeline import prepare_task
+from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import tokenize_requests
 from tests.conftest import REPO, TOKENIZER_JSON
 from tests.reference import naive_loglikelihood

@@ -296,7 +296,7 @@ def _baseline(tokenizer: str | None, include_paths: list[str]) -> dict:
 
 def test_baseline_paths_outside_the_data_folder_are_absolute_and_check_can_override_them(tmp_path, monkeypatch):
     from evalkit.regression.baseline import config_from_baseline, portable_path
-    from evalkit.cli.main import build_parser
+    from evalkit.cli.parser import build_parser
 
     (tmp_path / "mytasks").mkdir()
     (tmp_path / "tok.json").write_text("{}", encoding="utf-8")
@@ -326,15 +326,16 @@ def test_baseline_paths_outside_the_data_folder_are_absolute_and_check_can_overr
 
 
 def test_an_existing_read_only_reports_folder_stops_the_run_before_the_model_loads(tmp_path, monkeypatch, no_model):
-    from evalkit.run import pipeline as runner
+    from evalkit.run import plan
+    from evalkit.run.pipeline import run
 
     reports = tmp_path / "out" / "reports"
     reports.mkdir(parents=True)
     real_access = os.access
-    monkeypatch.setattr(runner.os, "access",
+    monkeypatch.setattr(plan.os, "access",
                         lambda p, mode: False if Path(p) == reports and mode & os.W_OK else real_access(p, mode))
     with pytest.raises(EvalkitError) as caught:
-        runner.run(_config(tmp_path), progress=False)
+        run(_config(tmp_path), progress=False)
     assert str(caught.value) == (f"--output-dir {tmp_path / 'out'}: {reports} is not a writable folder, so the report "
                                  f"could not be written after scoring")
     assert not (tmp_path / "out" / "results").exists()

@@ -103,7 +103,7 @@ def nan_model(tmp_path_factory, tokenizer):
     """A tiny model folder whose embedding row of one token is NaN, and the one PIQA request (of documents 47,
     568, 649, the seeded --limit 3 subset) that feeds that token to the model."""
     from evalkit.tasks.registry import load_registry
-    from evalkit.run.pipeline import prepare_task
+    from evalkit.run.prepare import prepare_task
     from evalkit.scoring.tokenization import tokenize_requests
 
     task = load_registry().get("piqa")

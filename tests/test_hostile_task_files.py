@@ -68,7 +68,7 @@ def test_a_fewshot_split_holding_the_evaluated_documents_is_warned_about(task_fo
     """Both splits name one file: a separate few-shot split is drawn from as is (no document removed), so some
     documents show themselves, with their answer, as an example; the warning counts exactly those."""
     from evalkit.tasks.registry import load_registry
-    from evalkit.run.pipeline import prepare_task
+    from evalkit.run.prepare import prepare_task
 
     (task_folder / "overlapping.yaml").write_text(FEWSHOT_YAML)
     task = load_registry((str(task_folder),)).get("overlapping")
@@ -83,7 +83,7 @@ def test_a_fewshot_split_holding_the_evaluated_documents_is_warned_about(task_fo
 
 def test_a_separate_fewshot_split_without_copies_gives_no_such_warning(task_folder):
     from evalkit.tasks.registry import load_registry
-    from evalkit.run.pipeline import prepare_task
+    from evalkit.run.prepare import prepare_task
 
     (task_folder / "other.jsonl").write_text("".join(json.dumps(r | {"q": r["q"] + "?"}) + "\n" for r in ROWS))
     (task_folder / "overlapping.yaml").write_text(FEWSHOT_YAML.replace("train: rows.jsonl", "train: other.jsonl"))

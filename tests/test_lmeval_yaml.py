@@ -14,7 +14,8 @@ from evalkit.data.documents import read_jsonl
 from evalkit.tasks.lmeval_yaml import load_file
 from evalkit.stats.metrics import SCORING_METRICS
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task, tokenize_tasks
+from evalkit.run.prepare import prepare_task
+from evalkit.run.model import tokenize_tasks
 from evalkit.types import EvalkitError
 from evalkit.tasks.yaml_source import load_yaml
 

@@ -17,7 +17,7 @@ from evalkit.scoring.hf_backend import HFBackend
 from evalkit.models.hf_loading import load_model
 from evalkit.tasks.registry import load_registry
 from evalkit.models.resolve import resolve_model
-from evalkit.run.pipeline import prepare_task
+from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import tokenize_requests
 from tests.conftest import TOKENIZER_JSON
 from tests.reference import naive_loglikelihood

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from evalkit.cli.main import _rank_label, build_parser, config_from_args
+from evalkit.cli.main import _rank_label
+from evalkit.cli.parser import build_parser, config_from_args
 from evalkit.models.placement import RankInfo, gpu_share, parse_max_memory, rank_max_memory
 from evalkit.types import EvalkitError
 

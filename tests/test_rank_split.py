@@ -6,7 +6,7 @@ import pytest
 
 from evalkit.scoring.batching import pack_groups, split_by_cost, split_requests
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task
+from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import tokenize_requests
 
 WINDOW = 2048

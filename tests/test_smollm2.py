@@ -23,7 +23,7 @@ from evalkit.scoring.hf_backend import HFBackend
 from evalkit.stats.metrics import doc_metrics
 from evalkit.tasks.registry import load_registry
 from evalkit.models.resolve import resolve_model, resolve_package_path
-from evalkit.run.pipeline import prepare_task
+from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 
 from .reference import naive_loglikelihood

@@ -13,7 +13,7 @@ from evalkit.cli.main import main
 from evalkit.data.documents import load_docs, validate_doc
 from evalkit.stats.metrics import CLASS_BASE, aggregator, check_task_metrics, doc_metrics, macro_f1
 from evalkit.tasks.registry import load_registry
-from evalkit.run.pipeline import prepare_task
+from evalkit.run.prepare import prepare_task
 from evalkit.types import EvalkitError
 
 

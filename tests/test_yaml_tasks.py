@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli.main import main
-from evalkit.tasks.registry import load_registry, load_yaml_task_file
-from evalkit.run.pipeline import prepare_task, prompt_hash
+from evalkit.tasks.registry import load_registry
+from evalkit.tasks.yaml_scan import load_yaml_task_file
+from evalkit.run.prepare import prepare_task
+from evalkit.run.task_results import prompt_hash
 from evalkit.types import EvalkitError
 
 from .conftest import REPO, TOKENIZER_JSON

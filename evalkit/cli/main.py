@@ -1,6 +1,6 @@
 """Command line: ``evalkit run``, ``report``, ``tasks``, ``compare``, ``export``, ``baseline`` and ``check``.
 
-Each subcommand parses its flags (:mod:`evalkit.cli.parser`), builds its inputs and calls one function; errors
+Each subcommand parses its flags (:mod:`evalkit.cli.main.parser`), builds its inputs and calls one function; errors
 that are the user's (:class:`~evalkit.types.EvalkitError`) are printed as one line without a traceback, exit
 status 2.
 """
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from evalkit.cli.parser import build_parser, config_from_args, split_shots  # noqa: F401 - split_shots re-exported
+from evalkit.cli.parser import build_parser, config_from_args
 from evalkit.types import EvalkitError
 
 

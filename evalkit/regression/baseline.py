@@ -84,7 +84,7 @@ class Tolerance:
         return abs(math.log(new / old)) <= bound / len(loglikelihoods) + self.metric_rtol
 
     def ratio_ok(self, metric: str, old: float, new: float, documents: dict[str, list]) -> bool:
-        """True when a rolling metric (a ratio of sums, :data:`evalkit.stats.metrics.ROLLING_METRICS`) moved no more
+        """True when a rolling metric (a ratio of sums, :data:`evalkit.stats.stderr.metrics.ROLLING_METRICS`) moved no more
         than its documents' log-likelihoods may (or within ``metric_ok``).
 
         ln(word or byte perplexity) is -Σll / Σunits and bits per byte -Σll / Σbytes / ln 2, so log-likelihoods

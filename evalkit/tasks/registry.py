@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 from evalkit.stats.metrics import check_task_metrics, group_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
-from evalkit.tasks.yaml_scan import load_yaml_task_file, scan_yaml, yaml_helper_modules  # noqa: F401 - re-exported
+from evalkit.tasks.yaml_scan import scan_yaml, yaml_helper_modules
 
 log = logging.getLogger(__name__)
 

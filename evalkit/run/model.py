@@ -1,0 +1,176 @@
+"""The model stage: the tokenizer and the model's config (checks that need them: the window against the trained
+positions, a tokenizer that is not the model's own), every request tokenized (continuations that cannot fit,
+text the tokenizer refuses), and only then the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from evalkit.import_gc import paused_collection
+from evalkit.models import tokenizer_loading
+from evalkit.run.plan import RunPlan
+from evalkit.run.prepare import PreparedTask
+from evalkit.run.requests import RunRequests
+from evalkit.scoring.batching import flatten_windows
+from evalkit.scoring.cache import resolve_cache_dir
+from evalkit.scoring.tokenization import context_prefix, tokenize_windows
+from evalkit.types import EvalkitError, TokenizedRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """The model and tokenizer of a run, and the requests as token ids.
+
+    Attributes:
+        ranks: this process's place in a data-parallel run (:mod:`evalkit.scoring.distributed`).
+        tokenizer: the loaded tokenizer (``encode_batch``, ``eot_id``, ``vocab_size``, ``identity``, ...).
+        own_tokenizer: the model's own tokenizer when ``--tokenizer`` named another one, else None.
+        window: tokens the model attends over (``--max-length`` or the trained positions).
+        prefix: token ids put before every context (a BOS the tokenizer adds, never for GPT-NeoX).
+        windows: per request, its tokenized sequences (one; several for a rolling request), request order.
+        tokenized: ``windows`` flattened: the sequences the backend scores.
+        owners: per sequence of ``tokenized``, the index of its request.
+        model: the loaded ``transformers`` model (eval mode, on its device).
+        identity: the model's identity (name, content key, dtype, ...), recorded in the results and cache key.
+        warnings: run-level warnings (e.g. a foreign tokenizer), for the results and the report.
+        timing: seconds spent loading the tokenizer, tokenizing and loading the weights.
+    """
+
+    ranks: Any
+    tokenizer: Any
+    own_tokenizer: Any
+    window: int
+    prefix: tuple[int, ...]
+    windows: list[tuple[TokenizedRequest, ...]]
+    tokenized: list[TokenizedRequest]
+    owners: list[int]
+    model: Any
+    identity: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> LoadedModel:
+    """Load the tokenizer and config, tokenize every request, then load the weights.
+
+    Raises:
+        EvalkitError: ``--max-length`` beyond the trained positions, a request whose continuation cannot fit or
+            whose text the tokenizer refuses (before the weights load), or a tokenizer with more tokens than the
+            model's embedding has rows (after).
+    """
+    config, resolved, hub = plan.config, plan.model, plan.hub
+    with paused_collection():  # torch loads only when there is work for it
+        from evalkit.models import hf_loading
+        from evalkit.scoring import distributed
+
+        hf_loading.import_model_support()
+
+    ranks = distributed.start(config)  # a single rank unless launched by torchrun
+    t0 = time.perf_counter()
+    tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
+                                                 hub["trust_remote_code"], hub["hub_kwargs"])
+    timing = {"load_tokenizer_s": time.perf_counter() - t0}
+    warnings = []
+    own = tokenizer_loading.own_tokenizer(resolved.get("path"), config.tokenizer) if config.tokenizer else None
+    if own is not None and own.identity["sha256"] != tokenizer.identity["sha256"]:
+        warnings.append(
+            f"--tokenizer {config.tokenizer} (sha256 {tokenizer.identity['sha256'][:12]}…) is not the tokenizer "
+            f"the model folder ships (sha256 {own.identity['sha256'][:12]}…): a tokenizer whose vocabulary fits "
+            f"but that does not belong to the model scores garbage"
+        )
+    model_config = hf_loading.load_config(  # no weights yet: every input check runs before they load
+        resolved, {"revision": hub["revision"], "trust_remote_code": hub["trust_remote_code"], **hub["hub_kwargs"]})
+    window = hf_loading.config_window(model_config, config.max_length, config.model)
+    prefix = context_prefix(getattr(model_config, "model_type", None), tokenizer.prefix_ids)
+    t0 = time.perf_counter()
+    windows = tokenize_tasks(requests.prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
+                             config.extra.get("tokenization", "separate"), prefix)
+    tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
+    timing["tokenize_s"] = time.perf_counter() - t0
+    _warn_truncated(requests.prepared, windows, window)
+    _warn_joint_fallbacks(requests.prepared, windows)
+    fingerprint = None
+    if resolved["kind"] == "pretrained" and Path(resolved["path"]).is_dir():
+        memo = resolve_cache_dir(config.cache_dir) if config.use_cache else None
+        fingerprint = hf_loading.folder_fingerprint(Path(resolved["path"]), bool(config.extra.get("full_weight_hash")),
+                                                    memo)
+    t0 = time.perf_counter()
+    with hf_loading.loading_bars(progress):
+        model, identity = hf_loading.load_model(resolved, config.dtype, ranks.device, config.seed,
+                                                **ranks.load_kwargs, revision=hub["revision"],
+                                                trust_remote_code=hub["trust_remote_code"],
+                                                model_args=hub["model_args"], fingerprint=fingerprint)
+    timing["load_model_s"] = time.perf_counter() - t0
+    rows = model.get_input_embeddings().weight.shape[0]
+    if tokenizer.vocab_size > rows:
+        raise EvalkitError(
+            f"tokenizer {tokenizer.identity['name']} has {tokenizer.vocab_size} tokens but the model's embedding "
+            f"has {rows} rows: wrong tokenizer for this model?"
+        )
+    for warning in warnings:
+        log.warning(warning)
+    return LoadedModel(ranks, tokenizer, own, window, tuple(prefix), windows, tokenized, owners, model, identity,
+                       warnings, timing)
+
+
+def tokenize_tasks(
+    prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str,
+    prefix_ids: Sequence[int] = (),
+) -> list[tuple[TokenizedRequest, ...]]:
+    """Every task's requests tokenized in order (:func:`evalkit.scoring.tokenization.tokenize_windows`: one sequence per
+    request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's);
+    ``prefix_ids`` (a BOS, :func:`evalkit.scoring.tokenization.context_prefix`) go before every context.
+
+    Raises:
+        EvalkitError: as :func:`evalkit.scoring.tokenization.tokenize_requests`.
+    """
+    modes = [p.task.tokenization or run_mode for p in prepared]
+    by_mode = {}
+    for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
+        chosen = [(r, p.task.scoring == "rolling") for p, m in zip(prepared, modes) if m == mode for r in p.requests]
+        by_mode[mode] = iter(tokenize_windows([r for r, _ in chosen], [x for _, x in chosen], encode_batch, eot_id,
+                                              window, mode, prefix_ids))
+    return [next(by_mode[m]) for p, m in zip(prepared, modes) for _ in p.requests]
+
+
+def _warn_truncated(
+    prepared: Sequence[PreparedTask], windows: Sequence[Sequence[TokenizedRequest]], window: int
+) -> None:
+    """Add a warning to each task whose requests were cut to the window (shown in the log, results and report).
+
+    ``windows`` holds each request's tokenized sequences; rolling windows are never cut.
+    """
+    k = 0
+    for p in prepared:
+        toks = windows[k : k + len(p.requests)]
+        k += len(p.requests)
+        cut = [sum(t.truncated_tokens for t in own) for own in toks if any(t.truncated_tokens for t in own)]
+        if cut:
+            warning = (f"{p.task.name}: {len(cut)} of {len(toks)} requests were longer than the window of {window} "
+                       f"tokens; their contexts were truncated on the left ({sum(cut)} tokens dropped, at most "
+                       f"{max(cut)} from one request)")
+            p.warnings.append(warning)
+            log.warning(warning)
+
+
+def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], windows: Sequence[Sequence[TokenizedRequest]]) -> None:
+    """Add a warning to each task with requests that ``--tokenization joint`` scored with the separate encodings
+    (a token spans the join; the count is also in the results as ``joint_fallback_requests``)."""
+    k = 0
+    for p in prepared:
+        toks = windows[k : k + len(p.requests)]
+        k += len(p.requests)
+        fell_back = sum(1 for own in toks if any(t.joint_fallback for t in own))
+        if fell_back:
+            warning = (f"{p.task.name}: {fell_back} of {len(toks)} requests have a token spanning the join of "
+                       f"context and continuation; --tokenization joint scored them with the context and the "
+                       f"continuation encoded separately, so the continuation scored is exactly its text")
+            p.warnings.append(warning)
+            log.warning(warning)

@@ -1,0 +1,44 @@
+"""The requests stage: each task's documents read and validated, its seeded subset chosen, its few-shot
+contexts built and its requests made (:func:`evalkit.run.prepare.prepare_task`), before any model file is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from evalkit.run.plan import RunPlan
+from evalkit.run.prepare import PreparedTask, prepare_task
+from evalkit.types import LoglikelihoodRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunRequests:
+    """Every task's prepared documents and requests, in task order.
+
+    Attributes:
+        prepared: one :class:`~evalkit.run.prepare.PreparedTask` per task of the plan, same order.
+        loglikelihood: every task's log-likelihood (and rolling) requests, concatenated in task order: the
+            order answers come back in.
+    """
+
+    prepared: list[PreparedTask]
+    loglikelihood: list[LoglikelihoodRequest]
+
+
+def build_requests(plan: RunPlan) -> RunRequests:
+    """Prepare every task of ``plan`` (documents, subset, few-shot examples, requests) and log their warnings.
+
+    Raises:
+        EvalkitError: a document that fails its task's validation (file, row and field named), a task whose
+            code raises, a few-shot split too small (see :func:`evalkit.run.prepare.prepare_task`).
+    """
+    config = plan.config
+    prepared = [prepare_task(t, plan.data_dir, config.limit, config.seed, plan.shots[t.name], config.fewshot_seed,
+                             plan.registry.files.get(t.name)) for t in plan.tasks]
+    for p in prepared:
+        for warning in p.warnings:
+            log.warning(warning)
+    return RunRequests(prepared, [r for p in prepared for r in p.requests])
