@@ -90,21 +90,20 @@ def prepare_task(
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = document_contexts(task, docs, pool, plan, ids)
+    requests: list[Any]
     if task.scoring == "generate_until":
         new_tokens = max_gen_toks if max_gen_toks is not None else task.max_new_tokens
-        requests: list[Any] = [GenerationRequest(task.name, doc_id, ctxs[0], tuple(task.until), new_tokens)
-                               for doc_id, ctxs in zip(ids, contexts)]
-        if plan is not None:
-            warnings += [w for w in [self_example_warning(task, docs, pool, plan, ids)] if w]
-        return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates))
-    if task.scoring == "rolling":
-        for doc_id, doc in zip(ids, chosen):
-            check_rolling_doc(task, doc_id, doc)
-    requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
-        for doc_id, doc, ctxs in zip(ids, chosen, contexts)
-        for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
-    ]
+        requests = [GenerationRequest(task.name, doc_id, ctxs[0], tuple(task.until), new_tokens)
+                    for doc_id, ctxs in zip(ids, contexts)]
+    else:
+        if task.scoring == "rolling":
+            for doc_id, doc in zip(ids, chosen):
+                check_rolling_doc(task, doc_id, doc)
+        requests = [
+            LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
+            for doc_id, doc, ctxs in zip(ids, chosen, contexts)
+            for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
+        ]
     if plan is not None:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
                      if w]
@@ -171,13 +170,10 @@ def check_generation_task(task: Task, max_gen_toks: int | None = None, task_file
         raise EvalkitError(f"{where}: a generate_until task needs score_generation (doc, generation -> metrics)")
     if isinstance(task.until, str) or not all(isinstance(s, str) and s for s in task.until):
         raise EvalkitError(f"{where}: every stop string in 'until' must be a non-empty string, got {task.until!r}")
-    for label, value in (("--max-gen-toks", max_gen_toks), ("max_new_tokens", task.max_new_tokens)):
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise EvalkitError(f"{where}: {label} must be a whole number above 0, got {value!r}")
-        if label == "--max-gen-toks":
-            break  # the flag replaces the task's own length
+    label, value = ("--max-gen-toks", max_gen_toks) if max_gen_toks is not None \
+        else ("max_new_tokens", task.max_new_tokens)  # the flag replaces the task's own length
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise EvalkitError(f"{where}: {label} must be a whole number above 0, got {value!r}")
 
 
 def check_generation_window(prepared: list[PreparedTask], window: int) -> None:
