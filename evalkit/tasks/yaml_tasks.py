@@ -1,7 +1,7 @@
 """evalkit's own declarative task files: one YAML file per task (or per family) whose prompts are jinja2 templates.
 
 A file holds one task (top-level ``name``) or a family (``tasks:``, a list of mappings, each overriding the file's
-other top-level keys; ``dataset`` is merged key by key). Keys (see README "Declarative task files"):
+other top-level keys; ``dataset`` is merged key by key). Keys (see docs/yaml_tasks.md):
 
 * ``name``, ``version`` (string), ``aliases`` (list), ``description``, ``source``, ``groups`` (list of group names
   this task joins), ``primary_metric``, ``scoring`` and ``metrics`` as for a Python task;
