@@ -233,8 +233,9 @@ def check_task_metrics(name: str, scoring: str, metrics: Sequence[str], primary:
         if scoring == "generate_until" and (metric == "acc" or is_generation_metric(metric)):
             continue
         if metric not in SCORING_METRICS[scoring]:
+            also = " and each as metric,filter" if scoring == "generate_until" else ""
             raise ValueError(f"task '{name}' lists metric '{metric}', which scoring '{scoring}' does not give "
-                             f"(it gives {', '.join(SCORING_METRICS[scoring])})")
+                             f"(it gives {', '.join(SCORING_METRICS[scoring])}{also})")
     if primary not in metrics:
         raise ValueError(f"task '{name}' has primary metric '{primary}', which is not among its metrics "
                          f"({', '.join(metrics)})")
