@@ -200,7 +200,8 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
 
     Every string and number in the document is checked too: a NaN or infinite number or a lone surrogate is
     named by its field path. The task's ``context``, ``continuations``, ``gold`` (and ``choice_contexts``) run on
-    the document, so a task that fails on some document fails here, before any model loads.
+    the document, so a task that fails on some document fails here, before any model loads; for a generation task
+    (``scoring="generate_until"``), its ``context`` and ``references``.
 
     Args:
         task: the task whose ``dataset.fields`` and ``validate`` apply.
