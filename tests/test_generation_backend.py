@@ -337,3 +337,41 @@ def test_the_tokenizer_decodes_without_special_tokens(tokenizer):
     assert tokenizer.decode(ids) == "Hello world"
     assert tokenizer.decode([*ids, tokenizer.eot_id]) == "Hello world"
     assert tokenizer.decode([*ids, tokenizer.eot_id], skip_special_tokens=False) == "Hello world<|endoftext|>"
+
+
+def test_split_generations_keeps_identical_requests_together_and_balances_tokens():
+    from evalkit.scoring.batching import split_generations
+
+    a, b, c = TokenizedGeneration((1,) * 10, ("\n",), 30), TokenizedGeneration((2,) * 50, ("\n",), 30), \
+        TokenizedGeneration((1,) * 10, (".",), 30)
+    # distinct costs: a 40 (indices 0, 3), b 80 (1), c 40 (2); LPT: b -> rank 0, a -> rank 1, c -> rank 1
+    assert split_generations([a, b, c, a], 2) == [[1], [0, 2, 3]]
+    assert split_generations([a, b, c, a], 1) == [[0, 1, 2, 3]]
+    assert split_generations([], 3) == [[], [], []]
+
+
+def test_ranks_generate_what_one_process_generates(tmp_path, tokenizer):
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    from .test_distributed import _env, _torchrun
+
+    alone = subprocess.run([sys.executable, "-m", "tests.rank_generate", str(tmp_path / "one.json")], env=_env(),
+                           capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert alone.returncode == 0, alone.stderr[-4000:]
+    ranked = _torchrun(2, ["-m", "tests.rank_generate"], [str(tmp_path / "two.json")])
+    assert ranked.returncode == 0, ranked.stderr[-4000:]
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert (one["world"], two["world"]) == (1, 2)
+    assert two["answers"] == one["answers"]
+    assert {reason for _, _, reason in one["answers"]} >= {"stop", "length"}
+    from evalkit.scoring.batching import split_generations
+
+    from .rank_generate import build_requests
+
+    shares = split_generations(build_requests(tokenizer), 2)
+    first_gather = sorted(two["per_rank"][:2], key=lambda r: r["rank"])
+    assert [r["requests"] for r in first_gather] == [len(s) for s in shares]
+    assert sum(r["requests_generated"] for r in first_gather) == 14  # 17 requests, 3 repeats generated once

@@ -118,7 +118,7 @@ class HFGenerator:
             generating any of them ends the row (stop reason ``"eot"``); it is not part of the text.
         decode: ``ids -> str``, the tokenizer's decoding without special tokens (``LoadedTokenizer.decode``).
         progress: show a tqdm bar over requests (documents).
-        pad_id: id placed in padding (masked out; default the first end-of-text id).
+        pad_id: id placed in padding (masked out; any id of the vocabulary).
         eot_text: the end-of-text token's text (decoded with special tokens), which lm-eval 0.4 adds to every
             request's stop strings; None adds nothing.
         is_oom: ``exception -> bool``, which errors mean "out of memory, retry with a smaller batch".
@@ -142,7 +142,7 @@ class HFGenerator:
         decode: Callable[[list[int]], str],
         progress: bool = True,
         *,
-        pad_id: int | None = None,
+        pad_id: int = 0,
         eot_text: str | None = None,
         is_oom: Callable[[BaseException], bool] = is_cuda_oom,
     ) -> None:
@@ -156,7 +156,7 @@ class HFGenerator:
             raise ValueError("at least one end-of-text id is needed")
         self.decode = decode
         self.progress = progress
-        self.pad_id = min(self.eot_ids) if pad_id is None else pad_id
+        self.pad_id = pad_id
         self.eot_text = eot_text or None
         self.is_oom = is_oom
         self.oom_retries = 0
