@@ -3,7 +3,8 @@
 This module imports nothing from evalkit, so every other module may import it.
 Terms follow the field: a *document* (doc) is one row of a dataset split; a
 *request* asks a model for the log-likelihood of a *continuation* given a
-*context*; a *response* answers one request.
+*context*; a *response* answers one request. A *generation request* asks for the model's greedy continuation
+of a context, stopped by stop strings, the end-of-text token or a token budget.
 """
 
 from __future__ import annotations
@@ -72,6 +73,72 @@ class LoglikelihoodResponse:
 
 
 @dataclass(frozen=True)
+class GenerationRequest:
+    """Ask for a greedy continuation of ``context`` (lm-eval 0.4 ``generate_until``, v0.2.0 ``greedy_until``).
+
+    Greedy decoding only: sampling settings are refused where task files are read, never here.
+
+    Attributes:
+        task: task name, e.g. ``"gsm8k"``.
+        doc_id: 0-based row index of the document in its split.
+        context: prompt text; an empty string means "start of text" (the end-of-text token, or the model's prefix
+            ids, is the context).
+        until: stop strings; the answer is cut before the first of them (see
+            :func:`evalkit.scoring.generation.cut_at_stop`); empty strings are ignored, as lm-eval 0.4 does.
+        max_new_tokens: most tokens generated (int, >= 1); lm-eval's ``max_gen_toks``.
+    """
+
+    task: str
+    doc_id: int
+    context: str
+    until: tuple[str, ...]
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenizedGeneration:
+    """A generation request after tokenization.
+
+    Attributes:
+        context_ids: context token ids (tuple of int, never empty), already left-truncated to the model window minus
+            ``max_new_tokens``, so the context and every generated token fit the window.
+        until: stop strings, as in :class:`GenerationRequest`.
+        max_new_tokens: most tokens generated (int, >= 1).
+        truncated_tokens: context tokens dropped on the left (int, >= 0).
+    """
+
+    context_ids: tuple[int, ...]
+    until: tuple[str, ...]
+    max_new_tokens: int
+    truncated_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResponse:
+    """A model's greedy answer to one generation request.
+
+    Attributes:
+        text: the decoded generated tokens (special tokens skipped, as lm-eval 0.4 decodes), cut before the first
+            stop string; never contains a stop string or the end-of-text token.
+        tokens: tokens generated (int), *including* the token(s) that ended generation: the token that completed a
+            stop string, or the end-of-text token; so a ``"length"`` answer has exactly ``max_new_tokens``, and the
+            forward passes a request cost equal its ``tokens`` (the first from the context's pass).
+        stop_reason: ``"stop"`` (a stop string appeared in the decoded text), ``"eot"`` (an end-of-text token was
+            generated) or ``"length"`` (``max_new_tokens`` reached without either).
+        truncated_tokens: context tokens dropped on the left to fit the window (int), copied from the request.
+    """
+
+    text: str
+    tokens: int
+    stop_reason: str
+    truncated_tokens: int = 0
+
+
+STOP_REASONS = ("stop", "eot", "length")
+"""The values of :attr:`GenerationResponse.stop_reason`."""
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """Where a task's documents come from.
 
@@ -100,7 +167,11 @@ class DatasetSpec:
 
 @dataclass(frozen=True)
 class Task:
-    """A log-likelihood task: a Python file in ``tasks/`` defines one (``TASK``) or a family (``TASKS``).
+    """A task: a Python file in ``tasks/`` defines one (``TASK``) or a family (``TASKS``).
+
+    Log-likelihood tasks score ``continuations`` after ``context``; a generation task (``scoring="generate_until"``)
+    asks for greedy text after ``context`` until a stop string (``until``) or ``max_new_tokens`` and scores it with
+    ``score_generation``; its ``continuations`` return ``[]`` and its ``gold`` 0.
 
     Attributes:
         name: canonical name, e.g. ``"lambada_openai"``.
@@ -111,7 +182,9 @@ class Task:
         gold: ``doc -> int`` index of the correct continuation (0 for single-target tasks).
         scoring: how per-document metrics are computed: ``"multiple_choice"`` (acc, acc_norm),
             ``"target"`` (acc = greedy of the one target, perplexity from its log-likelihood),
-            ``"any_greedy"`` (acc = 1 when any continuation is greedy), or ``"rolling"`` (document perplexity,
+            ``"any_greedy"`` (acc = 1 when any continuation is greedy), ``"generate_until"`` (a generation scored by
+            ``score_generation``: metrics are means of per-document values, stderr in closed form), or
+            ``"rolling"`` (document perplexity,
             lm-eval v0.2.0 ``loglikelihood_rolling``, SPEC-suite B.24: ``context(doc)`` returns ``""``,
             ``continuations(doc)`` one string, the text scored in windows of the model's length with every token
             predicted once; ``gold`` returns 0; metrics among ``word_perplexity``, ``byte_perplexity``,
@@ -145,6 +218,17 @@ class Task:
         fewshot_contexts: for the lm-eval 0.4 samplers: ``(doc, examples) -> list[str]``, the full context of each
             continuation given the drawn few-shot example documents (description, examples, the document).
         num_fewshot: the task file's own number of few-shot examples, used when the run asks for none; None: 0.
+        until: ``scoring="generate_until"``: the stop strings (each non-empty), e.g. ``("\\n",)``.
+        max_new_tokens: ``scoring="generate_until"``: most tokens generated per document (> 0); the run's
+            ``--max-gen-toks`` overrides it.
+        score_generation: ``scoring="generate_until"``: ``(doc, generation) -> {metric: value}``, one value per
+            name in ``metrics`` (0.0/1.0 for accuracies); ``generation`` is the text already cut at ``until``.
+        generation_answers: optional ``(doc, generation) -> {name: answer}``: what the scoring read from the
+            generation (MATH: the extracted answer; lm-eval YAMLs: each filter's answer), kept with the samples.
+        references: optional ``doc -> list[str]``: the gold answer(s) a generation is compared with, kept with the
+            samples (a document scores if any matches, where the task says so).
+        fewshot_samples: optional few-shot example documents given in the task file itself (an lm-eval YAML's
+            ``fewshot_config.samples``), used instead of reading ``fewshot_split`` (which then only names them).
     """
 
     name: str
@@ -170,6 +254,12 @@ class Task:
     fewshot_sampler: str = "v0.2.0"
     fewshot_contexts: Callable[[Doc, Sequence[Doc]], list[str]] | None = None
     num_fewshot: int | None = None
+    until: tuple[str, ...] = ()
+    max_new_tokens: int = 256
+    score_generation: Callable[[Doc, str], Mapping[str, float]] | None = None
+    generation_answers: Callable[[Doc, str], Mapping[str, str]] | None = None
+    references: Callable[[Doc], list[str]] | None = None
+    fewshot_samples: tuple[Doc, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -199,8 +289,10 @@ class DocResult:
         task: task name.
         doc_id: 0-based row index in the split.
         metrics: metric name -> value for this document (acc in {0.0, 1.0}; ``loglikelihood`` in nats).
-        loglikelihoods: one summed log-likelihood (nats) per continuation.
-        greedy: one greedy flag per continuation.
+        loglikelihoods: one summed log-likelihood (nats) per continuation (empty for a generation task).
+        greedy: one greedy flag per continuation (empty for a generation task).
+        generation: a generation task's raw generated text (cut at the stop strings), else None.
+        answers: a generation task's answers read from the generation (filter or step name -> text), else None.
     """
 
     task: str
@@ -208,6 +300,8 @@ class DocResult:
     metrics: Mapping[str, float]
     loglikelihoods: tuple[float, ...]
     greedy: tuple[bool, ...]
+    generation: str | None = None
+    answers: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -268,6 +362,9 @@ class RunConfig:
             ``figure`` (bool, default True: draw the report's PNG figure).
         skip_missing_data: with a data folder, leave out (and name) the tasks whose local files are missing instead
             of failing the run.
+        max_gen_toks: generation tasks only: most tokens generated per document, overriding each task's own
+            ``max_new_tokens`` (``--max-gen-toks``); None keeps the tasks' values. Must be > 0 and below the
+            model's window.
     """
 
     model: str
@@ -291,10 +388,15 @@ class RunConfig:
     fewshot_seed: int = 42
     extra: Mapping[str, Any] = field(default_factory=dict)
     skip_missing_data: bool = False
+    max_gen_toks: int | None = None
 
 
 BatchCallback = Callable[[Sequence[int], Sequence[LoglikelihoodResponse]], None]
 """``on_batch(request indices, responses)``: told after each scored batch which requests it answered."""
+
+
+GenerationCallback = Callable[[Sequence[int], Sequence[GenerationResponse]], None]
+"""``on_done(request indices, responses)``: told as generations finish which requests they answered."""
 
 
 class LoglikelihoodBackend(Protocol):

@@ -1,6 +1,7 @@
-"""Every zero-shot task of the GPT-NeoX-20B paper (Black et al. 2022, arXiv 2204.06745), as lm-eval v0.2.0 names them.
+"""Every task of the GPT-NeoX-20B paper (Black et al. 2022, arXiv 2204.06745), as lm-eval v0.2.0 names them.
 
-The list is lm-eval v0.2.0's registry as SPEC-suite B.0 summarises it, with two renamings: v0.2.0's ``lambada`` is
+The list is lm-eval v0.2.0's registry as SPEC-suite B.0 summarises it, then the seven MATH subjects (generated
+answers, ``tasks/hendrycks_math.py``), with two renamings: v0.2.0's ``lambada`` is
 OpenAI's LAMBADA, evalkit's ``lambada_openai``; of HEAD-QA only the English ``headqa_en`` (v0.2.0's ``headqa`` is the
 deprecated Spanish alias). The card's five tasks come first, in the card's column order, then B.0's order.
 
@@ -40,14 +41,18 @@ MMLU_SUBJECTS = (
 ARITHMETIC_TASKS = tuple(f"arithmetic_{s}"
                          for s in ("2da", "2ds", "3da", "3ds", "4da", "4ds", "5da", "5ds", "2dm", "1dc"))
 
+MATH_TASKS = ("math_algebra", "math_counting_and_prob", "math_geometry", "math_intermediate_algebra",
+              "math_num_theory", "math_prealgebra", "math_precalc")
+"""MATH's seven subjects (lm-eval v0.2.0 ``hendrycks_math``, greedy generation), in v0.2.0's order."""
+
 PAPER_TASKS = (
     CARD_TASKS + MULTIPLE_CHOICE_TASKS + tuple(f"hendrycksTest-{s}" for s in MMLU_SUBJECTS) + ARITHMETIC_TASKS
-    + ("wikitext",)
+    + ("wikitext",) + MATH_TASKS
 )
-"""All 96 tasks: 5 of the card, 23 multiple-choice, 57 MMLU subjects, 10 arithmetic, wikitext."""
+"""All 103 tasks: 5 of the card, 23 multiple-choice, 57 MMLU subjects, 10 arithmetic, wikitext, 7 MATH."""
 
 GROUP = TaskGroup(
     name="neox20b_paper",
     tasks=PAPER_TASKS,
-    description="every zero-shot task of the GPT-NeoX-20B paper (lm-eval v0.2.0 semantics)",
+    description="every task of the GPT-NeoX-20B paper (lm-eval v0.2.0 semantics)",
 )

@@ -321,10 +321,13 @@ TASK = Task(
     ("target", ("acc", "f1"), "acc", "task 'odd' lists metric 'f1', which scoring 'target' does not give "
                                       "(it gives acc, perplexity)"),
     ("generate", ("acc",), "acc", "task 'odd' has scoring 'generate'; expected one of multiple_choice, target, "
-                                  "any_greedy, yes_no, classification, rolling"),
+                                  "any_greedy, yes_no, classification, rolling, generate_until"),
+    ("generate_until", ("acc", "bleu"), "acc", "task 'odd' lists metric 'bleu', which scoring 'generate_until' does "
+                                               "not give (it gives acc, exact_match and each as metric,filter)"),
     ("multiple_choice", ("acc_norm",), "acc", "task 'odd' has primary metric 'acc', which is not among its metrics "
                                               "(acc_norm)"),
-], ids=["perplexity_of_multiple_choice", "unknown_metric", "unknown_scoring", "primary_not_listed"])
+], ids=["perplexity_of_multiple_choice", "unknown_metric", "unknown_scoring", "generation_metric",
+        "primary_not_listed"])
 def test_a_task_whose_metrics_its_scoring_cannot_give_is_refused_when_loaded(tmp_path, scoring, metrics, primary,
                                                                              message):
     """Such a task used to be scored in full and then crash in the aggregation (KeyError 'loglikelihood')."""

@@ -156,8 +156,8 @@ doc_to_choice: ["a", "b"]
 
 @pytest.mark.parametrize("extra, key, expected", [
     ("generation_kwargs: {until: ['\\n']}\n", "generation_kwargs",
-     "generation (generate_until) is not supported; supported output_type: multiple_choice, loglikelihood"),
-    ("filter_list: []\n", "filter_list", "filters (of generated text) are not supported"),
+     "generation_kwargs applies to output_type generate_until only"),
+    ("filter_list: []\n", "filter_list", "filter_list applies to output_type generate_until only"),
     ("process_results: !function m.f\n", "process_results", "custom process_results is not supported"),
     ("use_prompt: p\n", "use_prompt", "promptsource prompts are not supported"),
     ("colour: red\n", "colour", "unknown key; supported: dataset_kwargs, dataset_name"),
@@ -169,7 +169,8 @@ doc_to_choice: ["a", "b"]
     ("metric_list: [{metric: acc, ignore_case: true}]\n", "metric_list", "option 'ignore_case' is not supported"),
     ("fewshot_config: {sampler: balanced}\n", "fewshot_config", "sampler 'balanced' is not supported; supported: "
                                                                 "default, first_n"),
-    ("fewshot_config: {samples: []}\n", "fewshot_config", "supported keys: fewshot_delimiter, sampler, split"),
+    ("fewshot_config: {samples: []}\n", "fewshot_config", "samples must be a non-empty list of documents"),
+    ("fewshot_config: {seed: 3}\n", "fewshot_config", "supported keys: fewshot_delimiter, sampler, samples, split"),
     ("dataset_kwargs: {revision: main}\n", "dataset_kwargs", "supported: data_files"),
     ("repeats: 3\n", "repeats", "only repeats: 1 is supported"),
     ("gen_prefix: 'A:'\n", "gen_prefix", "gen_prefix is not supported"),
@@ -189,11 +190,9 @@ def test_every_unsupported_key_is_refused_naming_file_line_and_key(tmp_path, ext
 
 
 @pytest.mark.parametrize("text, expected", [
-    (TASK.replace("output_type: multiple_choice", "output_type: generate_until"),
-     "line 3, key 'output_type': output_type 'generate_until' is not supported; supported: multiple_choice, "
-     "loglikelihood, loglikelihood_rolling"),
-    (TASK.replace("output_type: multiple_choice\n", ""),
-     "output_type 'generate_until' is not supported"),  # lm-eval's default output type
+    (TASK.replace("output_type: multiple_choice", "output_type: greedy_until"),
+     "line 3, key 'output_type': output_type 'greedy_until' is not supported; supported: multiple_choice, "
+     "loglikelihood, loglikelihood_rolling, generate_until"),
     (TASK.replace("test_split: test\n", ""), "neither test_split nor validation_split is set"),
     (TASK.replace("doc_to_choice", "choices"), "unknown key"),
     ("include: missing.yaml\ntask: t\n", "included file"),

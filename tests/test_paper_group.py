@@ -47,8 +47,8 @@ def test_paper_list_is_spec_b0_plus_the_card_with_lambada_as_lambada_openai():
     card = set(load_registry().groups["neox20b_card"].tasks)  # SPEC.md's five; B.0 restates only lambada
     expected = (b0 - {"lambada"}) | card  # v0.2.0's lambada is OpenAI's LAMBADA, evalkit's lambada_openai
     tasks = neox20b_paper.PAPER_TASKS
-    assert len(tasks) == len(set(tasks)) == 96
-    assert set(tasks) == expected
+    assert len(tasks) == len(set(tasks)) == 103
+    assert set(tasks) == expected | set(neox20b_paper.MATH_TASKS)  # MATH: generation, outside B.0's table
     assert tasks[:5] == ("lambada_openai", "sciq", "piqa", "triviaqa", "arc_challenge")
 
 
@@ -59,7 +59,7 @@ def test_paper_group_members_exist_or_belong_to_the_multiple_choice_and_mmlu_fil
     defined_elsewhere = set(neox20b_paper.MULTIPLE_CHOICE_TASKS) | {
         f"hendrycksTest-{s}" for s in neox20b_paper.MMLU_SUBJECTS}
     assert set(registry.unknown_members("neox20b_paper")) <= defined_elsewhere
-    here = neox20b_paper.CARD_TASKS + neox20b_paper.ARITHMETIC_TASKS + ("wikitext",)
+    here = neox20b_paper.CARD_TASKS + neox20b_paper.ARITHMETIC_TASKS + ("wikitext",) + neox20b_paper.MATH_TASKS
     assert [t.name for t in registry.expand(here)] == list(here)
 
 

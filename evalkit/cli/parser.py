@@ -20,6 +20,12 @@ def _non_negative_int(value: str) -> int:
     return int(value)
 
 
+def _positive_int(value: str) -> int:
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {value!r}")
+    return int(value)
+
+
 def split_shots(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, int]]:
     """``--tasks`` items -> (names, per-name few-shot counts): ``arc_challenge:25`` gives ``arc_challenge`` and
     ``{"arc_challenge": 25}``; a group ``name:K`` sets K for its members (resolved by the runner).
@@ -193,6 +199,10 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-batch-tokens", type=int, default=32768,
                      help="padded tokens per forward pass (bounds a batch's memory)")
     run.add_argument("--max-length", type=int, help="model window in tokens (default: from the model config)")
+    run.add_argument("--max-gen-toks", type=_positive_int, metavar="N",
+                     help="generation tasks: most tokens generated per document, for every such task (default: the "
+                          "task's own, e.g. MATH 256 as lm-eval v0.2.0; the gpt-neox adapter used 128); must be "
+                          "below the model window")
     run.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                      help="weights and activations: auto is float32 on CPU and the checkpoint's own dtype on GPU "
                           "(bfloat16 when it names none); bfloat16/float16 halve the memory")
@@ -262,4 +272,5 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         output_dir=args.output_dir, log_samples=getattr(args, "log_samples", False), cache_dir=args.cache_dir,
         use_cache=not args.no_cache, num_fewshot=args.num_fewshot, fewshot_overrides=shots,
         fewshot_seed=args.fewshot_seed, extra=extra, skip_missing_data=args.skip_missing_data,
+        max_gen_toks=getattr(args, "max_gen_toks", None),
     )

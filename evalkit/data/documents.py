@@ -47,6 +47,8 @@ def needed_splits(task: Task, shots: int) -> list[str]:
     """The splits a run reads for ``task``: the evaluated split, and the few-shot split when ``shots`` > 0 and it
     differs (a route-3 task draws its examples from the evaluated split itself)."""
     splits = [task.dataset.split]
+    if task.fewshot_samples is not None:  # examples written in the task file
+        return splits
     if shots > 0 and task.fewshot_split is not None and task.fewshot_split not in splits:
         splits.append(task.fewshot_split)
     return splits
@@ -199,7 +201,8 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
 
     Every string and number in the document is checked too: a NaN or infinite number or a lone surrogate is
     named by its field path. The task's ``context``, ``continuations``, ``gold`` (and ``choice_contexts``) run on
-    the document, so a task that fails on some document fails here, before any model loads.
+    the document, so a task that fails on some document fails here, before any model loads; for a generation task
+    (``scoring="generate_until"``), its ``context`` and ``references``.
 
     Args:
         task: the task whose ``dataset.fields`` and ``validate`` apply.
@@ -228,6 +231,13 @@ def validate_doc(task: Task, doc: Any, where: str) -> None:
     try:
         if task.validate is not None:
             task.validate(doc)
+        if task.scoring == "generate_until":  # no continuations: the prompt and the references must build
+            prompt = _call(task, "context", doc, where, plain=False)
+            if not isinstance(prompt, str):
+                raise ValueError(f"the prompt is {type(prompt).__name__}, not text")
+            if task.references is not None:
+                _call(task, "references", doc, where)
+            return
         conts = _call(task, "continuations", doc, where)
         if not conts:
             raise ValueError("no continuation to score")

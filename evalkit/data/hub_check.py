@@ -88,7 +88,8 @@ def hub_needs(tasks: Sequence[Task], data_dir: Path | None, model: dict[str, Any
         for task in tasks:
             spec = task.dataset
             files = spec.data_files or {}
-            if spec.split in files and task.fewshot_split in (None, spec.split, *files):
+            if spec.split in files and (task.fewshot_split in (None, spec.split, *files)
+                                        or task.fewshot_samples is not None):
                 continue  # read from the task's own data_files
             needs.append(HubNeed("data", spec.hub_id, "dataset", f"data of {task.name} ({spec.hub_id}, {spec.split})"))
     model_repo = model.get("path") if model.get("kind") == "pretrained" and not _is_local(model.get("path")) else None

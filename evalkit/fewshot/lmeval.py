@@ -165,7 +165,8 @@ def document_fewshot(
 ) -> LmevalFewshot:
     """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation and its examples' row ids.
 
-    Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them). With ``shots`` examples: drawn
+    Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them; a generation task's one
+    context). With ``shots`` examples: drawn
     by lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id
     order) from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have
     one. Row ids are positions in ``load_pool()`` (a drawn example is the pool's own object).
@@ -174,6 +175,8 @@ def document_fewshot(
         EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
     """
     if not shots:
+        if task.scoring == "generate_until":  # one context, no continuations
+            return LmevalFewshot([[task.context(doc)] for doc in chosen], [[] for _ in chosen], 0, False)
         contexts = [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
             task.continuations(doc)) for doc in chosen]
         return LmevalFewshot(contexts, [[] for _ in chosen], 0, False)

@@ -28,6 +28,9 @@ class LoadedTokenizer:
         prefix_ids: the special tokens the tokenizer's own configuration puts before every text (its BOS token
             for Llama-style tokenizers; empty for GPT-NeoX's), found by encoding a probe text with and without
             special tokens. lm-eval 0.4 encodes contexts with them; see :func:`evalkit.scoring.tokenization.context_prefix`.
+        decode: ``(ids, skip_special_tokens=True) -> str``, token ids back to text; by default special tokens (the
+            end-of-text token, a BOS) are left out, as lm-eval 0.4 decodes generations (``HFLM.tok_decode``).
+            None only for a tokenizer built by hand without one.
     """
 
     encode_batch: Any
@@ -35,6 +38,7 @@ class LoadedTokenizer:
     vocab_size: int
     identity: dict[str, str]
     prefix_ids: tuple[int, ...] = ()
+    decode: Any = None
 
 
 PREFIX_PROBE = "a"
@@ -87,9 +91,12 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
         def encode_batch(texts: list[str]) -> list[list[int]]:
             return [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
 
+        def decode(ids: list[int], skip_special_tokens: bool = True) -> str:
+            return tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
         identity = {"name": str(path), "sha256": sha256_text(tok.to_str())}
         prefix = added_prefix(tok.encode(PREFIX_PROBE).ids, tok.encode(PREFIX_PROBE, add_special_tokens=False).ids)
-        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix)
+        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix, decode)
     from transformers import AutoTokenizer
 
     own = {"revision": revision, "trust_remote_code": trust_remote_code, **(hub_kwargs or {})} if not spec else {}
@@ -108,10 +115,13 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
     def hf_encode_batch(texts: list[str]) -> list[list[int]]:
         return hf_tok(texts, add_special_tokens=False)["input_ids"] if texts else []
 
+    def hf_decode(ids: list[int], skip_special_tokens: bool = True) -> str:
+        return hf_tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
     serial = hf_tok.backend_tokenizer.to_str() if getattr(hf_tok, "is_fast", False) else json.dumps(hf_tok.get_vocab())
     identity = {"name": source, "sha256": sha256_text(serial)}
     prefix = added_prefix(hf_tok(PREFIX_PROBE)["input_ids"], hf_tok(PREFIX_PROBE, add_special_tokens=False)["input_ids"])
-    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix)
+    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix, hf_decode)
 
 
 def own_tokenizer(model_path: str | None, spec: str | None) -> LoadedTokenizer | None:

@@ -38,6 +38,7 @@ from evalkit.stats.metrics import PER_DOC_KEYS
 from evalkit.models.resolve import package_placeholder
 from evalkit.results.files import atomic_write_text, read_json_object, strict_json
 from evalkit.run.pipeline import run
+from evalkit.tasks.registry import load_registry
 from evalkit.types import EvalkitError, RunConfig
 
 BASELINE_FORMAT = "evalkit-baseline/1"
@@ -226,8 +227,14 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
     """Run ``config`` (with samples, every request scored afresh, no cache) and freeze it as a baseline.
 
     Raises:
-        EvalkitError: any error of the run.
+        EvalkitError: a generation task among the selected ones (a baseline freezes log-likelihood requests;
+            checked before anything runs), or any error of the run.
     """
+    generating = [t.name for t in load_registry(config.include_paths).expand(config.tasks)
+                  if t.scoring == "generate_until"]
+    if generating:
+        raise EvalkitError(f"evalkit baseline freezes log-likelihood requests; generation tasks "
+                           f"({', '.join(generating)}) cannot be frozen yet: leave them out of --tasks")
     done = run(replace(config, log_samples=True, use_cache=False), progress=False)
     results, samples = done.results, read_samples(done.samples_path)
     resolved = resolve_data_dir(config.data_dir)

@@ -11,7 +11,10 @@ Mapping choices:
 
 * ``"<metric>_stderr,none"`` is the closed-form stderr (the one lm-eval reports for acc/acc_norm); a metric
   without one (perplexity) gets its bootstrap stderr, as lm-eval bootstraps perplexity; neither: ``"N/A"``.
-* The filter is always ``none`` (log-likelihood tasks have no answer filter).
+* The filter is ``none`` for log-likelihood tasks (they have no answer filter) and for generation tasks without
+  one (MATH); a generation task's ``metric,filter`` result (``exact_match,strict-match``) keeps its filter:
+  ``"exact_match,strict-match"`` and ``"exact_match_stderr,strict-match"``. A generation task's samples are
+  written once per filter, as lm-eval does (``filtered_resps`` that filter's answer, ``metrics`` its own).
 * evalkit's samples do not keep the dataset row, so a sample's ``doc`` holds what evalkit logged (context,
   continuations, gold index) and ``doc_hash`` hashes that.
 """
@@ -40,11 +43,19 @@ def _stderr(entry: Mapping[str, Any]) -> float | str:
     return "N/A"
 
 
+def split_metric(metric: str) -> tuple[str, str]:
+    """``(metric, filter)`` of an evalkit metric name: ``"exact_match,strict-match"`` ->
+    ``("exact_match", "strict-match")``; a name without a filter gets ``none``."""
+    base, comma, name = metric.partition(",")
+    return (base, name) if comma else (metric, FILTER)
+
+
 def _metric_block(name: str, metrics: Mapping[str, Mapping[str, Any]], n: int | None) -> dict[str, Any]:
     block: dict[str, Any] = {"alias": name}
     for metric, entry in metrics.items():
-        block[f"{metric},{FILTER}"] = entry["value"]
-        block[f"{metric}_stderr,{FILTER}"] = _stderr(entry)
+        base, filter_name = split_metric(metric)
+        block[f"{base},{filter_name}"] = entry["value"]
+        block[f"{base}_stderr,{filter_name}"] = _stderr(entry)
     if n is not None:
         block["sample_len"] = n
     return block
@@ -66,11 +77,14 @@ def output_type(metrics: Mapping[str, Any]) -> str:
 def _task_config(name: str, task: Mapping[str, Any], shots: int) -> dict[str, Any]:
     dataset = task.get("dataset", {})
     split = dataset.get("split")
+    metrics = {split_metric(m)[0]: e.get("higher_is_better") for m, e in task.get("metrics", {}).items()}
     config = {"task": name, "dataset_path": dataset.get("hub_id"), "dataset_name": dataset.get("config"),
-              "output_type": output_type(task.get("metrics", {})), "num_fewshot": shots,
-              "metric_list": [{"metric": m, "higher_is_better": e.get("higher_is_better")}
-                              for m, e in task.get("metrics", {}).items()],
+              "output_type": task.get("output_type") or output_type(task.get("metrics", {})), "num_fewshot": shots,
+              "metric_list": [{"metric": m, "higher_is_better": h} for m, h in metrics.items()],
               "description": task.get("description", ""), "metadata": {"version": task.get("version")}}
+    if config["output_type"] == "generate_until":
+        lengths = task.get("max_new_tokens") or [None]
+        config["generation_kwargs"] = {"until": task.get("until"), "max_gen_toks": lengths[0], "do_sample": False}
     if split in ("train", "validation", "test"):
         config[f"{split}_split"] = split
     else:
@@ -111,7 +125,7 @@ def to_lm_eval(results: Mapping[str, Any]) -> dict[str, Any]:
     out["configs"] = {name: _task_config(name, t, shots[name]) for name, t in tasks.items()}
     out["versions"] = {name: t.get("version") for name, t in tasks.items()}
     out["n-shot"] = shots
-    out["higher_is_better"] = {name: {m: e.get("higher_is_better") for m, e in t["metrics"].items()}
+    out["higher_is_better"] = {name: {split_metric(m)[0]: e.get("higher_is_better") for m, e in t["metrics"].items()}
                                for name, t in tasks.items()}
     out["n-samples"] = {name: {"original": t.get("n_split", t.get("n")), "effective": t.get("n")}
                         for name, t in tasks.items()}
@@ -167,6 +181,38 @@ def to_lm_eval_sample(row: Mapping[str, Any]) -> dict[str, Any]:
     return sample
 
 
+def to_lm_eval_samples(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The lm-eval ``SampleResult`` lines of one evalkit samples line: one (:func:`to_lm_eval_sample`) for a
+    log-likelihood task; for a generation task one per filter (``arguments.gen_args_0`` = ``{"arg_0": context,
+    "arg_1": {"until", "max_gen_toks"}}``, ``resps`` ``[[generation]]``, ``filtered_resps`` ``[answer]``, and that
+    filter's metrics under their base names), the filter ``none`` showing the raw generation when the task has no
+    filter (MATH)."""
+    if "generation" not in row:
+        return [to_lm_eval_sample(row)]
+    references = row.get("references") or []
+    target = references if len(references) > 1 else (references[0] if references else "")
+    doc = {"context": row["context"], "references": references}
+    by_filter: dict[str, dict[str, float]] = {}
+    for metric, value in row["metrics"].items():
+        base, filter_name = split_metric(metric)
+        by_filter.setdefault(filter_name, {})[base] = value
+    answers = row.get("answers") or {}
+    gen_args = {"until": row.get("until"), "max_gen_toks": row.get("max_new_tokens")}
+    out = []
+    for filter_name, metrics in by_filter.items():
+        answer = answers.get(filter_name, row["generation"])  # no such filter (MATH's "none"): the raw text
+        sample: dict[str, Any] = {
+            "doc_id": row["doc_id"], "doc": doc, "target": target,
+            "arguments": {"gen_args_0": {"arg_0": row["context"], "arg_1": gen_args}},
+            "resps": [[row["generation"]]], "filtered_resps": [answer], "filter": filter_name,
+            "metrics": list(metrics),
+            "doc_hash": _sha(json.dumps(doc, indent=2, default=str, ensure_ascii=False)),
+            "prompt_hash": _sha(row["context"]), "target_hash": _sha(json.dumps(target, ensure_ascii=False)),
+        }
+        out.append(sample | metrics)
+    return out
+
+
 def date_id(results: Mapping[str, Any]) -> str:
     """lm-eval's file date: the run's ISO creation time with ``:`` replaced by ``-``."""
     created = results.get("created") or datetime.now().isoformat(timespec="seconds")
@@ -219,7 +265,8 @@ def write_lm_eval(results: Mapping[str, Any], results_path: Path, out_dir: Path)
     elif samples is not None:
         by_task: dict[str, list[str]] = {}
         for row in read_samples(samples):
-            by_task.setdefault(row["task"], []).append(json.dumps(to_lm_eval_sample(row), ensure_ascii=False))
+            by_task.setdefault(row["task"], []).extend(json.dumps(sample, ensure_ascii=False)
+                                                        for sample in to_lm_eval_samples(row))
         for task, lines in by_task.items():
             path = out_dir / f"samples_{task}_{stamp}.jsonl"
             atomic_write_text(path, "\n".join(lines) + "\n")

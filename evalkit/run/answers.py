@@ -1,5 +1,6 @@
 """The answers stage: every request answered, from the request cache where it was answered before, by the
-backend otherwise (each rank a share of them under ``torchrun``), with non-finite answers stopped or counted.
+backend otherwise (each rank a share of them under ``torchrun``), with non-finite answers stopped or counted; then
+every generation task's greedy generations, through the same cache (:mod:`evalkit.run.generation_stage`).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from evalkit.run.model import LoadedModel
+from evalkit.run import generation_stage
+from evalkit.run.model import LoadedModel, loglikelihood_tasks
 from evalkit.run.plan import RunPlan
 from evalkit.run.requests import RunRequests
 from evalkit.scoring.batching import initial_batch_size, join_windows
 from evalkit.scoring.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
 from evalkit.scoring.finite import FiniteGuard, NonFiniteScore, non_finite
-from evalkit.types import EvalkitError, LoglikelihoodRequest, LoglikelihoodResponse, RunConfig, TokenizedRequest
+from evalkit.types import EvalkitError, GenerationResponse, LoglikelihoodRequest, LoglikelihoodResponse, RunConfig
+from evalkit.types import TokenizedRequest
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,7 @@ class Answers:
             OOM retries, requests answered from the cache and scored), for the results' ``timing``.
         mask_fallback: why shared-context scoring was turned off, or None.
         prefix_fallback: why prefix reuse (``--prefix-cache``) was turned off, or None.
+        generation: generation task name -> one response per document, in request order.
     """
 
     loglikelihood: list[LoglikelihoodResponse]
@@ -38,6 +42,7 @@ class Answers:
     timing: dict[str, Any] = field(default_factory=dict)
     mask_fallback: str | None = None
     prefix_fallback: str | None = None
+    generation: dict[str, list[GenerationResponse]] = field(default_factory=dict)
 
 
 def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: bool = True) -> Answers | None:
@@ -65,7 +70,7 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
     allow_non_finite = bool(config.extra.get("allow_non_finite"))
     sequences = [len(own) for own in model.windows]  # per request: 1, or a rolling request's windows
     parts, k = [], 0
-    for p in requests.prepared:  # (task, sequences) so a batch size can be probed per task
+    for p in loglikelihood_tasks(requests.prepared):  # (task, sequences) so a batch size can be probed per task
         parts.append((p.task.name, sum(sequences[k : k + len(p.requests)])))
         k += len(p.requests)
     task_sizes: dict[str, int | None] = {}
@@ -104,7 +109,29 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
     timing |= hf_backend.prefix_timing(backend)
     if config.batch_size == "auto":
         timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
-    return Answers(list(responses), cache_info, timing, backend.mask_fallback, backend.prefix_fallback)
+    generated = _generate(plan, requests, model, start_size, progress)
+    if generated is not None:
+        timing["generation"] = generated.timing
+    return Answers(list(responses), cache_info, timing, backend.mask_fallback, backend.prefix_fallback,
+                   generated.responses if generated is not None else {})
+
+
+def _generate(plan: RunPlan, requests: RunRequests, model: LoadedModel, batch_size: int,
+              progress: bool) -> generation_stage.GenerationOutcome | None:
+    """The generation tasks' answers (None when the run has none), through the request cache unless
+    ``--no-cache``; contexts cut to the window are warned about in their task's warnings."""
+    if not generation_stage.generation_tasks(requests.prepared):
+        return None
+    config = plan.config
+    key = model_key(model.identity, model.tokenizer.identity["sha256"], "hf", plan.versions) if config.use_cache \
+        else None
+    outcome = generation_stage.generate_tasks(requests.prepared, model.generations, model.model, model.tokenizer,
+                                              model.window, batch_size, config, key, progress)
+    for p in requests.prepared:
+        for warning in outcome.warnings.get(p.task.name, []):
+            p.warnings.append(warning)
+            log.warning(warning)
+    return outcome
 
 
 def _score(

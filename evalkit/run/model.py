@@ -1,6 +1,7 @@
 """The model stage: the tokenizer and the model's config (checks that need them: the window against the trained
-positions, a tokenizer that is not the model's own), every request tokenized (continuations that cannot fit,
-text the tokenizer refuses), and only then the weights.
+positions, a tokenizer that is not the model's own, a generation length that leaves no room for a prompt), every
+request tokenized (continuations that cannot fit, text the tokenizer refuses; generation contexts cut to the window
+minus the generation length), and only then the weights.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any, Sequence
 
 from evalkit.import_gc import paused_collection
 from evalkit.models import tokenizer_loading
+from evalkit.run import generation_stage
 from evalkit.run.plan import RunPlan
-from evalkit.run.prepare import PreparedTask
+from evalkit.run.prepare import PreparedTask, check_generation_window
 from evalkit.run.requests import RunRequests
 from evalkit.scoring.batching import flatten_windows
 from evalkit.scoring.cache import resolve_cache_dir
 from evalkit.scoring.tokenization import context_prefix, tokenize_windows
-from evalkit.types import EvalkitError, TokenizedRequest
+from evalkit.types import EvalkitError, TokenizedGeneration, TokenizedRequest
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ class LoadedModel:
         identity: the model's identity (name, content key, dtype, ...), recorded in the results and cache key.
         warnings: run-level warnings (e.g. a foreign tokenizer), for the results and the report.
         timing: seconds spent loading the tokenizer, tokenizing and loading the weights.
+        generations: generation task name -> its tokenized generation requests (contexts cut to the window minus
+            the generation length).
     """
 
     ranks: Any
@@ -55,6 +59,7 @@ class LoadedModel:
     identity: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     timing: dict[str, float] = field(default_factory=dict)
+    generations: dict[str, list[TokenizedGeneration]] = field(default_factory=dict)
 
 
 def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> LoadedModel:
@@ -73,6 +78,7 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
         hf_loading.import_model_support()
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
+    generation_stage.check_generation_ranks(requests.prepared, ranks.info.world_size)
     t0 = time.perf_counter()
     tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                                  hub["trust_remote_code"], hub["hub_kwargs"])
@@ -97,6 +103,8 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
     windows = tokenize_tasks(requests.prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
                              config.extra.get("tokenization", "separate"), prefix)
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
+    check_generation_window(requests.prepared, window)
+    generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix)
     timing["tokenize_s"] = time.perf_counter() - t0
     _warn_truncated(requests.prepared, windows, window)
     _warn_joint_fallbacks(requests.prepared, windows)
@@ -121,7 +129,7 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
     for warning in warnings:
         log.warning(warning)
     return LoadedModel(ranks, tokenizer, own, window, tuple(prefix), windows, tokenized, owners, model, identity,
-                       warnings, timing)
+                       warnings, timing, generations)
 
 
 def tokenize_tasks(
@@ -132,9 +140,12 @@ def tokenize_tasks(
     request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's);
     ``prefix_ids`` (a BOS, :func:`evalkit.scoring.tokenization.context_prefix`) go before every context.
 
+    Generation tasks are left out (:func:`evalkit.run.generation_stage.tokenize_tasks` tokenizes theirs).
+
     Raises:
         EvalkitError: as :func:`evalkit.scoring.tokenization.tokenize_requests`.
     """
+    prepared = loglikelihood_tasks(prepared)
     modes = [p.task.tokenization or run_mode for p in prepared]
     by_mode = {}
     for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
@@ -152,7 +163,7 @@ def _warn_truncated(
     ``windows`` holds each request's tokenized sequences; rolling windows are never cut.
     """
     k = 0
-    for p in prepared:
+    for p in loglikelihood_tasks(prepared):
         toks = windows[k : k + len(p.requests)]
         k += len(p.requests)
         cut = [sum(t.truncated_tokens for t in own) for own in toks if any(t.truncated_tokens for t in own)]
@@ -168,7 +179,7 @@ def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], windows: Sequence[Se
     """Add a warning to each task with requests that ``--tokenization joint`` scored with the separate encodings
     (a token spans the join; the count is also in the results as ``joint_fallback_requests``)."""
     k = 0
-    for p in prepared:
+    for p in loglikelihood_tasks(prepared):
         toks = windows[k : k + len(p.requests)]
         k += len(p.requests)
         fell_back = sum(1 for own in toks if any(t.joint_fallback for t in own))
@@ -178,3 +189,9 @@ def _warn_joint_fallbacks(prepared: Sequence[PreparedTask], windows: Sequence[Se
                        f"continuation encoded separately, so the continuation scored is exactly its text")
             p.warnings.append(warning)
             log.warning(warning)
+
+
+def loglikelihood_tasks(prepared: Sequence[PreparedTask]) -> list[PreparedTask]:
+    """The prepared tasks scored by log-likelihood (every task but the generation ones), in run order: the tasks
+    whose requests ``RunRequests.loglikelihood`` concatenates."""
+    return [p for p in prepared if p.task.scoring != "generate_until"]

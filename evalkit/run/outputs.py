@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from evalkit.run.generation_results import generation_sample
 from evalkit.run.prepare import PreparedTask
 from evalkit.results.files import atomic_write_text, results_path, strict_json
 from evalkit.types import DocResult, RunConfig
@@ -86,12 +87,17 @@ def _write_samples(
     """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
 
     ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
-    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts).
+    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts). A
+    generation task's line holds the raw ``generation``, the ``answers`` its scoring read from it and the
+    ``references`` instead (:func:`evalkit.run.generation_results.generation_sample`).
     """
     samples_path = path.with_suffix(".samples.jsonl")
     lines = []
     for p in prepared:
         for index, (doc, result) in enumerate(zip(p.docs, doc_results[p.task.name])):
+            if result.generation is not None:  # a generation task: its text, answers and references
+                lines.append(json.dumps(generation_sample(p, index, result), allow_nan=False))
+                continue
             contexts = p.contexts[index] if p.contexts else [p.task.context(doc)]
             lines.append(json.dumps({
                 "task": p.task.name, "doc_id": result.doc_id,

@@ -1,6 +1,7 @@
 """Task preparation: a task's documents loaded and validated, its seeded subset chosen, each document's few-shot
 context built (:mod:`evalkit.fewshot.v020`, or :mod:`evalkit.fewshot.lmeval` for lm-eval 0.4 task YAMLs) and its
-log-likelihood requests made, all before any model loads.
+requests made (log-likelihood requests, or one generation request per document for a ``generate_until`` task), all
+before any model loads.
 """
 
 from __future__ import annotations
@@ -12,17 +13,19 @@ from typing import Any
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.run.builtin_prompts import builtin_prompt_warning, differing_prompts, replaced_builtin
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
+from evalkit.data.documents import validate_doc, validate_target
 from evalkit.fewshot.v020 import (
     SOURCE_SAME_SPLIT,
     SOURCE_SPLIT,
     FewshotPlan,
     document_contexts,
     draw_examples,
+    fewshot_context,
     fewshot_source,
     self_example_warning,
     short_warning,
 )
-from evalkit.types import EvalkitError, LoglikelihoodRequest, Task
+from evalkit.types import EvalkitError, GenerationRequest, LoglikelihoodRequest, Task
 
 
 @dataclass
@@ -33,7 +36,7 @@ class PreparedTask:
     n_split: int
     doc_ids: list[int]
     docs: list[Any]
-    requests: list[LoglikelihoodRequest]
+    requests: list[LoglikelihoodRequest] | list[GenerationRequest]
     warnings: list[str]
     fewshot: FewshotPlan | None = None
     contexts: list[list[str]] | None = None
@@ -44,7 +47,7 @@ class PreparedTask:
 
 def prepare_task(
     task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None,
+    task_file: Path | None = None, max_gen_toks: int | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
@@ -54,10 +57,17 @@ def prepare_task(
     count. A task replacing a built-in one (``task_file`` outside the built-in folder) whose prompts differ from the
     built-in's is warned about too (:mod:`evalkit.run.builtin_prompts`): published rows used the built-in prompts.
 
+    A generation task (``scoring="generate_until"``) gets one :class:`GenerationRequest` per document: its full
+    few-shot context, the task's stop strings and ``max_gen_toks`` (``--max-gen-toks``) or else the task's own
+    ``max_new_tokens``.
+
     Raises:
-        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, or a
-            task function raising on a document (names ``task_file``, the document and the exception).
+        EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, a
+            task function raising on a document (names ``task_file``, the document and the exception), or a
+            generation task with an empty stop string, no scoring function or a generation length <= 0.
     """
+    if task.scoring == "generate_until":
+        check_generation_task(task, max_gen_toks, task_file)
     lmeval = task.fewshot_sampler != "v0.2.0"  # an lm-eval 0.4 task YAML draws with lm-eval's own sampler
     try:
         docs = load_docs(task, data_dir)
@@ -76,21 +86,29 @@ def prepare_task(
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
     if lmeval:
-        drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot,
-                                                lambda: load_docs(task, data_dir, task.fewshot_split))
+        drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
         contexts = drawn.contexts
         plan = lmeval_plan(task, num_fewshot, drawn, ids, len(docs))
+    elif task.scoring == "generate_until":  # one context per document, no continuations
+        plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
+        contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = document_contexts(task, docs, pool, plan, ids)
-    if task.scoring == "rolling":
-        for doc_id, doc in zip(ids, chosen):
-            check_rolling_doc(task, doc_id, doc)
-    requests = [
-        LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
-        for doc_id, doc, ctxs in zip(ids, chosen, contexts)
-        for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
-    ]
+    requests: list[Any]
+    if task.scoring == "generate_until":
+        new_tokens = max_gen_toks if max_gen_toks is not None else task.max_new_tokens
+        requests = [GenerationRequest(task.name, doc_id, ctxs[0], tuple(task.until), new_tokens)
+                    for doc_id, ctxs in zip(ids, contexts)]
+    else:
+        if task.scoring == "rolling":
+            for doc_id, doc in zip(ids, chosen):
+                check_rolling_doc(task, doc_id, doc)
+        requests = [
+            LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
+            for doc_id, doc, ctxs in zip(ids, chosen, contexts)
+            for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
+        ]
     if plan is not None and not lmeval:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
                      if w]
@@ -117,9 +135,26 @@ def lmeval_plan(task: Task, shots: int, drawn: fewshot_lmeval.LmevalFewshot, ids
     return FewshotPlan(shots, source, task.fewshot_split, drawn.pool_size, tuple(examples))
 
 
+def fewshot_pool(task: Task, data_dir: Path | None) -> list[Any]:
+    """An lm-eval task's few-shot documents: its ``fewshot_samples`` (each checked as a row of the task), else its
+    few-shot split read and validated (:func:`evalkit.data.documents.load_docs`).
+
+    Raises:
+        EvalkitError: a bad row, named by its place (``fewshot_config.samples[i]``) or file and line.
+    """
+    if task.fewshot_samples is None:
+        return load_docs(task, data_dir, task.fewshot_split)
+    rows = [dict(d) for d in task.fewshot_samples]
+    for index, doc in enumerate(rows):
+        where = f"task {task.name} fewshot_config.samples[{index}]"
+        validate_doc(task, doc, where)
+        validate_target(task, doc, where)
+    return rows
+
+
 def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:
     """The local few-shot file ``task`` needs but the data folder lacks, else None (the hub is not checked here)."""
-    if data_dir is None or task.fewshot_split in (None, task.dataset.split):
+    if data_dir is None or task.fewshot_split in (None, task.dataset.split) or task.fewshot_samples is not None:
         return None
     path = split_file(task, data_dir, task.fewshot_split)
     return None if path.is_file() else str(path)
@@ -146,3 +181,37 @@ def check_rolling_doc(task: Task, doc_id: int, doc: Any) -> None:
         if not isinstance(units, str) or not units:
             raise EvalkitError(f"{where}: units_text must give a non-empty string (its words and bytes normalise "
                                f"the perplexities), got {units!r}")
+
+
+def check_generation_task(task: Task, max_gen_toks: int | None = None, task_file: Path | None = None) -> None:
+    """Refuse a generation task that cannot run: no ``score_generation``, an empty or non-string stop string, a
+    generation length that is not a whole number > 0 (the task's ``max_new_tokens``, or ``--max-gen-toks``).
+
+    Raises:
+        EvalkitError: naming the task, its file and the setting.
+    """
+    where = f"task {task.name} ({task_file or 'task file ?'})"
+    if task.score_generation is None:
+        raise EvalkitError(f"{where}: a generate_until task needs score_generation (doc, generation -> metrics)")
+    if isinstance(task.until, str) or not all(isinstance(s, str) and s for s in task.until):
+        raise EvalkitError(f"{where}: every stop string in 'until' must be a non-empty string, got {task.until!r}")
+    label, value = ("--max-gen-toks", max_gen_toks) if max_gen_toks is not None \
+        else ("max_new_tokens", task.max_new_tokens)  # the flag replaces the task's own length
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise EvalkitError(f"{where}: {label} must be a whole number above 0, got {value!r}")
+
+
+def check_generation_window(prepared: list[PreparedTask], window: int) -> None:
+    """Refuse generation requests whose length leaves no room for a context in the model's window (v0.2.0 and
+    lm-eval 0.4 keep the last ``window - max_new_tokens`` context tokens).
+
+    Raises:
+        EvalkitError: naming the task and both numbers (and ``--max-gen-toks`` as the fix).
+    """
+    for p in prepared:
+        if p.task.scoring != "generate_until" or not p.requests:
+            continue
+        longest = max(r.max_new_tokens for r in p.requests)  # type: ignore[union-attr]
+        if longest >= window:
+            raise EvalkitError(f"task {p.task.name}: {longest} new tokens leave no room for the prompt in the "
+                               f"model's window of {window} tokens; lower --max-gen-toks below {window}")

@@ -1,15 +1,16 @@
 """The requests stage: each task's documents read and validated, its seeded subset chosen, its few-shot
-contexts built and its requests made (:func:`evalkit.run.prepare.prepare_task`), before any model file is read.
+contexts built and its requests made (:func:`evalkit.run.prepare.prepare_task`: log-likelihood requests, or one
+generation request per document for a generation task), before any model file is read.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from evalkit.run.plan import RunPlan
 from evalkit.run.prepare import PreparedTask, prepare_task
-from evalkit.types import LoglikelihoodRequest
+from evalkit.types import GenerationRequest, LoglikelihoodRequest
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,14 @@ class RunRequests:
 
     Attributes:
         prepared: one :class:`~evalkit.run.prepare.PreparedTask` per task of the plan, same order.
-        loglikelihood: every task's log-likelihood (and rolling) requests, concatenated in task order: the
-            order answers come back in.
+        loglikelihood: every log-likelihood task's requests (rolling ones included), concatenated in task order:
+            the order answers come back in.
+        generation: every generation task's requests (one per document), concatenated in task order.
     """
 
     prepared: list[PreparedTask]
     loglikelihood: list[LoglikelihoodRequest]
+    generation: list[GenerationRequest] = field(default_factory=list)
 
 
 def build_requests(plan: RunPlan) -> RunRequests:
@@ -37,8 +40,10 @@ def build_requests(plan: RunPlan) -> RunRequests:
     """
     config = plan.config
     prepared = [prepare_task(t, plan.data_dir, config.limit, config.seed, plan.shots[t.name], config.fewshot_seed,
-                             plan.registry.files.get(t.name)) for t in plan.tasks]
+                             plan.registry.files.get(t.name), config.max_gen_toks) for t in plan.tasks]
     for p in prepared:
         for warning in p.warnings:
             log.warning(warning)
-    return RunRequests(prepared, [r for p in prepared for r in p.requests])
+    generate = [p.task.scoring == "generate_until" for p in prepared]
+    return RunRequests(prepared, [r for p, g in zip(prepared, generate) if not g for r in p.requests],
+                       [r for p, g in zip(prepared, generate) if g for r in p.requests])

@@ -1,5 +1,6 @@
-"""The results stage: per-document metrics from the answers, each task's aggregates with their stderrs, the
-groups' rows, and the results dict that is written and reported (:mod:`evalkit.results.schema` is its schema).
+"""The results stage: per-document metrics from the answers (a generation task's from its generated text), each
+task's aggregates with their stderrs, the groups' rows, and the results dict that is written and reported
+(:mod:`evalkit.results.schema` is its schema).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from evalkit import __version__
 from evalkit.run.answers import Answers
+from evalkit.run.generation_results import generation_summary, score_generations
 from evalkit.run.model import LoadedModel
 from evalkit.run.plan import RunPlan
 from evalkit.run.prepare import PreparedTask
@@ -47,6 +49,11 @@ def summarize(plan: RunPlan, requests: RunRequests, model: LoadedModel, answers:
     doc_results: dict[str, list[DocResult]] = {}
     k = 0
     for p in requests.prepared:
+        if p.task.scoring == "generate_until":  # generated text, scored by the task
+            generated = answers.generation[p.task.name]
+            doc_results[p.task.name] = score_generations(p, generated)
+            task_results[p.task.name] = generation_summary(p, doc_results[p.task.name], generated, config)
+            continue
         n = len(p.requests)
         resp, toks = answers.loglikelihood[k : k + n], model.windows[k : k + n]
         k += n

@@ -46,7 +46,7 @@ def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -
     Means (acc, acc_norm) get the closed-form stderr and a bootstrap; perplexities (``perplexity`` and the
     rolling ratios of sums) the bootstrap alone, each resample recomputing the statistic from its documents.
     """
-    arrays = _per_doc_arrays(task, results)
+    arrays = per_doc_arrays(task, results)
     out = {}
     for offset, metric in enumerate(task.metrics):
         values = per_doc_values(metric, arrays)
@@ -99,11 +99,11 @@ def task_summary(
         "fewshot_pool_size": p.fewshot.pool_size if p.fewshot else 0,
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
-        "documents": _per_doc_arrays(p.task, docs),
+        "documents": per_doc_arrays(p.task, docs),
     } | replaced
 
 
-def _per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
+def per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
     """``doc_id`` and every per-document value the task's metrics need (:data:`evalkit.stats.metrics.PER_DOC_KEYS`)."""
     keys = sorted({k for m in task.metrics for k in PER_DOC_KEYS[m]})
     arrays: dict[str, list] = {"doc_id": [d.doc_id for d in docs]}

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from evalkit.types import LoglikelihoodResponse, TokenizedRequest
+from evalkit.types import LoglikelihoodResponse, TokenizedGeneration, TokenizedRequest
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,25 @@ def split_requests(
     groups = pack_groups(requests, max_length, share_context)
     parts = split_by_cost([group_cost(g) for g in groups], n_parts)
     return [sorted(i for g in part for indices in groups[g].request_indices for i in indices) for part in parts]
+
+
+def split_generations(requests: Sequence[TokenizedGeneration], n_parts: int) -> list[list[int]]:
+    """Split generation requests over ``n_parts`` ranks by estimated cost, identical requests on one rank.
+
+    Requests with the same context ids, stop strings and token budget are generated once
+    (:class:`evalkit.scoring.generation.HFGenerator`), so they stay together; each distinct request costs its
+    context tokens plus ``max_new_tokens`` (the most tokens it can run through the model), assigned with
+    :func:`split_by_cost`. The split depends only on the requests, so every rank computes the same one.
+
+    Returns:
+        for each rank, the indices into ``requests`` it generates, in increasing order.
+    """
+    owners: dict[tuple, list[int]] = {}
+    for index, r in enumerate(requests):
+        owners.setdefault((tuple(r.context_ids), tuple(r.until), int(r.max_new_tokens)), []).append(index)
+    distinct = list(owners.values())
+    costs = [len(requests[own[0]].context_ids) + requests[own[0]].max_new_tokens for own in distinct]
+    return [sorted(i for d in part for i in distinct[d]) for part in split_by_cost(costs, n_parts)]
 
 
 AUTO_BATCH_CUDA = 512

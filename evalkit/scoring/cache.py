@@ -15,6 +15,10 @@ treated as missing, so it is scored again rather than served as a number.
 :class:`CachingBackend` answers what it can from the cache, sends only the misses to the model and commits each
 batch as soon as the model has scored it: ``kill -9`` loses at most the batch in flight.
 
+Greedy generations (lm-eval's ``generate_until``) are cached in the same file, in a table of their own, under the
+same model key and a request key over the context ids, the stop strings and the token budget
+(:func:`generation_request_key`); :class:`CachingGenerator` commits each answer as soon as its row finishes.
+
 Several processes may share one cache on a local disk (WAL allows one writer at a time; the others wait); the
 ranks of a multi-machine job should each use a cache on their own machine's disk, as SQLite's locking is not
 safe on network file systems.
@@ -38,7 +42,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodBackend, LoglikelihoodResponse, TokenizedRequest
+from evalkit.types import (
+    STOP_REASONS,
+    BatchCallback,
+    EvalkitError,
+    GenerationCallback,
+    GenerationResponse,
+    LoglikelihoodBackend,
+    LoglikelihoodResponse,
+    TokenizedGeneration,
+    TokenizedRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +88,20 @@ CREATE TABLE IF NOT EXISTS responses (
     greedy INTEGER NOT NULL,
     PRIMARY KEY (model_key, request_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS generations (
+    model_key TEXT NOT NULL,
+    request_key BLOB NOT NULL,
+    text TEXT NOT NULL,
+    tokens INTEGER NOT NULL,
+    stop_reason TEXT NOT NULL,
+    PRIMARY KEY (model_key, request_key)
+) WITHOUT ROWID;
 """
 
 
 COLUMNS = {"models": ("model_key", "identity"),
-           "responses": ("model_key", "request_key", "loglikelihood", "greedy")}
+           "responses": ("model_key", "request_key", "loglikelihood", "greedy"),
+           "generations": ("model_key", "request_key", "text", "tokens", "stop_reason")}
 """The tables of an evalkit request cache and their columns; a database with other tables or columns is not one."""
 
 LOGLIKELIHOOD_ROUNDING = 1e-4
@@ -152,6 +175,27 @@ def request_key(request: TokenizedRequest) -> bytes:
     """sha256 (32 bytes) of the request's token ids: both lengths, then every id as a little-endian int64."""
     ids = (len(request.context_ids), len(request.continuation_ids), *request.context_ids, *request.continuation_ids)
     return hashlib.sha256(struct.pack(f"<{len(ids)}q", *ids)).digest()
+
+
+GENERATION_TAG = b"evalkit generate_until v1\0"
+"""Bytes that start every generation key's hashed input, so it never hashes the input of a log-likelihood key."""
+
+
+def generation_request_key(request: TokenizedGeneration, setup: bytes = b"") -> bytes:
+    """sha256 (32 bytes) of a generation request: :data:`GENERATION_TAG`, ``setup`` (the generator's own stop
+    settings, see :meth:`CachingGenerator.setup_bytes`), the context ids, ``max_new_tokens`` and every stop string,
+    each length-prefixed so that no two requests hash the same input.
+
+    The truncation count is not keyed: it follows from the context ids the model reads.
+    """
+    digest = hashlib.sha256(GENERATION_TAG)
+    digest.update(struct.pack("<q", len(setup)) + setup)
+    ids = (len(request.context_ids), *request.context_ids, int(request.max_new_tokens), len(request.until))
+    digest.update(struct.pack(f"<{len(ids)}q", *ids))
+    for stop in request.until:
+        raw = stop.encode("utf-8", "surrogatepass")
+        digest.update(struct.pack("<q", len(raw)) + raw)
+    return digest.digest()
 
 
 class RequestCache:
@@ -363,6 +407,44 @@ class RequestCache:
                 [(key, rkey, _DOUBLE.pack(ll), int(greedy)) for rkey, ll, greedy in items],
             )
 
+    def get_generations(self, key: str, request_keys: Sequence[bytes]) -> dict[bytes, tuple[str, int, str]]:
+        """Cached (text, tokens, stop reason) for those of ``request_keys`` that are stored
+        (:func:`generation_request_key`).
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        found: dict[bytes, tuple[str, int, str]] = {}
+        unique = list(dict.fromkeys(request_keys))
+        with self._intact("reading cached generations"):
+            for start in range(0, len(unique), 500):  # stay under SQLite's limit on bound parameters
+                chunk = unique[start : start + 500]
+                rows = self.conn.execute(
+                    f"SELECT request_key, text, tokens, stop_reason FROM generations WHERE model_key = ? "
+                    f"AND request_key IN ({','.join('?' * len(chunk))})", (key, *chunk),
+                )
+                for rkey, text, tokens, reason in rows:
+                    if isinstance(text, str) and isinstance(tokens, int) and isinstance(reason, str):
+                        found[bytes(rkey)] = (text, tokens, reason)  # a row of other types is generated again
+        return found
+
+    def put_generations(self, key: str, items: Sequence[tuple[bytes, str, int, str]]) -> None:
+        """Store (request key, text, tokens, stop reason) rows in one committed transaction.
+
+        Raises:
+            EvalkitError: the file is damaged.
+        """
+        with self._intact("storing generations"), self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany("INSERT OR REPLACE INTO generations VALUES (?, ?, ?, ?, ?)",
+                                  [(key, rkey, text, int(tokens), reason) for rkey, text, tokens, reason in items])
+
+    def count_generations(self, key: str | None = None) -> int:
+        """Stored generation answers, for one model key or for all."""
+        if key is None:
+            return self.conn.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        return self.conn.execute("SELECT COUNT(*) FROM generations WHERE model_key = ?", (key,)).fetchone()[0]
+
     def count(self, key: str | None = None) -> int:
         """Stored answers, for one model key or for all."""
         if key is None:
@@ -446,6 +528,91 @@ class CachingBackend:
     def __getattr__(self, name: str) -> Any:
         """Every other attribute is the inner backend's: ``max_length`` and ``share_context`` (which decide how
         :mod:`evalkit.scoring.distributed` splits requests over ranks) and its counters (``forward_calls``, ...)."""
+        if name == "inner":  # not set yet (copying, unpickling): no delegation
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class CachingGenerator:
+    """Wraps a generator (:class:`evalkit.scoring.generation.HFGenerator`): cached answers come from disk, the
+    rest are generated and each committed as soon as its row finishes, so ``kill -9`` loses only the rows in flight.
+
+    Answers are keyed by the model key (the same as the log-likelihoods') and :func:`generation_request_key`, which
+    covers the exact context ids, the stop strings, ``max_new_tokens`` and the generator's end-of-text settings
+    (:meth:`setup_bytes`); they live in their own table, so a generation never answers a log-likelihood request.
+
+    Args:
+        inner: the generator; its ``generate(requests, on_done=...)`` must call ``on_done`` with (indices into its
+            input, responses) as answers finish.
+        cache: the open :class:`RequestCache`.
+        key: the model key (:func:`model_key`).
+
+    Attributes:
+        requests_cached: requests of the last call answered from the cache.
+        requests_sent: requests of the last call sent to the inner generator (identical ones counted each).
+
+    When ``on_done`` is given, it is called once with the cache hits, then as the inner generator finishes rows
+    (those answers committed first). Other attributes (counters, ``batch_size``) are the inner generator's.
+    """
+
+    def __init__(self, inner: Any, cache: RequestCache, key: str) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.key = key
+        self.requests_cached = 0
+        self.requests_sent = 0
+
+    def setup_bytes(self) -> bytes:
+        """The inner generator's end-of-text ids and text, which decide where answers stop, as key bytes."""
+        setup = {"eot_ids": sorted(getattr(self.inner, "eot_ids", ())), "eot_text": getattr(self.inner, "eot_text", None)}
+        return json.dumps(setup, sort_keys=True).encode("utf-8")
+
+    def generate(self, requests: Sequence[TokenizedGeneration],
+                 on_done: GenerationCallback | None = None) -> list[GenerationResponse]:
+        """Answers for ``requests``, in order; see :class:`~evalkit.types.GenerationResponse`."""
+        setup = self.setup_bytes()
+        keys = [generation_request_key(r, setup) for r in requests]
+        hits = self.cache.get_generations(self.key, keys)
+        results: list[GenerationResponse | None] = [None] * len(requests)
+        misses = []
+        for index, (request, rkey) in enumerate(zip(requests, keys)):
+            found = hits.get(rkey)
+            if found is not None and found[2] in STOP_REASONS:
+                results[index] = GenerationResponse(found[0], found[1], found[2], request.truncated_tokens)
+            else:
+                misses.append(index)
+        self.requests_cached = len(requests) - len(misses)
+        self.requests_sent = len(misses)
+        if on_done is not None and self.requests_cached:
+            hit_ids = [i for i in range(len(requests)) if results[i] is not None]
+            on_done(hit_ids, [results[i] for i in hit_ids])  # type: ignore[misc]
+
+        def commit(done: Sequence[int], responses: Sequence[GenerationResponse]) -> None:
+            originals = [misses[i] for i in done]
+            rows = {keys[i]: (keys[i], r.text, r.tokens, r.stop_reason) for i, r in zip(originals, responses)}
+            self.cache.put_generations(self.key, list(rows.values()))
+            for i, response in zip(originals, responses):
+                results[i] = response
+            if on_done is not None:
+                on_done(originals, responses)
+
+        if misses:
+            answered = self.inner.generate([requests[i] for i in misses], on_done=commit)
+            for i, response in zip(misses, answered):
+                results[i] = response
+        return results  # type: ignore[return-value]
+
+    @property
+    def progress(self) -> bool:
+        """The inner generator's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
+        return self.inner.progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.inner.progress = value
+
+    def __getattr__(self, name: str) -> Any:
+        """Every other attribute is the inner generator's (its counters, ``window``, ``batch_size``)."""
         if name == "inner":  # not set yet (copying, unpickling): no delegation
             raise AttributeError(name)
         return getattr(self.inner, name)

@@ -4,7 +4,8 @@ Every rank reads the same documents and tokenizes the same requests; :func:`eval
 then gives each rank a share of the packed groups of about equal cost (the split is a pure function of the
 requests, so the ranks agree on it without talking). Each rank scores its share on its own device(s), and
 one ``gather_object`` brings the responses to rank 0, which alone computes metrics and writes results.
-NCCL carries the gather when the ranks run on GPUs, gloo on CPU.
+NCCL carries the gather when the ranks run on GPUs, gloo on CPU. Generation requests are split the same way
+(:meth:`Ranks.generate`, :func:`evalkit.scoring.batching.split_generations`).
 
 Failure: a rank that raises exits at once (the CLI names the rank); torchrun then stops the other ranks and
 exits non-zero, and rank 0 never writes a results file. Every collective has a timeout, so ranks launched
@@ -27,9 +28,16 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-from evalkit.scoring.batching import pack_groups, split_requests
+from evalkit.scoring.batching import pack_groups, split_generations, split_requests
 from evalkit.models.placement import RankInfo, gpu_share, rank_max_memory
-from evalkit.types import EvalkitError, LoglikelihoodResponse, RunConfig, TokenizedRequest
+from evalkit.types import (
+    EvalkitError,
+    GenerationResponse,
+    LoglikelihoodResponse,
+    RunConfig,
+    TokenizedGeneration,
+    TokenizedRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +45,11 @@ COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_position
             "prefix_tokens_reused", "naive_tokens", "requests_scored", "requests_cached")
 """Backend counters that are summed over the ranks into the results' timing section (the last two: a
 :class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
+
+GENERATION_COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "generated_tokens", "requests_generated",
+                       "requests_shared", "requests_cached")
+"""Generator counters (:class:`~evalkit.scoring.generation.HFGenerator`, and a
+:class:`~evalkit.scoring.cache.CachingGenerator`'s answers from the cache) summed over the ranks likewise."""
 
 DEFAULT_TIMEOUT_S = 3600
 """Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""
@@ -61,7 +74,7 @@ class Ranks:
     per_rank: list[dict[str, Any]] = field(default_factory=list)
 
     def loglikelihood(
-        self, backend: Any, requests: Sequence[TokenizedRequest]
+        self, backend: Any, requests: Sequence[TokenizedRequest], close: bool = True
     ) -> list[LoglikelihoodResponse] | None:
         """Score ``requests`` over all ranks; the full list of responses, in order, on rank 0.
 
@@ -69,6 +82,9 @@ class Ranks:
         ``max_length`` and ``share_context`` (these two decide the packing the split follows); its
         ``progress`` bar is kept on rank 0 only and its :data:`COUNTERS` are reported when it has them.
         With a single rank this is ``backend.loglikelihood(requests)``.
+
+        ``close`` (default True) leaves the process group after the gather; False keeps it for another collective
+        (a later :meth:`generate`, or the next task's scoring), and the caller calls :meth:`close` at the end.
 
         Returns:
             responses in request order on rank 0; None on every other rank.
@@ -101,7 +117,59 @@ class Ranks:
         }
         log.info("%s scored %d requests in %.1f s; waiting for the other ranks", self.info.label, len(share),
                  payload["stats"]["score_s"])
-        gathered: list[Any] | None = [None] * world if self.info.is_main else None
+        gathered = self._gather(payload, close)
+        if gathered is None:
+            return None
+        return self._merge(gathered, len(requests), payload["digest"], LoglikelihoodResponse)
+
+    def generate(
+        self, generator: Any, requests: Sequence[TokenizedGeneration], close: bool = True
+    ) -> list[GenerationResponse] | None:
+        """Generate answers to ``requests`` over all ranks; the full list of answers, in order, on rank 0.
+
+        ``generator`` is an :class:`~evalkit.scoring.generation.HFGenerator` or anything with its ``generate``
+        (a :class:`~evalkit.scoring.cache.CachingGenerator`). Each rank generates its share
+        (:func:`~evalkit.scoring.batching.split_generations`: identical requests on one rank, about equal tokens);
+        the progress bar is kept on rank 0 only and :data:`GENERATION_COUNTERS` are reported when present.
+        ``close`` as for :meth:`loglikelihood`. With a single rank this is ``generator.generate(requests)``.
+
+        Returns:
+            answers in request order on rank 0; None on every other rank.
+
+        Raises:
+            EvalkitError: a rank tokenized different requests than rank 0, or a rank's answers are missing.
+        """
+        if not self.info.is_distributed:
+            return generator.generate(requests)
+        rank, world = self.info.rank, self.info.world_size
+        mine = split_generations(requests, world)[rank]
+        if hasattr(generator, "progress"):
+            generator.progress = generator.progress and self.info.is_main
+        share = [requests[i] for i in mine]
+        started = time.perf_counter()
+        answered = generator.generate(share)
+        payload = {
+            "rank": rank,
+            "digest": generations_digest(requests),
+            "indices": mine,
+            "responses": [(r.text, r.tokens, r.stop_reason, r.truncated_tokens) for r in answered],
+            "stats": {
+                "rank": rank,
+                "device": self.device or "auto",
+                "requests": len(share),
+                "generate_s": round(time.perf_counter() - started, 3),
+            } | {name: getattr(generator, name) for name in GENERATION_COUNTERS if hasattr(generator, name)},
+        }
+        log.info("%s generated %d answers in %.1f s; waiting for the other ranks", self.info.label, len(share),
+                 payload["stats"]["generate_s"])
+        gathered = self._gather(payload, close)
+        if gathered is None:
+            return None
+        return self._merge(gathered, len(requests), payload["digest"], GenerationResponse)
+
+    def _gather(self, payload: dict[str, Any], close: bool) -> list[Any] | None:
+        """Every rank's payload on rank 0 (None elsewhere); leaves the process group after it when ``close``."""
+        gathered: list[Any] | None = [None] * self.info.world_size if self.info.is_main else None
         try:
             dist.gather_object(payload, gathered, dst=0)
         except RuntimeError as exc:  # gloo/NCCL errors and timeouts; a peer that died is the usual cause
@@ -109,13 +177,12 @@ class Ranks:
                 f"gathering the responses failed, most likely because another rank failed first (see its error): "
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
             ) from exc
-        self.close()
-        if not self.info.is_main:
-            return None
-        return self._merge(gathered, len(requests), payload["digest"])
+        if close:
+            self.close()
+        return gathered if self.info.is_main else None
 
-    def _merge(self, gathered: list[Any], n: int, digest: str) -> list[LoglikelihoodResponse]:
-        results: list[LoglikelihoodResponse | None] = [None] * n
+    def _merge(self, gathered: list[Any], n: int, digest: str, response_type: type) -> list[Any]:
+        results: list[Any] = [None] * n
         for part in gathered:
             if part["digest"] != digest:
                 raise EvalkitError(
@@ -123,7 +190,7 @@ class Ranks:
                     "data, tokenizer, task files and evalkit version"
                 )
             for index, values in zip(part["indices"], part["responses"]):
-                results[index] = LoglikelihoodResponse(*values)
+                results[index] = response_type(*values)
             self.per_rank.append(part["stats"])
         missing = sum(1 for r in results if r is None)
         if missing:
@@ -148,6 +215,15 @@ class Ranks:
         """Leave the process group (idempotent)."""
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def generations_digest(requests: Sequence[TokenizedGeneration]) -> str:
+    """sha256 over every generation request's context ids, stop strings and budget: equal on two ranks exactly
+    when they built the same requests."""
+    digest = hashlib.sha256()
+    for r in requests:
+        digest.update(repr((r.context_ids, r.until, r.max_new_tokens)).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def requests_digest(requests: Sequence[TokenizedRequest]) -> str:

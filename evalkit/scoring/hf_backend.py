@@ -711,16 +711,16 @@ class _LineWriter:
         self.stream.flush()
 
 
-def _progress(total: int, enabled: bool, stream: Any = None):
-    """A tqdm bar over requests on stderr: redrawn in place on a terminal; elsewhere one line every
-    :data:`LOG_INTERVAL_S` seconds (and the last), never hundreds of ``\r`` updates."""
+def _progress(total: int, enabled: bool, stream: Any = None, desc: str = "requests", unit: str = "req"):
+    """A tqdm bar over requests (``desc``, counted in ``unit``) on stderr: redrawn in place on a terminal;
+    elsewhere one line every :data:`LOG_INTERVAL_S` seconds (and the last), never hundreds of ``\r`` updates."""
     import sys
 
     from tqdm import tqdm
 
     stream = sys.stderr if stream is None else stream
     if getattr(stream, "isatty", lambda: False)():
-        return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1, file=stream)
-    return tqdm(total=total, unit="req", desc="requests", disable=not enabled, smoothing=0.1,
+        return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, smoothing=0.1, file=stream)
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, smoothing=0.1,
                 file=_LineWriter(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S * 6,
                 dynamic_ncols=False, ncols=100, ascii=True)

@@ -26,6 +26,12 @@ Definitions follow lm-evaluation-harness v0.2.0 (the GPT-NeoX-20B card) and SPEC
   ``byte_perplexity`` = exp(-Σll / Σbytes), ``bits_per_byte`` = -Σll / Σbytes / ln 2. No closed-form stderr;
   the bootstrap resamples documents and recomputes the ratio.
 
+* Generation (``scoring="generate_until"``): the task scores each generated text itself
+  (``Task.score_generation``) into one value per metric and document, 0.0 or 1.0: MATH's ``acc`` (lm-eval
+  v0.2.0 ``is_equiv``), lm-eval 0.4's ``exact_match``. lm-eval 0.4 names each result ``metric,filter``
+  (``exact_match,strict-match``; ``exact_match,none`` without a filter list): such a name is its own per-document
+  key. All are means over documents with the closed-form stderr, like ``acc``.
+
 A task with ``scoring="rolling"`` has ``context(doc) == ""``, one continuation (the text scored, e.g. the
 detokenised page), ``gold = lambda doc: 0``, metrics a subset of :data:`ROLLING_METRICS` and one of them as its
 primary metric.
@@ -39,22 +45,59 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification", "rolling")
+SCORINGS = ("multiple_choice", "target", "any_greedy", "yes_no", "classification", "rolling", "generate_until")
+
+GENERATION_METRICS = {"acc": True, "exact_match": True}
+"""Metrics a generation task may report (base name before any ``,filter``) -> higher_is_better; each a mean of
+per-document values."""
+
+
+def is_generation_metric(metric: str) -> bool:
+    """True for ``exact_match`` and for ``<acc|exact_match>,<filter name>`` (lm-eval 0.4's result names)."""
+    if not isinstance(metric, str):
+        return False
+    base, comma, name = metric.partition(",")
+    return base in GENERATION_METRICS and (base == "exact_match" or (comma == "," and name != ""))
+
+
+class _WithGenerationMetrics(dict):
+    """A metric table that also answers for generation metric names (:func:`is_generation_metric`)."""
+
+    def __init__(self, table: dict, make: Callable[[str], object]) -> None:
+        super().__init__(table)
+        self._make = make
+
+    def __missing__(self, metric: str) -> object:
+        if is_generation_metric(metric):
+            return self._make(metric)
+        raise KeyError(metric)
+
+    def __contains__(self, metric: object) -> bool:
+        return dict.__contains__(self, metric) or is_generation_metric(metric)  # type: ignore[arg-type]
+
+    def get(self, metric: str, default: object = None) -> object:
+        return self[metric] if metric in self else default
 
 ROLLING_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 
 SCORING_METRICS = {"multiple_choice": ("acc", "acc_norm"), "target": ("acc", "perplexity"), "any_greedy": ("acc",),
-                   "yes_no": ("acc",), "classification": ("acc", "f1"), "rolling": ROLLING_METRICS}
+                   "yes_no": ("acc",), "classification": ("acc", "f1"), "rolling": ROLLING_METRICS,
+                   "generate_until": ("acc", "exact_match")}
 """Scoring rule -> the aggregate metrics its per-document values can give."""
 
-HIGHER_IS_BETTER = {"acc": True, "acc_norm": True, "perplexity": False, "f1": True, "word_perplexity": False,
-                    "byte_perplexity": False, "bits_per_byte": False}
+HIGHER_IS_BETTER = _WithGenerationMetrics(
+    {"acc": True, "acc_norm": True, "perplexity": False, "f1": True, "word_perplexity": False,
+     "byte_perplexity": False, "bits_per_byte": False},
+    lambda metric: GENERATION_METRICS[metric.partition(",")[0]])
 
-PER_DOC_KEY = {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood", "f1": "class_pair"}
+PER_DOC_KEY = _WithGenerationMetrics(
+    {"acc": "acc", "acc_norm": "acc_norm", "perplexity": "loglikelihood", "f1": "class_pair"}, lambda metric: metric)
 """Aggregate metric -> the one per-document value it is computed from (metrics of one value per document)."""
 
-PER_DOC_KEYS = {**{m: (k,) for m, k in PER_DOC_KEY.items()}, "word_perplexity": ("loglikelihood", "words"),
-                "byte_perplexity": ("loglikelihood", "bytes"), "bits_per_byte": ("loglikelihood", "bytes")}
+PER_DOC_KEYS = _WithGenerationMetrics(
+    {**{m: (k,) for m, k in PER_DOC_KEY.items()}, "word_perplexity": ("loglikelihood", "words"),
+     "byte_perplexity": ("loglikelihood", "bytes"), "bits_per_byte": ("loglikelihood", "bytes")},
+    lambda metric: (metric,))
 """Aggregate metric -> the per-document values it is computed from, in the column order of
 :func:`per_doc_values`."""
 
@@ -173,6 +216,8 @@ def doc_metrics(
         return yes_no(loglikelihoods, gold)
     if scoring == "classification":
         return classification(loglikelihoods, gold)
+    if scoring == "generate_until":
+        raise ValueError("a generation task's metrics come from its score_generation, not from log-likelihoods")
     raise ValueError(f"unknown scoring {scoring!r}; expected one of {SCORINGS}")
 
 
@@ -185,9 +230,12 @@ def check_task_metrics(name: str, scoring: str, metrics: Sequence[str], primary:
     if scoring not in SCORING_METRICS:
         raise ValueError(f"task '{name}' has scoring '{scoring}'; expected one of {', '.join(SCORINGS)}")
     for metric in metrics:
+        if scoring == "generate_until" and (metric == "acc" or is_generation_metric(metric)):
+            continue
         if metric not in SCORING_METRICS[scoring]:
+            also = " and each as metric,filter" if scoring == "generate_until" else ""
             raise ValueError(f"task '{name}' lists metric '{metric}', which scoring '{scoring}' does not give "
-                             f"(it gives {', '.join(SCORING_METRICS[scoring])})")
+                             f"(it gives {', '.join(SCORING_METRICS[scoring])}{also})")
     if primary not in metrics:
         raise ValueError(f"task '{name}' has primary metric '{primary}', which is not among its metrics "
                          f"({', '.join(metrics)})")
@@ -243,7 +291,7 @@ def aggregator(metric: str) -> Callable[[np.ndarray], np.ndarray]:
     Raises:
         ValueError: an unknown metric.
     """
-    if metric in ("acc", "acc_norm"):
+    if metric in ("acc", "acc_norm") or is_generation_metric(metric):
         return mean
     if metric == "perplexity":
         return perplexity

@@ -16,10 +16,14 @@ Semantics follow ``ConfigurableTask`` in lm-eval 0.4's ``lm_eval/api/task.py``:
   delimiter), metrics ``acc`` (greedy) and ``perplexity``;
 * ``loglikelihood_rolling``: the whole ``doc_to_target`` scored from the start of text (evalkit's
   ``scoring="rolling"``), words and bytes counted on the same text;
+* ``generate_until``: one greedy generation per document after description + examples + ``doc_to_text`` (no
+  delimiter after it), cut at ``generation_kwargs.until``; filters then ``exact_match``, each result named
+  ``metric,filter`` (:mod:`evalkit.tasks.lmeval_generate`);
+* ``fewshot_config.samples``: few-shot examples written in the file (gsm8k-cot), used instead of a split;
 * tokenization ``joint`` (lm-eval 0.4's) and lm-eval 0.4's few-shot sampler (:mod:`evalkit.fewshot.lmeval`).
 
-Anything else (``generate_until``, filters, ``!function`` metrics, prompts from promptsource, unknown keys) is
-refused with an :class:`EvalkitError` naming the file, the key and what is supported.
+Anything else (sampling, filters or metrics evalkit lacks, ``!function`` metrics, prompts from promptsource,
+unknown keys) is refused with an :class:`EvalkitError` naming the file, the key and what is supported.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
+from evalkit.tasks import lmeval_generate
 from evalkit.tasks.templating import compile_template
 from evalkit.types import DatasetSpec, Doc, EvalkitError, Task, TaskGroup
 from evalkit.tasks.user_files import failure, symlink_loop
@@ -43,11 +48,12 @@ TASK_KEYS = {
     "training_split", "validation_split", "test_split", "fewshot_split", "process_docs", "doc_to_text",
     "doc_to_target", "doc_to_choice", "target_delimiter", "fewshot_delimiter", "description", "num_fewshot",
     "fewshot_config", "output_type", "metric_list", "metadata", "should_decontaminate",
-    "doc_to_decontamination_query", "repeats", "gen_prefix",
+    "doc_to_decontamination_query", "repeats", "gen_prefix", "generation_kwargs", "filter_list",
 }
 GROUP_KEYS = {"group", "group_alias", "task", "aggregate_metric_list", "metadata"}
-OUTPUT_TYPES = ("multiple_choice", "loglikelihood", "loglikelihood_rolling")
-SCORING = {"multiple_choice": "multiple_choice", "loglikelihood": "target", "loglikelihood_rolling": "rolling"}
+OUTPUT_TYPES = ("multiple_choice", "loglikelihood", "loglikelihood_rolling", "generate_until")
+SCORING = {"multiple_choice": "multiple_choice", "loglikelihood": "target", "loglikelihood_rolling": "rolling",
+           "generate_until": "generate_until"}
 METRICS = {  # lm-eval 0.4 metric -> (its default aggregation, higher_is_better)
     "acc": ("mean", True), "acc_norm": ("mean", True), "perplexity": ("perplexity", False),
     "word_perplexity": ("weighted_perplexity", False), "byte_perplexity": ("weighted_perplexity", False),
@@ -58,11 +64,9 @@ OUTPUT_METRICS = {
     "loglikelihood_rolling": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
 }
 """Metrics each output type can give; without ``metric_list`` all of them (lm-eval's defaults)."""
-FEWSHOT_KEYS = {"sampler", "split", "fewshot_delimiter", "target_delimiter"}
+FEWSHOT_KEYS = {"sampler", "split", "fewshot_delimiter", "target_delimiter", "samples"}
+GENERATION_ONLY = ("generation_kwargs", "filter_list")
 WHY = {
-    "generation_kwargs": "generation (generate_until) is not supported; supported output_type: "
-                         + ", ".join(OUTPUT_TYPES),
-    "filter_list": "filters (of generated text) are not supported; supported output_type: " + ", ".join(OUTPUT_TYPES),
     "process_results": "custom process_results is not supported (metrics must be one of "
                        + ", ".join(METRICS) + ")",
     "use_prompt": "promptsource prompts are not supported (write doc_to_text/doc_to_choice)",
@@ -187,6 +191,10 @@ def _check_keys(config: Config) -> None:
                            f"deterministic)")
     if config.get("gen_prefix") is not None:
         raise EvalkitError(f"{config.where('gen_prefix')}: gen_prefix is not supported")
+    if config.get("output_type", "generate_until") != "generate_until":
+        for key in GENERATION_ONLY:
+            if key in config.values:
+                raise EvalkitError(f"{config.where(key)}: {key} applies to output_type generate_until only")
 
 
 def _metrics(config: Config, output_type: str) -> tuple[str, ...]:
@@ -334,6 +342,9 @@ def _task(config: Config) -> Task:
     fewshot_split = (explicit_fewshot or config.get("training_split") or config.get("validation_split")
                      or config.get("test_split"))
     exclude = explicit_fewshot == config.get("test_split")  # lm-eval: fewshot_cfg.split == config.test_split
+    samples = _samples(config, fewshot_config) if not explicit_fewshot else None  # a named split wins, as in lm-eval
+    if samples is not None:
+        fewshot_split = "fewshot_config.samples"
     shots = config.get("num_fewshot")
     if shots is not None and (not isinstance(shots, int) or isinstance(shots, bool) or shots < 0):
         raise EvalkitError(f"{config.where('num_fewshot')}: expected a non-negative integer")
@@ -356,7 +367,14 @@ def _task(config: Config) -> Task:
     text = _Field(config, "doc_to_text", config.get("doc_to_text", ""), has_choices)
     target = _Field(config, "doc_to_target", config.get("doc_to_target"), has_choices)
     choices = _Field(config, "doc_to_choice", config.get("doc_to_choice"), True) if has_choices else None
-    metrics = _metrics(config, output_type)
+    generate = output_type == "generate_until"
+    if generate:
+        until, max_new_tokens = lmeval_generate.generation_settings(config, fewshot_delimiter)
+        pipelines = lmeval_generate.generation_filters(config)
+        metric_options = lmeval_generate.generation_metrics(config)
+        metrics = lmeval_generate.result_names(pipelines, metric_options)
+    else:
+        metrics = _metrics(config, output_type)
     description = _description(config)
     process = config.get("process_docs")
     process_docs = None
@@ -413,6 +431,8 @@ def _task(config: Config) -> Task:
         return a
 
     def continuations(doc: Doc) -> list[str]:
+        if generate:
+            return []
         if output_type == "multiple_choice":
             if isinstance(text(doc), int):
                 if "acc_norm" in metrics:
@@ -436,11 +456,19 @@ def _task(config: Config) -> Task:
             return [fewshot_lmeval.assemble_context(desc, shots, c, fs_target_delimiter, fs_fewshot_delimiter)
                     for c in choice_list(doc)]
         one = fewshot_lmeval.assemble_context(desc, shots, question(doc), fs_target_delimiter, fs_fewshot_delimiter)
-        return [one] * len(continuations(doc))
+        return [one] if generate else [one] * len(continuations(doc))
 
     metadata = config.get("metadata") or {}
     rolling_units = {"units_text": lambda doc: continuations(doc)[0]} if output_type == "loglikelihood_rolling" \
         else {}
+    generation: dict[str, Any] = {}
+    if generate:
+        gold_text = lmeval_generate.gold_of(target, choice_list if has_choices else None, where_target)
+        score, answers, references = lmeval_generate.make_scorer(pipelines, metric_options, gold_text)
+        generation = {"until": until, "max_new_tokens": max_new_tokens, "score_generation": score,
+                      "generation_answers": answers, "references": references}
+    kind = f"{output_type}; until {list(until)!r}, {max_new_tokens} new tokens" if generate \
+        else f"{output_type}; joint tokenization"
     return Task(
         name=PREFIX + name,
         version=str(metadata.get("version", "0") if isinstance(metadata, dict) else "0"),
@@ -452,7 +480,7 @@ def _task(config: Config) -> Task:
         scoring=scoring,
         metrics=metrics,
         primary_metric=metrics[0],
-        description=f"lm-eval 0.4 task {name} ({output_type}; joint tokenization)",
+        description=f"lm-eval 0.4 task {name} ({kind})",
         source=f"lm-evaluation-harness 0.4 task YAML {config.path}",
         fewshot_split=fewshot_split,
         target=answer,
@@ -462,8 +490,25 @@ def _task(config: Config) -> Task:
         fewshot_sampler=fewshot_lmeval.sampler_name(sampler, exclude),
         fewshot_contexts=contexts,
         num_fewshot=shots,
+        fewshot_samples=samples,
         **rolling_units,
+        **generation,
     )
+
+
+def _samples(config: Config, fewshot_config: dict[str, Any]) -> tuple[Doc, ...] | None:
+    """``fewshot_config.samples``: few-shot example documents written in the file (a list of mappings), or None.
+
+    Raises:
+        EvalkitError: samples that are not a non-empty list of mappings (``!function`` samples are not supported).
+    """
+    samples = fewshot_config.get("samples")
+    if samples is None:
+        return None
+    if not isinstance(samples, list) or not samples or not all(isinstance(d, dict) for d in samples):
+        raise EvalkitError(f"{config.where('fewshot_config')}: samples must be a non-empty list of documents "
+                           f"(mappings); a !function returning them is not supported")
+    return tuple(samples)
 
 
 def _process_docs(fn: Callable[[Any], Any], where: str) -> Callable[[list[Doc]], list[Doc]]:

@@ -1,0 +1,310 @@
+"""Greedy generation with a Hugging Face causal LM: batched, left-padded, with a key/value cache.
+
+Semantics follow lm-eval 0.4's ``HFLM.generate_until`` (read for facts from lm-eval 0.4.13):
+
+* requests run longest context first; identical requests (same context ids, stop strings and token budget) are
+  generated once and their answer given to each;
+* a batch is left-padded, with an attention mask and position ids that count real tokens only, so a padded row
+  sees what it would see alone (its greedy tokens equal the unpadded ones up to float rounding: a near-tie between
+  two tokens can flip under padding, as it can in lm-eval's own batches);
+* decoding is greedy (``argmax`` of the last position's logits, lowest id on an exact tie, as HF ``generate``);
+* a row stops when an end-of-text id is generated, when one of its stop strings appears in the decoded text of its
+  generated tokens (a stop string may span tokens, or end inside one), or after ``max_new_tokens`` tokens; lm-eval
+  stops only when every row of its batch has stopped and cuts the text afterwards, which gives the same text
+  (:func:`cut_at_stop` applies lm-eval's cut); stopping each row at once saves the rest of its tokens;
+* a finished row leaves the batch at once: its input, mask and key/value cache rows are dropped
+  (``DynamicCache.batch_select_indices``), so the steps that follow cost only the rows still running;
+* the text is the tokenizer's decoding of the generated tokens without special tokens (lm-eval's ``tok_decode``),
+  cut before the first stop string.
+
+Stop strings are looked for in the decoded text of all generated tokens of a row (decoding the tail alone can
+differ: SentencePiece drops a leading space, a split UTF-8 character decodes as U+FFFD), but only the text's tail
+that the new token can have completed is searched.
+
+Out of memory (``is_oom``): the batch size is halved and the unfinished rows of the batch retried (finished rows
+keep their answers), down to one row, as :class:`evalkit.scoring.hf_backend.HFBackend` does for scoring.
+
+A model whose ``generation_config`` asks for more than greedy decoding (a repetition penalty, a minimum length,
+forbidden words) is generated plainly greedy here, whereas lm-eval's ``model.generate`` would apply those settings.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from evalkit.scoring.hf_backend import _free_accelerator_memory, _progress, execution_device, is_cuda_oom
+from evalkit.types import EvalkitError, GenerationCallback, GenerationResponse, TokenizedGeneration
+
+log = logging.getLogger(__name__)
+
+UNSTABLE_CHARS = 4
+"""Characters at the end of a row's decoded text that the next token may still change (a UTF-8 character split
+over tokens decodes as U+FFFD until it is complete); they are searched again for stop strings."""
+
+GenerationKey = tuple[tuple[int, ...], tuple[str, ...], int]
+"""What makes two generation requests the same: (context ids, stop strings, max_new_tokens)."""
+
+
+def generation_key(request: TokenizedGeneration) -> GenerationKey:
+    """The identity of a generation request: its context ids, stop strings and token budget (not the truncation
+    count, which follows from them)."""
+    return (tuple(request.context_ids), tuple(request.until), int(request.max_new_tokens))
+
+
+def cut_at_stop(text: str, until: Sequence[str]) -> str:
+    """The text before the stop strings, cut as lm-eval 0.4 cuts a generation (``postprocess_generated_text``):
+    for each non-empty stop string in ``until`` order, keep what comes before its first occurrence.
+
+    That is the text before the earliest occurrence of any stop string, except where two stop strings overlap in
+    the text: with ``until = ["bc", "ab"]``, ``"xabc"`` becomes ``"xa"`` (cut at ``"bc"`` first, after which
+    ``"ab"`` no longer occurs), not ``"x"``.
+    """
+    for stop in until:
+        if stop:
+            text = text.split(stop, 1)[0]
+    return text
+
+
+@dataclass
+class _Row:
+    """One distinct request being generated: its generated ids and how much of its text was searched."""
+
+    uid: int
+    request: TokenizedGeneration
+    stops: tuple[str, ...]
+    ids: list[int] = field(default_factory=list)
+    searched: int = 0
+
+    def push(self, token: int, eot_ids: frozenset[int], decode: Callable[[list[int]], str]
+             ) -> GenerationResponse | None:
+        """Append a generated token; the answer when this row is finished, else None."""
+        self.ids.append(token)
+        n, request = len(self.ids), self.request
+        if token in eot_ids:
+            return self._answer(decode(self.ids[:-1]), "eot")
+        text = None
+        if self.stops:
+            text = decode(self.ids)
+            longest = max(len(s) for s in self.stops)
+            start = max(0, self.searched - longest - UNSTABLE_CHARS)
+            tail = text[start:]
+            self.searched = len(text)
+            if any(stop in tail for stop in self.stops):
+                return self._answer(text, "stop")
+        if n >= request.max_new_tokens:
+            return self._answer(decode(self.ids) if text is None else text, "length")
+        return None
+
+    def _answer(self, text: str, reason: str) -> GenerationResponse:
+        return GenerationResponse(cut_at_stop(text, self.stops), len(self.ids), reason, self.request.truncated_tokens)
+
+
+class HFGenerator:
+    """Greedy generation for tokenized requests with a causal LM (see the module docstring for the semantics).
+
+    Args:
+        model: a transformers causal LM in eval mode (its forward takes ``attention_mask``, ``position_ids`` and a
+            ``DynamicCache``).
+        window: the model's window in tokens; every request's context + ``max_new_tokens`` must fit
+            (:func:`evalkit.scoring.generation_tokens.tokenize_generations` cuts contexts so).
+        batch_size: rows per batch (>= 1).
+        eot_id: end-of-text token id, or several (a model whose generation config lists more than one end token):
+            generating any of them ends the row (stop reason ``"eot"``); it is not part of the text.
+        decode: ``ids -> str``, the tokenizer's decoding without special tokens (``LoadedTokenizer.decode``).
+        progress: show a tqdm bar over requests (documents).
+        pad_id: id placed in padding (masked out; any id of the vocabulary).
+        eot_text: the end-of-text token's text (decoded with special tokens), which lm-eval 0.4 adds to every
+            request's stop strings; None adds nothing.
+        is_oom: ``exception -> bool``, which errors mean "out of memory, retry with a smaller batch".
+
+    Attributes:
+        batch_size: rows per batch; after an out-of-memory, the halved size in use.
+        oom_retries: batches retried after an out-of-memory.
+
+    Counters (for the run's timing): ``forward_calls`` (model calls), ``forward_tokens`` (real input tokens fed:
+    contexts, then one per running row per step), ``padded_tokens`` (rows x width of every call),
+    ``generated_tokens`` (tokens generated, for distinct requests), ``requests_generated`` (distinct requests
+    generated) and ``requests_shared`` (requests answered by an identical one's generation).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        window: int,
+        batch_size: int,
+        eot_id: int | Sequence[int],
+        decode: Callable[[list[int]], str],
+        progress: bool = True,
+        *,
+        pad_id: int = 0,
+        eot_text: str | None = None,
+        is_oom: Callable[[BaseException], bool] = is_cuda_oom,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.model = model
+        self.window = window
+        self.batch_size = batch_size
+        self.eot_ids = frozenset([int(eot_id)] if isinstance(eot_id, int) else [int(i) for i in eot_id])
+        if not self.eot_ids:
+            raise ValueError("at least one end-of-text id is needed")
+        self.decode = decode
+        self.progress = progress
+        self.pad_id = pad_id
+        self.eot_text = eot_text or None
+        self.is_oom = is_oom
+        self.oom_retries = 0
+        self.input_device = execution_device(model.get_input_embeddings())
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers 5.2x renamed it
+        self._keep_arg = "logits_to_keep" if "logits_to_keep" in params else None
+        self.forward_calls = 0
+        self.forward_tokens = 0
+        self.padded_tokens = 0
+        self.generated_tokens = 0
+        self.requests_generated = 0
+        self.requests_shared = 0
+
+    def generate(self, requests: Sequence[TokenizedGeneration],
+                 on_done: GenerationCallback | None = None) -> list[GenerationResponse]:
+        """Greedy answers to ``requests``, in request order.
+
+        Args:
+            requests: tokenized requests that fit the window.
+            on_done: called as rows finish with (indices into ``requests``, their responses), every copy of a
+                shared request included, so a caller can store each answer as soon as it exists
+                (:class:`evalkit.scoring.cache.CachingGenerator`).
+
+        Raises:
+            ValueError: a request without a context token, with ``max_new_tokens`` < 1, or longer than the window.
+            EvalkitError: out of memory with a single row.
+        """
+        for index, request in enumerate(requests):
+            if not request.context_ids:
+                raise ValueError(f"generation request {index} has no context token")
+            if request.max_new_tokens < 1:
+                raise ValueError(f"generation request {index} asks for {request.max_new_tokens} new tokens")
+            if len(request.context_ids) + request.max_new_tokens > self.window:
+                raise ValueError(f"generation request {index}: {len(request.context_ids)} context tokens + "
+                                 f"{request.max_new_tokens} new tokens exceed the window of {self.window}; "
+                                 f"truncate it first")
+        owners: dict[GenerationKey, list[int]] = {}
+        for index, request in enumerate(requests):
+            owners.setdefault(generation_key(request), []).append(index)
+        distinct = [requests[indices[0]] for indices in owners.values()]
+        copies = list(owners.values())
+        self.requests_generated += len(distinct)
+        self.requests_shared += len(requests) - len(distinct)
+        order = sorted(range(len(distinct)), key=lambda u: (-len(distinct[u].context_ids), u))
+        results: list[GenerationResponse | None] = [None] * len(requests)
+        bar = _progress(len(requests), self.progress, desc="generations", unit="doc")
+
+        def finish(done: list[tuple[int, GenerationResponse]]) -> None:
+            indices, responses = [], []
+            for uid, response in done:
+                self.generated_tokens += response.tokens
+                for index in copies[uid]:
+                    results[index] = response
+                    indices.append(index)
+                    responses.append(response)
+            if on_done is not None:
+                on_done(indices, responses)
+            bar.update(len(indices))
+
+        pending = deque(order)
+        while pending:
+            batch = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
+            rows = [_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch]
+            try:
+                self._run_batch(rows, finish)
+                continue
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not self.is_oom(exc):
+                    raise
+                if len(batch) == 1:
+                    raise EvalkitError(
+                        f"out of memory generating for one context of {len(distinct[batch[0]].context_ids)} tokens; "
+                        f"lower --max-length or the task's max_gen_toks, or spread the model with --parallelize"
+                    ) from exc
+            # outside the except block, so the failed batch's tensors can be freed
+            unfinished = [uid for uid in batch if results[copies[uid][0]] is None]
+            self.oom_retries += 1
+            self.batch_size = max(1, len(batch) // 2)
+            log.warning("out of memory generating %d rows per batch; retrying with %d", len(batch), self.batch_size)
+            _free_accelerator_memory()
+            pending.extendleft(reversed(unfinished))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _stops(self, request: TokenizedGeneration) -> tuple[str, ...]:
+        """The request's non-empty stop strings, then the end-of-text text when set and not among them
+        (lm-eval 0.4 ``handle_stop_sequences``)."""
+        stops = [s for s in request.until if s]
+        if self.eot_text is not None and self.eot_text not in stops:
+            stops.append(self.eot_text)
+        return tuple(stops)
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        try:
+            return DynamicCache(config=self.model.config)
+        except TypeError:  # transformers before 4.56's config-aware cache
+            return DynamicCache()
+
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """One model call; returns the last position's logits, (rows, vocab)."""
+        self.forward_calls += 1
+        self.forward_tokens += int(mask[:, -input_ids.shape[1]:].sum())
+        self.padded_tokens += int(input_ids.numel())
+        kwargs = {self._cache_arg: cache, "use_cache": True}
+        if self._keep_arg is not None:
+            kwargs[self._keep_arg] = 1
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
+        return out.logits[:, -1]
+
+    def _run_batch(self, rows: list[_Row], finish: Callable[[list[tuple[int, GenerationResponse]]], None]) -> None:
+        """Generate every row of a batch to its end; ``finish`` is told at each step which rows ended."""
+        device = self.input_device
+        width = max(len(r.request.context_ids) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for k, row in enumerate(rows):
+            n = len(row.request.context_ids)
+            input_ids[k, width - n:] = torch.tensor(row.request.context_ids, dtype=torch.long)
+            mask[k, width - n:] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, ...; padding is masked out
+        input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
+        next_position = positions[:, -1:] + 1
+        cache = self._new_cache()
+        active = list(rows)
+        with torch.inference_mode():
+            logits = self._forward(input_ids, mask, positions, cache)
+            while True:
+                tokens = logits.argmax(dim=-1).tolist()
+                keep, done = [], []
+                for k, (row, token) in enumerate(zip(active, tokens)):
+                    answer = row.push(int(token), self.eot_ids, self.decode)
+                    if answer is None:
+                        keep.append(k)
+                    else:
+                        done.append((row.uid, answer))
+                if done:
+                    finish(done)
+                if not keep:
+                    return
+                if len(keep) < len(active):  # finished rows leave the batch, their cache rows with them
+                    index = torch.tensor(keep, dtype=torch.long, device=device)
+                    cache.batch_select_indices(index)
+                    mask, next_position = mask[index], next_position[index]
+                    active = [active[k] for k in keep]
+                step = torch.tensor([[row.ids[-1]] for row in active], dtype=torch.long, device=device)
+                mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
+                logits = self._forward(step, mask, next_position, cache)
+                next_position = next_position + 1
