@@ -6,13 +6,14 @@ until ``["\\n", ".", ","]``, at most 32 new tokens; the end-of-text text is adde
 does). Both runs use :class:`evalkit.scoring.generation.HFGenerator`; at batch 8 rows are left-padded and finished
 rows leave the batch. SmolLM2-135M-Instruct, prompted without its chat template, often ends at once with its
 end-of-text token (``<|im_end|>``), so a second configuration measures speed on longer answers: the same prompts
-with no stop string and an end-of-text id it never emits, 32 tokens each. For every answer that differs, the first differing token is located and the gap between the
-two best logits at that step is computed without padding (a near-tie that padding's float rounding can flip).
+with no stop string and an end-of-text id it never emits, 32 tokens each. For every answer that differs, the first
+differing token is located and the gap between the two best logits at that step is computed without padding
+(a near-tie that padding's float rounding can flip).
 
     python benchmarks/generation_batch_invariance.py            # 20 questions, 1 thread
     python benchmarks/generation_batch_invariance.py --n 100 --threads 2
 
-Figures are printed, never asserted (tests/test_generation_smollm2.py asserts the 20-question case).
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -45,14 +46,16 @@ def load(data_dir: Path, n: int):
     tokenizer = load_tokenizer(None, resolved["path"])
     with open(data_dir / "triviaqa" / "validation.jsonl", encoding="utf-8") as handle:
         questions = [json.loads(line)["question"] for _, line in zip(range(n), handle)]
-    raw = [GenerationRequest("triviaqa", i, f"Question: {q}?\nAnswer:", UNTIL, MAX_NEW) for i, q in enumerate(questions)]
+    raw = [GenerationRequest("triviaqa", i, f"Question: {q}?\nAnswer:", UNTIL, MAX_NEW)
+           for i, q in enumerate(questions)]
     prefix = context_prefix(model.config.model_type, tokenizer.prefix_ids)
     window = int(model.config.max_position_embeddings)
     return model, tokenizer, tokenize_generations(raw, tokenizer.encode_batch, window, prefix, tokenizer.eot_id), window
 
 
 def generate(model, tokenizer, requests, window: int, batch_size: int, free: bool = False):
-    """(answers, generator, wall seconds, CPU seconds of this process) of one run; ``free``: no end-of-text (an id outside the vocabulary)."""
+    """(answers, generator, wall seconds, CPU seconds of this process) of one run; ``free``: no end-of-text
+    (an id outside the vocabulary)."""
     from evalkit.scoring.generation import HFGenerator
 
     eot_text = None if free else tokenizer.decode([tokenizer.eot_id], skip_special_tokens=False)
@@ -102,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"batch {batch_size}: {gen.generated_tokens} tokens in {seconds:.2f} s wall = "
                   f"{gen.generated_tokens / seconds:.1f} tokens/s ({cpu:.2f} CPU s = "
                   f"{gen.generated_tokens / cpu:.1f} tokens per CPU s); {gen.forward_calls} forward calls, "
-                  f"{gen.forward_tokens} real / {gen.padded_tokens} padded input tokens; stop reasons "
+                  f"{gen.forward_tokens} real / {gen.padded_tokens} padded input tokens; "
+                  f"decoding {gen.decode_s:.3f} s; stop reasons "
                   f"{ {r: sum(a.stop_reason == r for a in answers) for r in ('stop', 'eot', 'length')} }")
         same = sum(a == b for a, b in zip(runs[1], runs[8]))
         print(f"identical answers at batch 1 and 8: {same} of {len(chosen)}")

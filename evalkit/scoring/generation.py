@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -130,7 +131,8 @@ class HFGenerator:
     Counters (for the run's timing): ``forward_calls`` (model calls), ``forward_tokens`` (real input tokens fed:
     contexts, then one per running row per step), ``padded_tokens`` (rows x width of every call),
     ``generated_tokens`` (tokens generated, for distinct requests), ``requests_generated`` (distinct requests
-    generated) and ``requests_shared`` (requests answered by an identical one's generation).
+    generated), ``requests_shared`` (requests answered by an identical one's generation) and ``decode_s`` (seconds
+    spent decoding generated tokens to look for stop strings).
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class HFGenerator:
         if not self.eot_ids:
             raise ValueError("at least one end-of-text id is needed")
         self.decode = decode
+        self.decode_s = 0.0
         self.progress = progress
         self.pad_id = pad_id
         self.eot_text = eot_text or None
@@ -242,6 +245,12 @@ class HFGenerator:
         bar.close()
         return results  # type: ignore[return-value]
 
+    def _timed_decode(self, ids: list[int]) -> str:
+        started = time.perf_counter()
+        text = self.decode(ids)
+        self.decode_s += time.perf_counter() - started
+        return text
+
     def _stops(self, request: TokenizedGeneration) -> tuple[str, ...]:
         """The request's non-empty stop strings, then the end-of-text text when set and not among them
         (lm-eval 0.4 ``handle_stop_sequences``)."""
@@ -290,7 +299,7 @@ class HFGenerator:
                 tokens = logits.argmax(dim=-1).tolist()
                 keep, done = [], []
                 for k, (row, token) in enumerate(zip(active, tokens)):
-                    answer = row.push(int(token), self.eot_ids, self.decode)
+                    answer = row.push(int(token), self.eot_ids, self._timed_decode)
                     if answer is None:
                         keep.append(k)
                     else:
