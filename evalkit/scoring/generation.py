@@ -309,8 +309,9 @@ class HFGenerator:
                 if not keep:
                     return
                 if len(keep) < len(active):  # finished rows leave the batch, their cache rows with them
-                    index = torch.tensor(keep, dtype=torch.long, device=device)
+                    index = torch.tensor(keep, dtype=torch.long)  # on the CPU: indexes a cache on any device(s)
                     cache.batch_select_indices(index)
+                    index = index.to(device)
                     mask, next_position = mask[index], next_position[index]
                     active = [active[k] for k in keep]
                 step = torch.tensor([[row.ids[-1]] for row in active], dtype=torch.long, device=device)
