@@ -195,6 +195,22 @@ def test_the_end_of_text_text_is_a_stop_string_as_lm_eval_adds_it(neox, tokenize
     assert answer[0].stop_reason == "stop" and answer[0].tokens <= 4
 
 
+def test_without_an_end_of_text_id_generation_runs_past_it_as_v020_does(setup, tokenizer):
+    """lm-eval v0.2.0 stops on its first stop string's token, not on the model's end-of-text, and decodes special
+    tokens: with no end-of-text id a row goes on past the forced end-of-text token of the other tests."""
+    model, requests, _, eot_ids, naive = setup
+
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    got = HFGenerator(model, WINDOW, 8, (), decode, progress=False).generate(requests)
+    assert got == [naive_generate(model, r, (), decode) for r in requests]
+    assert "eot" not in {a.stop_reason for a in got}
+    went_on = [(a, b) for a, b in zip(got, naive) if b.stop_reason == "eot"]
+    assert went_on and all(a.tokens > b.tokens or a.stop_reason == "stop" for a, b in went_on)
+    assert any(tokenizer.decode([eot_ids[1]]) in a.text for a, _ in went_on)  # the forced token is now text
+
+
 def test_identical_requests_are_generated_once(neox, tokenizer):
     contexts = [tuple(ids) for ids in tokenizer.encode_batch(CONTEXTS[:3])]
     distinct = [TokenizedGeneration(c, ("\n",), 6) for c in contexts]

@@ -116,7 +116,10 @@ class HFGenerator:
             (:func:`evalkit.scoring.generation_tokens.tokenize_generations` cuts contexts so).
         batch_size: rows per batch (>= 1).
         eot_id: end-of-text token id, or several (a model whose generation config lists more than one end token):
-            generating any of them ends the row (stop reason ``"eot"``); it is not part of the text.
+            generating any of them ends the row (stop reason ``"eot"``); it is not part of the text. An empty
+            sequence: no token ends a row, as in lm-eval v0.2.0's ``greedy_until``, which passes its first stop
+            string's token as HF's ``eos_token_id`` in place of the model's end-of-text and decodes with special
+            tokens (give ``decode`` with ``skip_special_tokens=False`` to match it).
         decode: ``ids -> str``, the tokenizer's decoding without special tokens (``LoadedTokenizer.decode``).
         progress: show a tqdm bar over requests (documents).
         pad_id: id placed in padding (masked out; any id of the vocabulary).
@@ -154,8 +157,6 @@ class HFGenerator:
         self.window = window
         self.batch_size = batch_size
         self.eot_ids = frozenset([int(eot_id)] if isinstance(eot_id, int) else [int(i) for i in eot_id])
-        if not self.eot_ids:
-            raise ValueError("at least one end-of-text id is needed")
         self.decode = decode
         self.decode_s = 0.0
         self.progress = progress
