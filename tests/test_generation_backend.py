@@ -1,7 +1,7 @@
 """Greedy generation (lm-eval 0.4 ``generate_until``) against a slow naive reference on tiny random GPT-NeoX,
-Llama and Gemma 3 (sliding-window) models: stop strings (several, multi-token, across token boundaries), end-of-text and length stops; batch
-size invariance; identical requests generated once; context truncation; out-of-memory back-off; the cache's keys
-and resuming an interrupted run."""
+Llama and Gemma 3 (sliding-window) models: stop strings (several, multi-token, across token boundaries),
+end-of-text and length stops; batch size invariance; identical requests generated once; context truncation;
+out-of-memory back-off; the cache's keys and resuming an interrupted run; data-parallel ranks."""
 
 from __future__ import annotations
 
