@@ -14,7 +14,10 @@ differing token is located and the gap between the two best logits at that step 
     python benchmarks/generation_batch_invariance.py            # 20 questions, 1 thread
     python benchmarks/generation_batch_invariance.py --n 100 --threads 2
 
-Figures are printed, never asserted.
+Figures are printed, never asserted. Measured (fp32, 1 thread, on a 2-core CPU shared with other jobs, so CPU seconds
+are the steadier figure): TriviaQA 20 of 20 answers identical at batch 1 and 8 (7 stop-string, 13 end-of-text
+stops, 32 tokens in all); free 20 of 20 identical, 640 tokens, 9.0 tokens per CPU second at batch 1 (640 forward
+calls) and 31.8 at batch 8 (96 calls); decoding for the stop check 0.1-0.5 s of 70 CPU s.
 """
 
 from __future__ import annotations
