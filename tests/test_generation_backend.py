@@ -1,7 +1,7 @@
-"""Greedy generation (lm-eval 0.4 ``generate_until``) against a slow naive reference on tiny random GPT-NeoX and
-Llama models: stop strings (several, multi-token, across token boundaries), end-of-text and length stops; batch
-size invariance; identical requests generated once; context truncation; out-of-memory back-off; the cache's keys
-and resuming an interrupted run."""
+"""Greedy generation (lm-eval 0.4 ``generate_until``) against a slow naive reference on tiny random GPT-NeoX,
+Llama and Gemma 3 (sliding-window) models: stop strings (several, multi-token, across token boundaries),
+end-of-text and length stops; batch size invariance; identical requests generated once; context truncation;
+out-of-memory back-off; the cache's keys and resuming an interrupted run; data-parallel ranks."""
 
 from __future__ import annotations
 
@@ -109,10 +109,28 @@ def llama():
     return make_tiny_llama(0)
 
 
-@pytest.fixture(scope="module", params=["neox", "llama"])
-def setup(request, neox, llama, tokenizer):
+TINY_GEMMA3 = {
+    "model_type": "gemma3_text", "hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 16, "intermediate_size": 128, "vocab_size": 50304,
+    "max_position_embeddings": 2048, "sliding_window": 6,
+    "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+}
+"""Gemma 3's layout (sliding-window layers beside a full-attention one, as Gemma-3-270M) with a window of 6 tokens,
+shorter than most contexts, so the sliding layers' key/value cache is cut while rows are padded and dropped."""
+
+
+@pytest.fixture(scope="module")
+def gemma3():
+    from evalkit.models.hf_loading import load_model
+
+    model, _ = load_model({"kind": "random", "alias": "tiny-gemma3", "config": TINY_GEMMA3}, "float32", "cpu", 0)
+    return model
+
+
+@pytest.fixture(scope="module", params=["neox", "llama", "gemma3"])
+def setup(request, tokenizer):
     """(model, requests, expected first stop per request, eot ids, naive answers) for each tiny model."""
-    model = neox if request.param == "neox" else llama
+    model = request.getfixturevalue(request.param)
     requests, expected, forced = stop_cases(model, tokenizer)
     eot_ids = (tokenizer.eot_id, forced)
     naive = [naive_generate(model, r, eot_ids, tokenizer.decode) for r in requests]
@@ -175,6 +193,22 @@ def test_the_end_of_text_text_is_a_stop_string_as_lm_eval_adds_it(neox, tokenize
     answer = HFGenerator(neox, WINDOW, 1, 0, tokenizer.decode, progress=False, eot_text=as_text).generate([request])
     assert answer == [naive_generate(neox, request, (0,), tokenizer.decode, eot_text=as_text)]
     assert answer[0].stop_reason == "stop" and answer[0].tokens <= 4
+
+
+def test_without_an_end_of_text_id_generation_runs_past_it_as_v020_does(setup, tokenizer):
+    """lm-eval v0.2.0 stops on its first stop string's token, not on the model's end-of-text, and decodes special
+    tokens: with no end-of-text id a row goes on past the forced end-of-text token of the other tests."""
+    model, requests, _, eot_ids, naive = setup
+
+    def decode(ids):
+        return tokenizer.decode(ids, skip_special_tokens=False)
+
+    got = HFGenerator(model, WINDOW, 8, (), decode, progress=False).generate(requests)
+    assert got == [naive_generate(model, r, (), decode) for r in requests]
+    assert "eot" not in {a.stop_reason for a in got}
+    went_on = [(a, b) for a, b in zip(got, naive) if b.stop_reason == "eot"]
+    assert went_on and all(a.tokens > b.tokens or a.stop_reason == "stop" for a, b in went_on)
+    assert any(tokenizer.decode([eot_ids[1]]) in a.text for a, _ in went_on)  # the forced token is now text
 
 
 def test_identical_requests_are_generated_once(neox, tokenizer):

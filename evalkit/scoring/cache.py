@@ -564,7 +564,8 @@ class CachingGenerator:
 
     def setup_bytes(self) -> bytes:
         """The inner generator's end-of-text ids and text, which decide where answers stop, as key bytes."""
-        setup = {"eot_ids": sorted(getattr(self.inner, "eot_ids", ())), "eot_text": getattr(self.inner, "eot_text", None)}
+        setup = {"eot_ids": sorted(getattr(self.inner, "eot_ids", ())),
+                 "eot_text": getattr(self.inner, "eot_text", None)}
         return json.dumps(setup, sort_keys=True).encode("utf-8")
 
     def generate(self, requests: Sequence[TokenizedGeneration],

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -115,7 +116,10 @@ class HFGenerator:
             (:func:`evalkit.scoring.generation_tokens.tokenize_generations` cuts contexts so).
         batch_size: rows per batch (>= 1).
         eot_id: end-of-text token id, or several (a model whose generation config lists more than one end token):
-            generating any of them ends the row (stop reason ``"eot"``); it is not part of the text.
+            generating any of them ends the row (stop reason ``"eot"``); it is not part of the text. An empty
+            sequence: no token ends a row, as in lm-eval v0.2.0's ``greedy_until``, which passes its first stop
+            string's token as HF's ``eos_token_id`` in place of the model's end-of-text and decodes with special
+            tokens (give ``decode`` with ``skip_special_tokens=False`` to match it).
         decode: ``ids -> str``, the tokenizer's decoding without special tokens (``LoadedTokenizer.decode``).
         progress: show a tqdm bar over requests (documents).
         pad_id: id placed in padding (masked out; any id of the vocabulary).
@@ -130,7 +134,8 @@ class HFGenerator:
     Counters (for the run's timing): ``forward_calls`` (model calls), ``forward_tokens`` (real input tokens fed:
     contexts, then one per running row per step), ``padded_tokens`` (rows x width of every call),
     ``generated_tokens`` (tokens generated, for distinct requests), ``requests_generated`` (distinct requests
-    generated) and ``requests_shared`` (requests answered by an identical one's generation).
+    generated), ``requests_shared`` (requests answered by an identical one's generation) and ``decode_s`` (seconds
+    spent decoding generated tokens to look for stop strings).
     """
 
     def __init__(
@@ -152,9 +157,8 @@ class HFGenerator:
         self.window = window
         self.batch_size = batch_size
         self.eot_ids = frozenset([int(eot_id)] if isinstance(eot_id, int) else [int(i) for i in eot_id])
-        if not self.eot_ids:
-            raise ValueError("at least one end-of-text id is needed")
         self.decode = decode
+        self.decode_s = 0.0
         self.progress = progress
         self.pad_id = pad_id
         self.eot_text = eot_text or None
@@ -242,6 +246,12 @@ class HFGenerator:
         bar.close()
         return results  # type: ignore[return-value]
 
+    def _timed_decode(self, ids: list[int]) -> str:
+        started = time.perf_counter()
+        text = self.decode(ids)
+        self.decode_s += time.perf_counter() - started
+        return text
+
     def _stops(self, request: TokenizedGeneration) -> tuple[str, ...]:
         """The request's non-empty stop strings, then the end-of-text text when set and not among them
         (lm-eval 0.4 ``handle_stop_sequences``)."""
@@ -290,7 +300,7 @@ class HFGenerator:
                 tokens = logits.argmax(dim=-1).tolist()
                 keep, done = [], []
                 for k, (row, token) in enumerate(zip(active, tokens)):
-                    answer = row.push(int(token), self.eot_ids, self.decode)
+                    answer = row.push(int(token), self.eot_ids, self._timed_decode)
                     if answer is None:
                         keep.append(k)
                     else:
@@ -300,8 +310,9 @@ class HFGenerator:
                 if not keep:
                     return
                 if len(keep) < len(active):  # finished rows leave the batch, their cache rows with them
-                    index = torch.tensor(keep, dtype=torch.long, device=device)
+                    index = torch.tensor(keep, dtype=torch.long)  # on the CPU: indexes a cache on any device(s)
                     cache.batch_select_indices(index)
+                    index = index.to(device)
                     mask, next_position = mask[index], next_position[index]
                     active = [active[k] for k in keep]
                 step = torch.tensor([[row.ids[-1]] for row in active], dtype=torch.long, device=device)
