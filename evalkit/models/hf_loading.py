@@ -19,6 +19,7 @@ import torch
 from evalkit.models.gguf_file import require_gguf
 from evalkit.models.gguf_loading import load_gguf
 from evalkit.models.tokenizer_loading import sha256_text
+from evalkit.models.attention_windows import windowed_attention
 from evalkit.types import EvalkitError
 from evalkit.models.weights_hash import folder_digest
 
@@ -182,8 +183,9 @@ def load_model(
     Returns:
         (model in eval mode, identity dict with name, kind, revision (hub commit, :func:`random_revision` for random
         weights, :func:`folder_fingerprint` for a local folder, ``sha256:...`` for a GGUF file), dtype, device,
-        parameters, config sha256, revision_requested, trust_remote_code, model_args; a GGUF model also path and
-        quantization).
+        parameters, config sha256, revision_requested, trust_remote_code, model_args; a model with sliding-window
+        or chunked layers also ``attention_window``, its smallest window in tokens
+        (:func:`evalkit.models.attention_windows.windowed_attention`); a GGUF model also path and quantization).
 
     Raises:
         EvalkitError: the model cannot be found or loaded, or a revision asked of random weights.
@@ -256,6 +258,9 @@ def load_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "config_sha256": sha256_text(config_json),
     }
+    window = windowed_attention(model.config)
+    if window is not None:  # only then: the identity (and cache key) of other models stays as it was
+        identity["attention_window"] = window
     if resolved["kind"] == "gguf":
         identity.update(extra)
     return model, identity

@@ -61,6 +61,12 @@ SCHEMA_VERSION = 1
 MODEL_KEY_FIELDS = ("name", "kind", "revision", "dtype", "config_sha256")
 """Fields of the model identity (see :func:`evalkit.models.hf_loading.load_model`) that enter the model key."""
 
+WINDOWED_SCORING_VERSION = 2
+"""Scoring version in the key of a model with sliding-window or chunked layers (identity ``attention_window``).
+Version 1 (no such field) packed such models with one mask for every layer, so their windowed layers saw the whole
+context and long packed requests were scored wrongly: those answers are never served again. Models without
+windowed layers carry no version field, and keep their keys and cached answers."""
+
 OPTIONAL_KEY_FIELDS = {"trust_remote_code": False, "model_args": {}, "revision_requested": None}
 """Identity fields that enter the model key when they differ from these defaults (``--trust-remote-code``,
 ``--model-args``, ``--revision``; the resolved hub commit is ``revision`` itself)."""
@@ -106,7 +112,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
         identity: the model identity dict; the fields in :data:`MODEL_KEY_FIELDS` are used, and those in
             :data:`OPTIONAL_KEY_FIELDS` when set. The device is not:
             a run resumed on another device reuses its answers (devices differ only by float rounding). Nor is a
-            GGUF file's name: its revision, ``sha256:<content hash>``, names it.
+            GGUF file's name: its revision, ``sha256:<content hash>``, names it. An ``attention_window`` (a model
+            with windowed layers) adds it and :data:`WINDOWED_SCORING_VERSION`.
         tokenizer_sha256: sha256 of the tokenizer's serialized form.
         backend: backend name, e.g. ``"hf"``.
         versions: library versions; ``evalkit``, ``torch`` and ``transformers`` enter the key.
@@ -129,6 +136,8 @@ def model_key(identity: Mapping[str, Any], tokenizer_sha256: str, backend: str,
     for option, default in OPTIONAL_KEY_FIELDS.items():
         if identity.get(option, default) != default:
             fields[option] = identity[option]
+    if identity.get("attention_window") is not None:
+        fields.update(attention_window=identity["attention_window"], windowed_scoring=WINDOWED_SCORING_VERSION)
     fields.update(tokenizer_sha256=tokenizer_sha256, backend=backend,
                   **{f"{lib}_version": versions.get(lib, "") for lib in ("evalkit", "torch", "transformers")})
     text = json.dumps(fields, sort_keys=True, separators=(",", ":"))

@@ -5,9 +5,19 @@ layer and the log-softmax are applied only at the positions that predict a conti
 several continuations uses a 4-D additive attention mask in which each continuation segment sees the shared
 context and itself only, with position ids restarting after the context, so each continuation is scored
 exactly as if it followed the context alone. Position ids are passed explicitly, so rotary models (GPT-NeoX,
-Llama) see the positions the continuation would have alone. Before the first packed batch, a probe scores a
-small group packed and unpacked: an attention implementation that ignores or rejects a custom 4-D mask (e.g.
-flash attention) switches the backend to unshared scoring with a warning instead of returning wrong numbers.
+Llama) see the positions the continuation would have alone.
+
+transformers hands a ready-made 4-D mask to every layer unchanged, so a model with sliding-window or chunked
+layers (Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``, Llama 4, ...; see :mod:`evalkit.models.attention_windows`)
+gets one mask per layer type, keyed by the config's layer type names, each restricted to that layer's window or
+chunk measured in position ids: the window a continuation token would have if the continuation followed the
+context alone. A model whose layers include a pattern no mask can reproduce (recurrent or sparse layers) is scored
+unshared from the start, with a warning.
+
+Before the first packed batch, a probe scores a group packed and unpacked, with a context longer than the
+model's largest window or chunk (so that a mask that reaches a windowed layer unwindowed shows): an attention
+implementation that ignores or rejects the masks (e.g. flash attention, a model that takes no per-layer masks)
+switches the backend to unshared scoring with a warning instead of returning wrong numbers.
 
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
@@ -23,6 +33,7 @@ import numpy as np
 import torch
 
 from evalkit.scoring.batching import PackedGroup, make_batches, pack_groups
+from evalkit.models.attention_windows import layer_patterns, unpackable_layer_types, windowed_attention
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodResponse, TokenizedRequest
 
 log = logging.getLogger(__name__)
@@ -34,9 +45,15 @@ PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
 """Largest |log-likelihood difference| (nats) between packed and unpacked scoring of the mask probe, per dtype;
 other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a continuation by far more."""
 
-MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError)
+MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError, KeyError,
+               AttributeError)
 """Errors by which an attention implementation refuses a custom 4-D mask (flash attention raises ValueError or
-RuntimeError); others (an interrupt) propagate from the probe as from any batch."""
+RuntimeError; a model that takes no per-layer-type masks, AttributeError or KeyError on the dict); others (an
+interrupt) propagate from the probe as from any batch."""
+
+PROBE_CONTEXT = 4
+"""Context tokens of the mask probe for a model without windowed layers; with windowed layers, the largest window
+or chunk plus this (within the model window), so that the probe's continuations lie past every window."""
 
 
 def is_cuda_oom(exc: BaseException) -> bool:
@@ -67,8 +84,11 @@ class HFBackend:
         batch_size: sequences per forward pass; after an out-of-memory, the halved size that is in use.
         oom_retries: batches retried after an out-of-memory (int).
         share_context: whether continuations of one context are packed into one sequence; set to False by the
-            mask probe when the model cannot take a custom 4-D attention mask.
-        mask_fallback: None, or why the probe turned context sharing off (str; recorded in the results).
+            mask probe when the model cannot take a custom 4-D attention mask, or at once for a model with layers
+            no mask reproduces (:func:`evalkit.models.attention_windows.unpackable_layer_types`).
+        mask_fallback: None, or why context sharing was turned off (str; recorded in the results).
+        patterns: ``{layer type: (kind, size)}`` from :func:`evalkit.models.attention_windows.layer_patterns`.
+        window: the smallest sliding window or chunk in tokens, None without windowed layers.
 
     Counters (for benchmarks): ``forward_calls``; ``forward_tokens`` (real input tokens),
     ``padded_tokens`` (batch x width), ``scored_positions`` (positions through the output layer).
@@ -104,6 +124,12 @@ class HFBackend:
         self.oom_retries = 0
         self.mask_fallback: str | None = None
         self._mask_checked = not share_context
+        self.patterns = layer_patterns(model.config)
+        self.window = windowed_attention(model.config)
+        others = unpackable_layer_types(model.config)
+        if others and share_context:
+            self._stop_sharing(f"the model has {', '.join(map(repr, others))} layers, whose attention a packed "
+                               f"mask cannot reproduce")
 
     def _split_body(self) -> torch.nn.Module | None:
         """The model without its output layer, when body + head reproduce the full model's logits.
@@ -195,14 +221,19 @@ class HFBackend:
         return False
 
     def _check_packed_masks(self) -> None:
-        """Score one small group packed (4-D mask) and unpacked; on an error or a mismatch, stop sharing contexts.
+        """Score one group packed (4-D masks) and unpacked; on an error or a mismatch, stop sharing contexts.
 
-        The probe's forward passes are not counted in the benchmark counters.
+        The group's context is :data:`PROBE_CONTEXT` tokens, or for a model with windowed layers its largest
+        window or chunk plus :data:`PROBE_CONTEXT` (at most the model window less the continuations), so its
+        continuations sit past every window. The probe's forward passes are not counted in the benchmark counters.
         """
         self._mask_checked = True
         vocab = self.model.get_input_embeddings().weight.shape[0]
-        ids = [(self.pad_id + 1 + k) % vocab for k in range(9)]
-        context, conts = tuple(ids[:4]), (tuple(ids[4:7]), tuple(ids[7:9]))
+        sizes = [size for kind, size in self.patterns.values() if kind in ("sliding", "chunked")]
+        n_ctx = max(1, min(max(sizes) + PROBE_CONTEXT, self.max_length - 3)) if sizes else PROBE_CONTEXT
+        # seeded ids below 32000 (real tokens in most vocabularies, not a padded embedding's untrained rows)
+        ids = [int(i) for i in np.random.default_rng(0).integers(1, max(2, min(vocab, 32000)), size=n_ctx + 5)]
+        context, conts = tuple(ids[:n_ctx]), (tuple(ids[n_ctx : n_ctx + 3]), tuple(ids[n_ctx + 3 :]))
         packed = PackedGroup(context, conts, ((0,), (1,)))
         alone = [PackedGroup(context, (c,), ((0,),)) for c in conts]
         counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions)
@@ -213,7 +244,8 @@ class HFBackend:
             tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
             worst = max(abs(a - b) for a, b in zip(shared, single))
             reason = (None if worst <= tolerance else
-                      f"packed continuations differ from unpacked ones by {worst:.3g} nats (tolerance {tolerance:g})")
+                      f"packed continuations differ from unpacked ones by {worst:.3g} nats (tolerance {tolerance:g}, "
+                      f"{n_ctx}-token probe context)")
         except MASK_ERRORS as exc:
             if self.is_oom(exc):  # not about the mask: the batches that follow meet it with the usual back-off
                 return
@@ -222,10 +254,15 @@ class HFBackend:
             self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions = counters
         if reason is not None:
             attn = getattr(self.model.config, "_attn_implementation", None)
-            self.mask_fallback = f"{reason}; attention implementation {attn!r}"
-            self.share_context = False
-            log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
-                        "(same numbers, slower)", self.mask_fallback)
+            windows = "" if self.window is None else f"; windowed layers {_describe(self.patterns)}"
+            self._stop_sharing(f"{reason}; attention implementation {attn!r}{windows}")
+
+    def _stop_sharing(self, why: str) -> None:
+        self.mask_fallback = why
+        self.share_context = False
+        self._mask_checked = True
+        log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
+                    "(same numbers, slower)", why)
 
     def _rebatch(self, groups: Sequence[PackedGroup], pending: list[list[int]], size: int) -> deque[list[int]]:
         """Re-cut the pending batches (longest first, as before) at ``size`` sequences after an out-of-memory."""
@@ -248,7 +285,7 @@ class HFBackend:
         position_ids = torch.from_numpy(layout["position_ids"]).to(self.input_device)
         segments = torch.from_numpy(layout["segments"]).to(self.input_device)
         if max(len(g.continuations) for g in groups) > 1:
-            mask = _packed_mask(segments, self.dtype)
+            mask = _packed_masks(segments, position_ids, self.dtype, self.patterns)
         else:
             mask = (segments >= 0).long()
         self.forward_calls += 1
@@ -344,15 +381,57 @@ def _layout(groups: Sequence[PackedGroup], pad_id: int) -> dict[str, np.ndarray]
     }
 
 
-def _packed_mask(segments: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask (batch, 1, L, L): a token sees earlier tokens of the context and of its own segment."""
+def _packed_mask(
+    segments: torch.Tensor, dtype: torch.dtype, allowed_extra: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Additive mask (batch, 1, L, L): a token sees earlier tokens of the context and of its own segment (and,
+    when given, only where the boolean (batch, L, L) ``allowed_extra`` holds)."""
     width = segments.shape[1]
     causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
     keys = segments[:, None, :]
     allowed = causal[None] & ((keys == 0) | (keys == segments[:, :, None]))
+    if allowed_extra is not None:
+        allowed &= allowed_extra
     mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[:, None]
+
+
+def _window_rule(kind: str, size: int | None, positions: torch.Tensor) -> torch.Tensor | None:
+    """Boolean (batch, L, L): which keys a query may see under a layer's window, from the position ids (the
+    positions a continuation has when it follows the context alone); None when the rule excludes nothing here."""
+    if kind == "full" or size is None or int(positions.max()) < size:
+        return None  # every key of a causal row lies within the window / the first chunk
+    q, k = positions[:, :, None], positions[:, None, :]
+    if kind == "sliding":  # transformers' sliding_window_overlay: q - window < k
+        return k > q - size
+    return torch.div(k, size, rounding_mode="floor") == torch.div(q, size, rounding_mode="floor")  # chunked
+
+
+def _packed_masks(
+    segments: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype,
+    patterns: dict[str, tuple[str, int | None]],
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The packed mask of :func:`_packed_mask` for each layer type, restricted to that type's window or chunk.
+
+    Returns one tensor when every layer type gets the same mask (no windowed layers, or no position reaches a
+    window), else ``{layer type: mask}`` as transformers' models with ``config.layer_types`` accept it; masks
+    equal between types are one tensor shared."""
+    built: dict[tuple[str, int | None], torch.Tensor] = {}
+    by_type: dict[str, torch.Tensor] = {}
+    for layer_type, (kind, size) in patterns.items():
+        rule = _window_rule(kind, size, positions)
+        key = ("full", None) if rule is None else (kind, size)
+        if key not in built:
+            built[key] = _packed_mask(segments, dtype, rule)
+        by_type[layer_type] = built[key]
+    if len(built) == 1:
+        return next(iter(built.values()))
+    return by_type
+
+
+def _describe(patterns: dict[str, tuple[str, int | None]]) -> str:
+    return ", ".join(f"{name}: {kind} {size}" for name, (kind, size) in patterns.items() if size is not None)
 
 
 LOG_INTERVAL_S = 10.0
