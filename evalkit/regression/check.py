@@ -211,5 +211,6 @@ def run_check(
         return CheckResult(False, tuple(failures + notes + [summary]), done.results_path, done.report_path)
     summary = (f"check passed: {len(baseline['tasks'])} tasks, {n_requests} requests match {path} "
                f"(log-likelihoods within {tolerance.loglikelihood_atol:g} + {tolerance.loglikelihood_rtol:g}·|ll| "
-               f"nats; greedy flags, generated texts, prompts and metrics unchanged)")
+               f"nats; greedy flags, {'generated texts, ' if frozen.generations else ''}prompts and metrics "
+               f"unchanged)")
     return CheckResult(True, tuple(notes + [summary]), done.results_path, done.report_path)
