@@ -93,12 +93,3 @@ def test_a_generation_length_filling_the_window_is_refused_before_the_weights_lo
 
         evaluate("random:pythia-14m", "math_algebra", tokenizer=TOKENIZER_JSON, data_dir=data, max_length=8,
                  max_gen_toks=8, use_cache=False)
-
-
-def test_a_baseline_of_a_generation_task_is_refused_before_it_runs(tmp_path):
-    from evalkit.regression.baseline import create_baseline
-    from evalkit.types import RunConfig
-
-    config = RunConfig("random:pythia-14m", ("piqa", "math_algebra"), tokenizer=str(TOKENIZER_JSON))
-    with pytest.raises(EvalkitError, match=r"generation tasks \(math_algebra\) cannot be frozen yet"):
-        create_baseline(config, tmp_path / "b.json")

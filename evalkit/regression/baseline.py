@@ -15,6 +15,9 @@ A baseline is a JSON file (format ``evalkit-baseline/1``) holding:
 * per task: version, ``prompt_sha256``, aggregate metrics, per-document values (for ``--statistical``) and,
   per request, the sha256 of its context and continuation (16 hex digits each), its log-likelihood and its
   greedy flag. Only hashes of the text are stored, never the documents.
+* per generation task (``output_type: generate_until``), per document instead: the hash of its context token ids,
+  its stop strings and ``max_new_tokens``, the generated text itself and why generation stopped
+  (:mod:`evalkit.regression.generation_freeze`).
 * the model's and tokenizer's identity and the library versions, to explain a difference.
 
 The per-request values come from the run's ``--log-samples`` file, which baseline creation and the check
@@ -37,8 +40,7 @@ from evalkit.regression.baseline_schema import validate_baseline
 from evalkit.stats.metrics import PER_DOC_KEYS
 from evalkit.models.resolve import package_placeholder
 from evalkit.results.files import atomic_write_text, read_json_object, strict_json
-from evalkit.run.pipeline import run
-from evalkit.tasks.registry import load_registry
+from evalkit.regression.generation_freeze import run_with_generations
 from evalkit.types import EvalkitError, RunConfig
 
 BASELINE_FORMAT = "evalkit-baseline/1"
@@ -211,6 +213,8 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append("--prefix-cache")
     if config.get("skip_missing_data"):
         parts.append("--skip-missing-data")
+    if config.get("max_gen_toks") is not None:
+        parts.append(f"--max-gen-toks {config['max_gen_toks']}")
     return " ".join(parts + ["--log-samples"])
 
 
@@ -224,18 +228,14 @@ class BaselineOutput:
 
 
 def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tolerance()) -> BaselineOutput:
-    """Run ``config`` (with samples, every request scored afresh, no cache) and freeze it as a baseline.
+    """Run ``config`` (with samples, every request scored or generated afresh, no cache) and freeze it as a
+    baseline: log-likelihood requests as hashes and values, generation requests as token-id hashes and texts.
 
     Raises:
-        EvalkitError: a generation task among the selected ones (a baseline freezes log-likelihood requests;
-            checked before anything runs), or any error of the run.
+        EvalkitError: any error of the run.
     """
-    generating = [t.name for t in load_registry(config.include_paths).expand(config.tasks)
-                  if t.scoring == "generate_until"]
-    if generating:
-        raise EvalkitError(f"evalkit baseline freezes log-likelihood requests; generation tasks "
-                           f"({', '.join(generating)}) cannot be frozen yet: leave them out of --tasks")
-    done = run(replace(config, log_samples=True, use_cache=False), progress=False)
+    frozen_run = run_with_generations(replace(config, log_samples=True, use_cache=False))
+    done = frozen_run.output
     results, samples = done.results, read_samples(done.samples_path)
     resolved = resolve_data_dir(config.data_dir)
     data_dir = str(resolved) if resolved else None
@@ -251,14 +251,18 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
         "max_length": config.max_length, "dtype": results["model"]["dtype"], "device": device,
         "bootstrap_iters": config.bootstrap_iters, "extra": dict(config.extra),
         "num_fewshot": config.num_fewshot, "fewshot_overrides": dict(config.fewshot_overrides),
-        "fewshot_seed": config.fewshot_seed,
+        "fewshot_seed": config.fewshot_seed, "max_gen_toks": config.max_gen_toks,
     }
     tasks = {}
     for name, task in results["tasks"].items():
         tasks[name] = {
             "version": task["version"], "prompt_sha256": task["prompt_sha256"], "n": task["n"],
-            "metrics": task["metrics"], "documents": task["documents"], "requests": request_records(samples[name]),
+            "metrics": task["metrics"], "documents": task["documents"],
         }
+        if name in frozen_run.generations:
+            tasks[name] |= {"output_type": "generate_until", "requests": frozen_run.generations[name]}
+        else:
+            tasks[name]["requests"] = request_records(samples[name])
     baseline = {
         "format": BASELINE_FORMAT,
         "created": results["created"],
@@ -329,7 +333,7 @@ def config_from_baseline(baseline: dict[str, Any], path: Path, data_dir: str | N
         log_samples=True, use_cache=False, extra=_extra_from_json(cfg["extra"]),
         num_fewshot=cfg.get("num_fewshot", 0), fewshot_overrides=dict(cfg.get("fewshot_overrides", {})),
         fewshot_seed=cfg.get("fewshot_seed", 42),
-        skip_missing_data=bool(cfg.get("skip_missing_data", False)),
+        skip_missing_data=bool(cfg.get("skip_missing_data", False)), max_gen_toks=cfg.get("max_gen_toks"),
     )
 
 

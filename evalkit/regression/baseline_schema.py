@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from evalkit.regression.generation_freeze import GENERATION_COLUMNS
 from evalkit.types import EvalkitError
 
 MODES = ("separate", "joint")
@@ -143,6 +144,31 @@ def _check_task(name: str, task: Any, fail: Any) -> None:
             fail(f"{where}.metrics.{metric}.value must be a finite number, got {shown!r}")
     _columns(f"{where}.documents", task["documents"], ("doc_id",), fail)
     requests = task["requests"]
+    if task.get("output_type") == "generate_until":
+        _check_generation_requests(where, requests, fail)
+    else:
+        _check_loglikelihood_requests(where, requests, fail)
+    for i, value in enumerate(task["documents"]["doc_id"]):
+        if not _typed(value, (int,)):
+            fail(f"{where}.documents.doc_id[{i}] must be a whole number, got {value!r}")
+
+
+def _check_generation_requests(where: str, requests: Any, fail: Any) -> None:
+    _columns(f"{where}.requests", requests, GENERATION_COLUMNS, fail)
+    checks = (("doc_id", lambda v: _typed(v, (int,)), "a whole number"),
+              ("context_ids_sha", lambda v: isinstance(v, str), "a str"),
+              ("until", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v),
+               "a list of non-empty strings"),
+              ("max_new_tokens", lambda v: _typed(v, (int,)) and v > 0, "a whole number above 0"),
+              ("generation", lambda v: isinstance(v, str), "a str"),
+              ("stop_reason", lambda v: v in ("stop", "eot", "length"), "stop, eot or length"))
+    for column, ok, what in checks:
+        for i, value in enumerate(requests[column]):
+            if not ok(value):
+                fail(f"{where}.requests.{column}[{i}] must be {what}, got {value!r}")
+
+
+def _check_loglikelihood_requests(where: str, requests: Any, fail: Any) -> None:
     _columns(f"{where}.requests", requests, REQUEST_COLUMNS, fail)
     checks = (("doc_id", lambda v: _typed(v, (int,)), "a whole number"),
               ("choice_index", lambda v: _typed(v, (int,)), "a whole number"),
@@ -154,6 +180,3 @@ def _check_task(name: str, task: Any, fail: Any) -> None:
         for i, value in enumerate(requests[column]):
             if not ok(value):
                 fail(f"{where}.requests.{column}[{i}] must be {what}, got {value!r}")
-    for i, value in enumerate(task["documents"]["doc_id"]):
-        if not _typed(value, (int,)):
-            fail(f"{where}.documents.doc_id[{i}] must be a whole number, got {value!r}")

@@ -6,6 +6,8 @@ Exact mode (the CI regression check) fails when, for any task,
 * the prompt changed (``prompt_sha256``; the first changed requests are named, context or continuation),
 * a request whose text is unchanged moved its log-likelihood beyond the baseline's tolerance, or flipped its
   greedy flag,
+* a generation request changed (context token ids, stop strings, ``max_new_tokens``), or an unchanged one generated
+  another text or stopped for another reason (exact comparison: a greedy generation has no tolerance),
 * an aggregate metric moved beyond the tolerance (a perplexity: beyond what log-likelihoods within their
   tolerance can move it), or the task's version changed.
 
@@ -24,7 +26,7 @@ from typing import Any
 from evalkit.regression.baseline import Tolerance, config_from_baseline, load_baseline, read_samples, request_records
 from evalkit.reports.compare import check_test_options, paired_table
 from evalkit.stats.metrics import ROLLING_METRICS
-from evalkit.run.pipeline import run
+from evalkit.regression.generation_freeze import GENERATION_COLUMNS, generation_diffs, run_with_generations
 from evalkit.types import EvalkitError
 
 SHOWN_PER_KIND = 5
@@ -94,8 +96,8 @@ def _request_diffs(task: str, old: dict[str, list], new: dict[str, list], contex
 
 
 def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samples: list[dict[str, Any]],
-                tolerance: Tolerance) -> list[str]:
-    """Failure lines of one task in exact mode."""
+                tolerance: Tolerance, generations: dict[str, list] | None = None) -> list[str]:
+    """Failure lines of one task in exact mode (``generations``: a generation task's new frozen columns)."""
     if new is None:
         return [f"FAIL {name}: missing from the new run"]
     lines = []
@@ -106,8 +108,12 @@ def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samp
                         f"{len(new['documents']['doc_id'])} now): the data or the --limit subset changed"]
     if old["prompt_sha256"] != new["prompt_sha256"]:
         lines.append(f"FAIL {name}: prompt_sha256 {old['prompt_sha256'][:12]}… -> {new['prompt_sha256'][:12]}…")
-    contexts = {row["doc_id"]: row["context"] for row in samples}
-    lines += _request_diffs(name, old["requests"], request_records(samples), contexts, tolerance)
+    if old.get("output_type") == "generate_until":
+        lines += generation_diffs(name, old["requests"], generations or {k: [] for k in GENERATION_COLUMNS},
+                                  SHOWN_PER_KIND)
+    else:
+        contexts = {row["doc_id"]: row["context"] for row in samples}
+        lines += _request_diffs(name, old["requests"], request_records(samples), contexts, tolerance)
     for metric, value in old["metrics"].items():
         now = new["metrics"].get(metric, {}).get("value")
         if metric == "perplexity":
@@ -181,7 +187,8 @@ def run_check(
     tolerance = Tolerance(**baseline["tolerance"])
     config = config_from_baseline(baseline, path, data_dir, output_dir, model, tokenizer, include_paths)
     config = replace(config, extra={**config.extra, "figure": False})  # a check's report is read as text
-    done = run(config, progress=False)
+    frozen = run_with_generations(config)
+    done = frozen.output
     results = done.results
     notes = _notes(baseline, results)
     if statistical:
@@ -194,7 +201,8 @@ def run_check(
     failures: list[str] = []
     failed_tasks = 0
     for name, old in baseline["tasks"].items():
-        lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance)
+        lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance,
+                            frozen.generations.get(name))
         failures += lines
         failed_tasks += bool(lines)
     unbaselined = [name for name in results["tasks"] if name not in baseline["tasks"]]
@@ -208,5 +216,6 @@ def run_check(
         return CheckResult(False, tuple(failures + notes + [summary]), done.results_path, done.report_path)
     summary = (f"check passed: {len(baseline['tasks'])} tasks, {n_requests} requests match {path} "
                f"(log-likelihoods within {tolerance.loglikelihood_atol:g} + {tolerance.loglikelihood_rtol:g}·|ll| "
-               f"nats; greedy flags, prompts and metrics unchanged)")
+               f"nats; greedy flags, {'generated texts, ' if frozen.generations else ''}prompts and metrics "
+               f"unchanged)")
     return CheckResult(True, tuple(notes + [summary]), done.results_path, done.report_path)

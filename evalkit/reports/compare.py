@@ -144,6 +144,31 @@ def check_same_documents(task: str, docs_a: dict[str, list], docs_b: dict[str, l
     )
 
 
+def generation_notes(task: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Notes on a generation task whose two runs generated under other settings: the stop strings (``until``), the
+    token budget (``max_new_tokens``) or the filters (the ``metric,filter`` rows of one run only, which are not
+    compared). Empty for a log-likelihood task or equal settings.
+
+    A generation task's ``prompt_sha256`` covers its contexts, stop strings and budget together, so when the
+    settings differ the contexts cannot be told apart from them: the note says the prompts may differ as well.
+    """
+    if "generate_until" not in (a.get("output_type"), b.get("output_type")):
+        return []
+    notes = []
+    changed = [f"{key} {a[key]!r} vs {b[key]!r}" for key in ("until", "max_new_tokens")
+               if key in a and key in b and a[key] != b[key]]  # a baseline's task entry records neither
+    if changed:
+        same_prompt = a.get("prompt_sha256") == b.get("prompt_sha256")
+        notes.append(f"{task}: the generation settings differ ({'; '.join(changed)})"
+                     + ("" if same_prompt else ", and the prompt hash, which covers them, may also hide other "
+                        "prompt changes") + ", so Δ mixes the model and the generation settings")
+    only = [(label, sorted(set(x["metrics"]) - set(y["metrics"]))) for label, x, y in (("A", a, b), ("B", b, a))]
+    if any(rows for _, rows in only):
+        notes.append(f"{task}: the filters differ; rows of one run only are not compared ("
+                     + "; ".join(f"{label}: {', '.join(rows)}" for label, rows in only if rows) + ")")
+    return notes
+
+
 def paired_table(
     a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str], paths: tuple[str, str], iters: int = 10000,
     seed: int = 1234, alpha: float = 0.05, confidence: float = 0.95,
@@ -165,7 +190,9 @@ def paired_table(
     for task in common:
         docs_a, docs_b = _documents(a, task, paths[0]), _documents(b, task, paths[1])
         check_same_documents(task, docs_a, docs_b, *paths)
-        if a["tasks"][task]["prompt_sha256"] != b["tasks"][task]["prompt_sha256"]:
+        settings = generation_notes(task, a["tasks"][task], b["tasks"][task])
+        notes += settings
+        if a["tasks"][task]["prompt_sha256"] != b["tasks"][task]["prompt_sha256"] and not settings:
             notes.append(f"{task}: the prompts differ (version {a['tasks'][task]['version']} vs "
                          f"{b['tasks'][task]['version']}), so Δ mixes the model and the prompt")
         shots = [r["tasks"][task].get("num_fewshot", 0) for r in (a, b)]

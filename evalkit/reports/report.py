@@ -165,6 +165,31 @@ def table_context(table: dict[str, Any], runs: Sequence[dict[str, Any]]) -> dict
     }
 
 
+def generation_facts(task: dict[str, Any]) -> str:
+    """A generation task's settings as the report's task line ends: ``; generated until ['\\n'], at most 8 new
+    tokens, 24 tokens generated, stopped by stop string 2, end of text 1`` (stop strings as ``repr``, the distinct
+    token budgets, the stop reasons with their counts); empty for a log-likelihood task."""
+    if task.get("output_type") != "generate_until":
+        return ""
+    names = {"stop": "stop string", "eot": "end of text", "length": "the length limit"}
+    reasons = ", ".join(f"{names.get(k, k)} {v}" for k, v in task.get("stop_reasons", {}).items() if v)
+    lengths = "/".join(str(n) for n in task.get("max_new_tokens") or [])
+    until = "[" + ", ".join(repr(u) for u in task.get("until", [])) + "]"
+    return (f"; generated until {until}, at most {lengths} new tokens, {int(task.get('generated_tokens', 0)):,} "
+            f"tokens generated, stopped by {reasons or 'nothing'}")
+
+
+def generation_timing(timing: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's generation counters (``timing["generation"]``) with ``tokens_per_s`` (generated tokens over the
+    generation seconds, 1 decimal); None when the run generated nothing."""
+    gen = timing.get("generation")
+    if not gen:
+        return None
+    seconds = gen.get("generate_s") or 0.0
+    rate = f"{gen.get('generated_tokens', 0) / seconds:.1f}" if seconds > 0 else "—"
+    return {**gen, "tokens_per_s": rate}
+
+
 def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
     """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
     absent from older results files)."""
@@ -182,7 +207,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
                       "subset": task["subset"], "requests": task["requests"],
                       "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics,
                       "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
-                      "fewshot_split": task.get("fewshot_split")})
+                      "fewshot_split": task.get("fewshot_split"), "generation": generation_facts(task)})
     groups = [
         {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group.get("n"),
          "metrics": [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
@@ -200,6 +225,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "versions": results["versions"],
         "config": results["config"],
         "timing": results["timing"],
+        "generation": generation_timing(results["timing"]),
         "tasks": tasks,
         "groups": groups,
         "subset": any(t["subset"] for t in tasks),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Mapping
 
+from evalkit.stats.metrics import is_generation_metric
 from evalkit.stats.significance import wilson_interval
 
 CONFIDENCE = 0.95
@@ -21,9 +22,11 @@ COLUMNS = ("task", "shots", "metric", "value", "stderr", "ci95", "n")
 
 
 def is_proportion(metric: str, value: float | None) -> bool:
-    """True for accuracies (``acc``, ``acc_norm``, any ``acc_*``) with a value in [0, 1]: the means of 0/1
-    per-document values, whose interval is Wilson's."""
-    return (metric == "acc" or metric.startswith("acc_")) and value is not None and 0.0 <= value <= 1.0
+    """True for accuracies (``acc``, ``acc_norm``, any ``acc_*``) and generation metrics (``exact_match``,
+    ``exact_match,<filter>``, ``acc,<filter>``) with a value in [0, 1]: the means of 0/1 per-document values,
+    whose interval is Wilson's."""
+    accuracy = metric == "acc" or metric.startswith("acc_") or is_generation_metric(metric)
+    return accuracy and value is not None and 0.0 <= value <= 1.0
 
 
 def metric_row(name: str, kind: str, metric: str, entry: Mapping[str, Any], shots: int | None) -> dict[str, Any]:
