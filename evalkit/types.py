@@ -144,6 +144,10 @@ class Task:
         fewshot_contexts: for the lm-eval 0.4 samplers: ``(doc, examples) -> list[str]``, the full context of each
             continuation given the drawn few-shot example documents (description, examples, the document).
         num_fewshot: the task file's own number of few-shot examples, used when the run asks for none; None: 0.
+        prompt_parts: ``(doc, examples) -> evalkit.fewshot.chat.PromptParts``, the pieces of the document's prompt
+            (description, each example's question and answer, the document's question or per-choice contexts,
+            delimiters) that a chat template renders as messages; None derives them from ``context``, ``target``
+            and ``choice_contexts`` (:func:`evalkit.fewshot.v020.prompt_parts`).
     """
 
     name: str
@@ -169,6 +173,7 @@ class Task:
     fewshot_sampler: str = "v0.2.0"
     fewshot_contexts: Callable[[Doc, Sequence[Doc]], list[str]] | None = None
     num_fewshot: int | None = None
+    prompt_parts: Callable[[Doc, Sequence[Doc]], Any] | None = None
 
 
 @dataclass(frozen=True)

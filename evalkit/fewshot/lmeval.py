@@ -141,22 +141,19 @@ def parse_sampler(name: str) -> tuple[str, bool] | None:
     return sampler, exclude
 
 
-def document_contexts(
+def document_examples(
     task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
-) -> list[list[str]]:
-    """Per chosen document of an lm-eval 0.4 task YAML, the context of each continuation.
-
-    Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them). With ``shots`` examples: drawn
-    by lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id
-    order) from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have
-    one.
+) -> list[list[Doc]]:
+    """Per chosen document of an lm-eval 0.4 task YAML, its few-shot example documents in prompt order: drawn by
+    lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id order)
+    from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have one;
+    empty lists at zero shots.
 
     Raises:
         EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
     """
     if not shots:
-        return [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
-            task.continuations(doc)) for doc in chosen]
+        return [[] for _ in chosen]
     parsed = parse_sampler(task.fewshot_sampler)
     if parsed is None or task.fewshot_contexts is None:
         raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
@@ -166,9 +163,27 @@ def document_contexts(
     pool = load_pool()
     sampler, exclude = parsed
     try:
-        drawn = draw_examples(pool, chosen, shots, LMEVAL_FEWSHOT_SEED, sampler, exclude)
+        return draw_examples(pool, chosen, shots, LMEVAL_FEWSHOT_SEED, sampler, exclude)
     except ValueError as exc:
         raise EvalkitError(f"task {task.name}: {exc}") from None
+
+
+def document_contexts(
+    task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
+) -> list[list[str]]:
+    """Per chosen document of an lm-eval 0.4 task YAML, the plain-text context of each continuation.
+
+    Zero-shot: the task's own contexts (``Task.choice_contexts`` where it has them). With ``shots`` examples: those
+    of :func:`document_examples` joined by ``Task.fewshot_contexts``.
+
+    Raises:
+        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+    """
+    if not shots:
+        return [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
+            task.continuations(doc)) for doc in chosen]
+    drawn = document_examples(task, chosen, shots, load_pool)
+    assert task.fewshot_contexts is not None  # document_examples refuses a task without them
     try:
         return [task.fewshot_contexts(doc, examples) for doc, examples in zip(chosen, drawn)]
     except ValueError as exc:
