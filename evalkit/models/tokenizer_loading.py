@@ -28,6 +28,8 @@ class LoadedTokenizer:
         prefix_ids: the special tokens the tokenizer's own configuration puts before every text (its BOS token
             for Llama-style tokenizers; empty for GPT-NeoX's), found by encoding a probe text with and without
             special tokens. lm-eval 0.4 encodes contexts with them; see :func:`evalkit.scoring.tokenization.context_prefix`.
+        prefix_text: the text of ``prefix_ids`` (``"<bos>"``; ``""`` when none): a context already starting with
+            it is not given them again.
     """
 
     encode_batch: Any
@@ -35,6 +37,7 @@ class LoadedTokenizer:
     vocab_size: int
     identity: dict[str, str]
     prefix_ids: tuple[int, ...] = ()
+    prefix_text: str = ""
 
 
 PREFIX_PROBE = "a"
@@ -89,7 +92,8 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
 
         identity = {"name": str(path), "sha256": sha256_text(tok.to_str())}
         prefix = added_prefix(tok.encode(PREFIX_PROBE).ids, tok.encode(PREFIX_PROBE, add_special_tokens=False).ids)
-        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix)
+        text = tok.decode(list(prefix), skip_special_tokens=False) if prefix else ""
+        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix, text)
     from transformers import AutoTokenizer
 
     own = {"revision": revision, "trust_remote_code": trust_remote_code, **(hub_kwargs or {})} if not spec else {}
@@ -111,7 +115,8 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
     serial = hf_tok.backend_tokenizer.to_str() if getattr(hf_tok, "is_fast", False) else json.dumps(hf_tok.get_vocab())
     identity = {"name": source, "sha256": sha256_text(serial)}
     prefix = added_prefix(hf_tok(PREFIX_PROBE)["input_ids"], hf_tok(PREFIX_PROBE, add_special_tokens=False)["input_ids"])
-    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix)
+    text = hf_tok.decode(list(prefix), skip_special_tokens=False) if prefix else ""
+    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix, text)
 
 
 def own_tokenizer(model_path: str | None, spec: str | None) -> LoadedTokenizer | None:

@@ -92,7 +92,7 @@ def plan_chat(config: RunConfig, resolved: dict[str, Any], hub: dict[str, Any]) 
         return chat
     chat.template = find_chat_template(resolved, config.tokenizer, hub)
     if chat.template is None:
-        where = f"--tokenizer {config.tokenizer}" if config.tokenizer else f"model {config.model}"
+        where = f"model {config.model}" + (f" with --tokenizer {config.tokenizer}" if config.tokenizer else "")
         raise EvalkitError(f"--apply-chat-template: {where} has no chat template (none in its tokenizer_config.json, "
                            f"chat_template.jinja or GGUF metadata; a tokenizer.json file carries none); run without "
                            f"--apply-chat-template, or name a tokenizer that has one with --tokenizer")
