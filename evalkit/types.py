@@ -229,6 +229,10 @@ class Task:
             samples (a document scores if any matches, where the task says so).
         fewshot_samples: optional few-shot example documents given in the task file itself (an lm-eval YAML's
             ``fewshot_config.samples``), used instead of reading ``fewshot_split`` (which then only names them).
+        prompt_parts: ``(doc, examples) -> evalkit.fewshot.chat.PromptParts``, the pieces of the document's prompt
+            (description, each example's question and answer, the document's question or per-choice contexts,
+            delimiters) that a chat template renders as messages; None derives them from ``context``, ``target``
+            and ``choice_contexts`` (:func:`evalkit.fewshot.v020.prompt_parts`).
     """
 
     name: str
@@ -260,6 +264,7 @@ class Task:
     generation_answers: Callable[[Doc, str], Mapping[str, str]] | None = None
     references: Callable[[Doc], list[str]] | None = None
     fewshot_samples: tuple[Doc, ...] | None = None
+    prompt_parts: Callable[[Doc, Sequence[Doc]], Any] | None = None
 
 
 @dataclass(frozen=True)

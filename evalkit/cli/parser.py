@@ -47,6 +47,16 @@ def split_shots(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, int]]:
     return tuple(plain), shots
 
 
+def _yes_no(value: str) -> bool:
+    """``true``/``false`` (also ``yes``/``no``, ``1``/``0``), any case."""
+    lowered = value.strip().lower()
+    if lowered in ("true", "yes", "1"):
+        return True
+    if lowered in ("false", "no", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def _batch_size(value: str) -> int | str:
     if value == "auto":
         return value
@@ -216,6 +226,15 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--bootstrap-iters", type=int, default=10000, help="bootstrap resamples (0 disables)")
     run.add_argument("--tokenization", default="separate", choices=["separate", "joint"],
                      help="separate: lm-eval v0.2 (the card); joint: lm-eval 0.4")
+    run.add_argument("--apply-chat-template", action="store_true",
+                     help="render each prompt with the model's chat template as lm-eval 0.4.13 does (system: "
+                          "instruction and description; examples as turns; choices without the space delimiter)")
+    run.add_argument("--system-instruction", metavar="TEXT",
+                     help="system message text, before the task description (without a chat template: put directly "
+                          "before the prompt, as lm-eval does)")
+    run.add_argument("--fewshot-as-multiturn", nargs="?", const=True, default=None, type=_yes_no, metavar="BOOL",
+                     help="with --apply-chat-template: few-shot examples as separate user/assistant turns (default: "
+                          "true, as lm-eval 0.4.13); 'false' puts the examples and the question in one user turn")
     run.add_argument("--no-shared-context", action="store_true",
                      help="score each request as its own sequence (slower; for models without custom masks)")
     run.add_argument("--prefix-cache", action="store_true",
@@ -256,6 +275,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["load_kwargs"] = {"device_map": "auto"} | ({"max_memory": args.max_memory} if args.max_memory else {})
     if args.dist_timeout is not None:
         extra["dist_timeout_s"] = args.dist_timeout
+    if getattr(args, "apply_chat_template", False):
+        extra["apply_chat_template"] = True
+    if getattr(args, "system_instruction", None) is not None:
+        extra["system_instruction"] = args.system_instruction
+    if getattr(args, "fewshot_as_multiturn", None) is not None:
+        extra["fewshot_as_multiturn"] = args.fewshot_as_multiturn
     if args.allow_non_finite:
         extra["allow_non_finite"] = True
     if args.full_weight_hash:

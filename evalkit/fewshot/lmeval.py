@@ -210,3 +210,28 @@ def document_contexts(
         EvalkitError: as :func:`document_fewshot`.
     """
     return document_fewshot(task, chosen, shots, load_pool).contexts
+def document_examples(
+    task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
+) -> list[list[Doc]]:
+    """Per chosen document of an lm-eval 0.4 task YAML, its few-shot example documents in prompt order: drawn by
+    lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id order)
+    from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have one;
+    empty lists at zero shots.
+
+    Raises:
+        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+    """
+    if not shots:
+        return [[] for _ in chosen]
+    parsed = parse_sampler(task.fewshot_sampler)
+    if parsed is None or task.fewshot_contexts is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
+                           f"assemble few-shot contexts in this evalkit")
+    if task.fewshot_split is None:
+        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
+    pool = load_pool()
+    sampler, exclude = parsed
+    try:
+        return draw_examples(pool, chosen, shots, LMEVAL_FEWSHOT_SEED, sampler, exclude)
+    except ValueError as exc:
+        raise EvalkitError(f"task {task.name}: {exc}") from None

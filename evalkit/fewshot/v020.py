@@ -30,6 +30,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+from evalkit.fewshot.chat import PromptParts
 from evalkit.types import Doc, EvalkitError, Task, TaskGroup
 
 SOURCE_NONE = "none"
@@ -156,6 +157,30 @@ def fewshot_context(task: Task, doc: Doc, examples: Sequence[Doc], description: 
     prefix = description + SEPARATOR if description else ""
     shots = SEPARATOR.join(task.context(e) + example_target(task, e) for e in examples)
     return prefix + (shots + SEPARATOR if examples else "") + task.context(doc)
+
+
+def prompt_parts(task: Task, doc: Doc, examples: Sequence[Doc]) -> PromptParts:
+    """The pieces of ``doc``'s prompt as chat messages take them (:mod:`evalkit.fewshot.chat`): the task's own
+    ``Task.prompt_parts`` when it has one, else built from v0.2.0's strings, mirroring lm-eval 0.4.13's
+    ``build_qa_turn`` with ``target_delimiter=" "`` and ``fewshot_delimiter="\n\n"``:
+
+    * no description (v0.2.0 tasks run without one);
+    * each example: question ``context(e)``, answer its target (:func:`example_target`) without the leading
+      space that v0.2.0 targets carry, which becomes the target delimiter (``" "``; ``""`` when some example's
+      target does not start with a space), so the single-turn plain text is v0.2.0's own ``"\n\n"`` join;
+    * the document's question: ``context(doc)``, or one per continuation from ``choice_contexts``
+      (WinoGrande's partial contexts);
+    * a multiple-choice task's continuations start with the delimiter ``" "`` (``" " + choice``).
+    """
+    if task.prompt_parts is not None:
+        return task.prompt_parts(doc, examples)
+    shots = [(task.context(e), example_target(task, e)) for e in examples]
+    spaced = all(target.startswith(" ") for _, target in shots)
+    delimiter = " " if spaced else ""
+    pairs = tuple((q, target[1:] if spaced else target) for q, target in shots)
+    questions = tuple(task.choice_contexts(doc)) if task.choice_contexts is not None else (task.context(doc),)
+    return PromptParts("", pairs, questions, delimiter, SEPARATOR, SEPARATOR,
+                       " " if task.scoring == "multiple_choice" else "")
 
 
 def replace_last_piece(context: str, partial: str) -> str:

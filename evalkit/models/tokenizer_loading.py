@@ -31,6 +31,8 @@ class LoadedTokenizer:
         decode: ``(ids, skip_special_tokens=True) -> str``, token ids back to text; by default special tokens (the
             end-of-text token, a BOS) are left out, as lm-eval 0.4 decodes generations (``HFLM.tok_decode``).
             None only for a tokenizer built by hand without one.
+        prefix_text: the text of ``prefix_ids`` (``"<bos>"``; ``""`` when none): a context already starting with
+            it is not given them again.
     """
 
     encode_batch: Any
@@ -39,6 +41,7 @@ class LoadedTokenizer:
     identity: dict[str, str]
     prefix_ids: tuple[int, ...] = ()
     decode: Any = None
+    prefix_text: str = ""
 
 
 PREFIX_PROBE = "a"
@@ -96,7 +99,9 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
 
         identity = {"name": str(path), "sha256": sha256_text(tok.to_str())}
         prefix = added_prefix(tok.encode(PREFIX_PROBE).ids, tok.encode(PREFIX_PROBE, add_special_tokens=False).ids)
-        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix, decode)
+        text = tok.decode(list(prefix), skip_special_tokens=False) if prefix else ""
+        return LoadedTokenizer(encode_batch, eot, tok.get_vocab_size(with_added_tokens=True), identity, prefix, decode,
+                               text)
     from transformers import AutoTokenizer
 
     own = {"revision": revision, "trust_remote_code": trust_remote_code, **(hub_kwargs or {})} if not spec else {}
@@ -121,7 +126,8 @@ def load_tokenizer(spec: str | None, model_path: str | None, revision: str | Non
     serial = hf_tok.backend_tokenizer.to_str() if getattr(hf_tok, "is_fast", False) else json.dumps(hf_tok.get_vocab())
     identity = {"name": source, "sha256": sha256_text(serial)}
     prefix = added_prefix(hf_tok(PREFIX_PROBE)["input_ids"], hf_tok(PREFIX_PROBE, add_special_tokens=False)["input_ids"])
-    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix, hf_decode)
+    text = hf_tok.decode(list(prefix), skip_special_tokens=False) if prefix else ""
+    return LoadedTokenizer(hf_encode_batch, int(eot), len(hf_tok), identity, prefix, hf_decode, text)
 
 
 def own_tokenizer(model_path: str | None, spec: str | None) -> LoadedTokenizer | None:

@@ -101,7 +101,8 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
     prefix = context_prefix(getattr(model_config, "model_type", None), tokenizer.prefix_ids)
     t0 = time.perf_counter()
     windows = tokenize_tasks(requests.prepared, tokenizer.encode_batch, tokenizer.eot_id, window,
-                             config.extra.get("tokenization", "separate"), prefix)
+                             config.extra.get("tokenization", "separate"), prefix,
+                             tokenizer.prefix_text if prefix else "")
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     check_generation_window(requests.prepared, window)
     generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix)
@@ -134,11 +135,12 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
 
 def tokenize_tasks(
     prepared: Sequence[PreparedTask], encode_batch: Any, eot_id: int, window: int, run_mode: str,
-    prefix_ids: Sequence[int] = (),
+    prefix_ids: Sequence[int] = (), prefix_text: str = "",
 ) -> list[tuple[TokenizedRequest, ...]]:
     """Every task's requests tokenized in order (:func:`evalkit.scoring.tokenization.tokenize_windows`: one sequence per
     request, a rolling request's windows), each task in its own mode (``Task.tokenization``, else the run's);
-    ``prefix_ids`` (a BOS, :func:`evalkit.scoring.tokenization.context_prefix`) go before every context.
+    ``prefix_ids`` (a BOS, :func:`evalkit.scoring.tokenization.context_prefix`) go before every context that does
+    not already start with ``prefix_text``, their text (a chat template that writes the BOS itself).
 
     Generation tasks are left out (:func:`evalkit.run.generation_stage.tokenize_tasks` tokenizes theirs).
 
@@ -151,7 +153,7 @@ def tokenize_tasks(
     for mode in dict.fromkeys(modes):  # one call per mode, in task order: each text is encoded once
         chosen = [(r, p.task.scoring == "rolling") for p, m in zip(prepared, modes) if m == mode for r in p.requests]
         by_mode[mode] = iter(tokenize_windows([r for r, _ in chosen], [x for _, x in chosen], encode_batch, eot_id,
-                                              window, mode, prefix_ids))
+                                              window, mode, prefix_ids, prefix_text))
     return [next(by_mode[m]) for p, m in zip(prepared, modes) for _ in p.requests]
 
 

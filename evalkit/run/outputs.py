@@ -86,9 +86,10 @@ def _write_samples(
 ) -> Path:
     """Write ``<results stem>.samples.jsonl`` (one line per document) and name it in ``results``.
 
-    ``context`` is the context scored with the first continuation; ``choice_contexts`` (one per continuation) is
-    added when the continuations were scored after different contexts (WinoGrande's per-choice contexts). A
-    generation task's line holds the raw ``generation``, the ``answers`` its scoring read from it and the
+    ``context`` is the context scored with the first continuation (under ``--apply-chat-template`` the rendered
+    prompt), a list of one per continuation when they differ (WinoGrande's per-choice contexts); ``continuations``
+    are those scored (without the multiple-choice delimiter under a chat template).
+    A generation task's line holds the raw ``generation``, the ``answers`` its scoring read from it and the
     ``references`` instead (:func:`evalkit.run.generation_results.generation_sample`).
     """
     samples_path = path.with_suffix(".samples.jsonl")
@@ -103,7 +104,8 @@ def _write_samples(
                 "task": p.task.name, "doc_id": result.doc_id,
                 "context": contexts[0] if len(set(contexts)) == 1 else contexts,  # a list: per-choice contexts
                 "fewshot_doc_ids": list(p.fewshot.examples[result.doc_id]) if p.fewshot else [],
-                "continuations": p.task.continuations(doc), "gold": p.task.gold(doc),
+                "continuations": p.continuations[index] if p.continuations is not None else p.task.continuations(doc),
+                "gold": p.task.gold(doc),
                 "loglikelihoods": [ll if math.isfinite(ll) else None for ll in result.loglikelihoods],
                 "greedy": list(result.greedy), "metrics": _finite_metrics(result.metrics),
             }, allow_nan=False))

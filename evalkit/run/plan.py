@@ -3,7 +3,9 @@ later stages need from the flags (no torch here).
 
 Order: numeric flags and the output folder; the task registry, the selected tasks and groups; the model name
 (``--revision`` on random weights, a tokenizer for random weights); shots per task; local data and few-shot
-files; the hub (one message for all that is missing); the request cache; a GGUF file's header and content key.
+files; the hub (one message for all that is missing); the request cache; a GGUF file's header and content key;
+the chat settings, and under ``--apply-chat-template`` the chat template (read from the tokenizer's files or the
+GGUF header: the one model file this stage reads, and no weights).
 The documents themselves are read and validated by the next stage (:mod:`evalkit.run.requests`), still before
 the model loads; checks that need the tokenizer or the model's config run in :mod:`evalkit.run.model`.
 """
@@ -23,6 +25,7 @@ from evalkit.data.hub_check import check_hub
 from evalkit.fewshot.v020 import check_sources, resolve_shots
 from evalkit.models.model_args import hub_options
 from evalkit.models.resolve import resolve_model
+from evalkit.run.chat import ChatPlan, plan_chat
 from evalkit.run.prepare import missing_fewshot_file
 from evalkit.scoring.cache import RequestCache, resolve_cache_dir
 from evalkit.stats.groups import mixed_shots_warning
@@ -49,6 +52,8 @@ class RunPlan:
         hub: :func:`evalkit.models.model_args.hub_options` (revision, trust_remote_code, hub kwargs, model args).
         versions: Python's and the numerically relevant libraries' versions (part of the cache key).
         warnings: run-level warnings so far (a group mixing shot counts), for the results and the report.
+        chat: the chat settings, with the chat template read under ``--apply-chat-template``
+            (:mod:`evalkit.run.chat`).
     """
 
     config: RunConfig
@@ -62,6 +67,7 @@ class RunPlan:
     hub: dict[str, Any]
     versions: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    chat: ChatPlan | None = None
 
 
 def plan_run(config: RunConfig) -> RunPlan:
@@ -101,8 +107,9 @@ def plan_run(config: RunConfig) -> RunPlan:
         RequestCache(resolve_cache_dir(config.cache_dir)).close()
     if resolved["kind"] == "gguf":  # the gguf package and the file's header are checked before the model loads
         _identify_gguf(resolved, config)
+    chat = plan_chat(config, resolved, hub)  # reads the chat template (a small file read), refuses a model without
     return RunPlan(config, registry, tasks, groups, resolved, data_dir, shots, skipped, hub, library_versions(),
-                   warnings)
+                   warnings, chat)
 
 
 SEED_LIMIT = 2 ** 64

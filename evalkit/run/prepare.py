@@ -1,17 +1,19 @@
 """Task preparation: a task's documents loaded and validated, its seeded subset chosen, each document's few-shot
-context built (:mod:`evalkit.fewshot.v020`, or :mod:`evalkit.fewshot.lmeval` for lm-eval 0.4 task YAMLs) and its
-requests made (log-likelihood requests, or one generation request per document for a ``generate_until`` task), all
-before any model loads.
+context built (:mod:`evalkit.fewshot.v020`, or :mod:`evalkit.fewshot.lmeval` for lm-eval 0.4 task YAMLs; as chat
+messages rendered by the model's chat template with :mod:`evalkit.fewshot.chat`) and its log-likelihood requests
+made (log-likelihood requests, or one generation request per document for a ``generate_until`` task),
+all before any model loads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.run.builtin_prompts import builtin_prompt_warning, differing_prompts, replaced_builtin
+from evalkit.fewshot.chat import ChatOptions, chat_contexts, chat_continuation
 from evalkit.data.documents import TaskCodeError, duplicate_rows, load_docs, size_warning, split_file, subset_ids
 from evalkit.data.documents import validate_doc, validate_target
 from evalkit.fewshot.v020 import (
@@ -22,6 +24,7 @@ from evalkit.fewshot.v020 import (
     draw_examples,
     fewshot_context,
     fewshot_source,
+    prompt_parts,
     self_example_warning,
     short_warning,
 )
@@ -30,7 +33,12 @@ from evalkit.types import EvalkitError, GenerationRequest, LoglikelihoodRequest,
 
 @dataclass
 class PreparedTask:
-    """A task's selected documents and their requests, ready for scoring."""
+    """A task's selected documents and their requests, ready for scoring.
+
+    ``contexts`` holds each document's context per continuation as scored (a chat template's rendered prompt under
+    ``--apply-chat-template``); ``continuations`` the continuations as scored when they differ from the task's own
+    (a chat template drops the multiple-choice target delimiter), else None.
+    """
 
     task: Task
     n_split: int
@@ -43,11 +51,12 @@ class PreparedTask:
     duplicates: int = 0
     builtin_prompts_differ: int | None = None
     """For a task replacing a built-in one: documents whose zero-shot requests differ from the built-in's."""
+    continuations: list[list[str]] | None = None
 
 
 def prepare_task(
     task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None, max_gen_toks: int | None = None,
+    task_file: Path | None = None, max_gen_toks: int | None = None, chat: ChatOptions | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
@@ -60,6 +69,10 @@ def prepare_task(
     A generation task (``scoring="generate_until"``) gets one :class:`GenerationRequest` per document: its full
     few-shot context, the task's stop strings and ``max_gen_toks`` (``--max-gen-toks``) or else the task's own
     ``max_new_tokens``.
+
+    With ``chat`` (a chat template, or a system instruction alone), each document's prompt is built as messages
+    from the same examples (:func:`chat_requests`); rolling tasks are left as they are (lm-eval 0.4.13 scores a
+    rolling document without any context).
 
     Raises:
         EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, a
@@ -85,16 +98,27 @@ def prepare_task(
         more = f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
+    as_chat = chat is not None and chat.changes_prompts and task.scoring != "rolling"
+    if as_chat and task.scoring == "generate_until":
+        raise EvalkitError(f"task {task.name}: --apply-chat-template is not supported for generation tasks yet")
+    continuations = None
     if lmeval:
         drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
         contexts = drawn.contexts
         plan = lmeval_plan(task, num_fewshot, drawn, ids, len(docs))
+        if as_chat:  # the same draw again (lm-eval's sampler is seeded per task), as documents
+            examples = fewshot_lmeval.document_examples(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
     elif task.scoring == "generate_until":  # one context per document, no continuations
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
-        contexts = document_contexts(task, docs, pool, plan, ids)
+        if as_chat:
+            examples = [[pool[j] for j in plan.examples[r]] for r in ids]
+        else:
+            contexts = document_contexts(task, docs, pool, plan, ids)
+    if as_chat:
+        contexts, continuations = chat_requests(task, ids, chosen, examples, chat)
     requests: list[Any]
     if task.scoring == "generate_until":
         new_tokens = max_gen_toks if max_gen_toks is not None else task.max_new_tokens
@@ -104,10 +128,11 @@ def prepare_task(
         if task.scoring == "rolling":
             for doc_id, doc in zip(ids, chosen):
                 check_rolling_doc(task, doc_id, doc)
+        scored = continuations if continuations is not None else [task.continuations(doc) for doc in chosen]
         requests = [
             LoglikelihoodRequest(task.name, doc_id, k, ctx, cont)
-            for doc_id, doc, ctxs in zip(ids, chosen, contexts)
-            for k, (ctx, cont) in enumerate(zip(ctxs, task.continuations(doc)))
+            for doc_id, ctxs, conts in zip(ids, contexts, scored)
+            for k, (ctx, cont) in enumerate(zip(ctxs, conts))
         ]
     if plan is not None and not lmeval:
         warnings += [w for w in [short_warning(task, plan, ids), self_example_warning(task, docs, pool, plan, ids)]
@@ -117,7 +142,8 @@ def prepare_task(
     if builtin is not None and task_file is not None:
         differ = differing_prompts(task, builtin, chosen)
         warnings += [w for w in [builtin_prompt_warning(task, builtin, task_file, differ, len(chosen))] if w]
-    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates), differ)
+    return PreparedTask(task, len(docs), ids, chosen, requests, warnings, plan, contexts, len(duplicates), differ,
+                        continuations)
 
 
 def lmeval_plan(task: Task, shots: int, drawn: fewshot_lmeval.LmevalFewshot, ids: list[int],
@@ -150,6 +176,37 @@ def fewshot_pool(task: Task, data_dir: Path | None) -> list[Any]:
         validate_doc(task, doc, where)
         validate_target(task, doc, where)
     return rows
+
+
+def chat_requests(
+    task: Task, ids: Sequence[int], chosen: Sequence[Any], examples: Sequence[Sequence[Any]], chat: ChatOptions
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Each document's contexts (one per continuation) and continuations as a chat-templated run scores them.
+
+    The prompt's pieces come from :func:`evalkit.fewshot.v020.prompt_parts` (an lm-eval YAML task's own, or
+    v0.2.0's strings) with the document's few-shot ``examples``; :func:`evalkit.fewshot.chat.chat_contexts` renders
+    them and :func:`evalkit.fewshot.chat.chat_continuation` drops a multiple-choice continuation's delimiter.
+
+    Raises:
+        EvalkitError: a task function failing on a document, or per-choice contexts that do not match the
+            continuations in number (names the task and the document).
+    """
+    contexts, continuations = [], []
+    for doc_id, doc, shown in zip(ids, chosen, examples):
+        try:
+            parts = prompt_parts(task, doc, shown)
+            conts = [chat_continuation(c, parts.choice_delimiter, chat) for c in task.continuations(doc)]
+            ctxs = chat_contexts(parts, chat)
+        except ValueError as exc:
+            raise EvalkitError(f"task {task.name} doc {doc_id}: {exc}") from None
+        if len(ctxs) == 1:
+            ctxs = ctxs * len(conts)
+        if len(ctxs) != len(conts):
+            raise EvalkitError(f"task {task.name} doc {doc_id}: {len(ctxs)} per-choice contexts for {len(conts)} "
+                               f"continuations")
+        contexts.append(ctxs)
+        continuations.append(conts)
+    return contexts, continuations
 
 
 def missing_fewshot_file(task: Task, data_dir: Path | None) -> str | None:

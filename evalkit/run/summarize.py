@@ -86,6 +86,7 @@ def summarize(plan: RunPlan, requests: RunRequests, model: LoadedModel, answers:
         "tokenizer": tokenizer_info | {"adds_prefix_ids": list(tokenizer.prefix_ids),
                                        "context_prefix_ids": list(model.prefix)},
         "window": model.window,
+        "chat": plan.chat.record() if plan.chat is not None else None,
         "versions": plan.versions,
         "cache": answers.cache,
         "timing": timing,

@@ -94,10 +94,14 @@ def encode_pairs(
 
 def encode_pairs_flagged(
     pairs: Sequence[tuple[str, str]], encode_batch: EncodeBatch, eot_id: int, mode: str = "separate",
-    prefix_ids: Sequence[int] = (),
+    prefix_ids: Sequence[int] = (), prefix_text: str = "",
 ) -> list[tuple[list[int], list[int], bool]]:
     """As :func:`encode_pairs`, with a third element per pair: True when ``joint`` mode fell back to the separate
     encodings because a token spans the join (always False in ``separate`` mode).
+
+    A context that already starts with ``prefix_text`` (the text of ``prefix_ids``, e.g. ``"<bos>"`` written by
+    a chat template) gets no ``prefix_ids``: its own text encodes to them (lm-eval 0.4.13 ``HFLM.tok_encode``
+    adds no special tokens to a string starting with the BOS text), so the BOS is never doubled.
 
     Raises:
         ValueError: unknown mode.
@@ -133,7 +137,8 @@ def encode_pairs_flagged(
     # A context that encodes to no tokens (spaces or zero-width characters for some tokenizers) is scored like
     # an empty one: the first continuation token needs a position that predicts it.
     if prefix_ids:
-        return [(list(prefix_ids) + ctx_ids, cont_ids, fell_back) for ctx_ids, cont_ids, fell_back in out]
+        return [((ctx_ids if prefix_text and context.startswith(prefix_text) else list(prefix_ids) + ctx_ids),
+                 cont_ids, fell_back) for (context, _), (ctx_ids, cont_ids, fell_back) in zip(pairs, out)]
     return [(ctx_ids or [eot_id], cont_ids, fell_back) for ctx_ids, cont_ids, fell_back in out]
 
 
@@ -232,6 +237,7 @@ def tokenize_windows(
     max_length: int,
     mode: str = "separate",
     prefix_ids: Sequence[int] = (),
+    prefix_text: str = "",
 ) -> list[tuple[TokenizedRequest, ...]]:
     """Every request's tokenized sequences, in request order: one for an ordinary request
     (:func:`tokenize_requests`), its windows for a rolling one (:func:`tokenize_rolling`).
@@ -239,8 +245,8 @@ def tokenize_windows(
     Args:
         requests: the run's requests.
         rolling: one flag per request, True for a rolling request.
-        encode_batch, eot_id, max_length, mode, prefix_ids: as for :func:`tokenize_requests` (rolling windows start
-            from the end-of-text token, v0.2.0's rule, whatever the prefix).
+        encode_batch, eot_id, max_length, mode, prefix_ids, prefix_text: as for :func:`tokenize_requests` (rolling
+            windows start from the end-of-text token, v0.2.0's rule, whatever the prefix).
 
     Raises:
         ValueError: ``rolling`` has another length than ``requests``.
@@ -249,7 +255,7 @@ def tokenize_windows(
     if len(rolling) != len(requests):
         raise ValueError(f"{len(requests)} requests but {len(rolling)} rolling flags")
     plain = iter(tokenize_requests([r for r, roll in zip(requests, rolling) if not roll], encode_batch, eot_id,
-                                   max_length, mode, prefix_ids))
+                                   max_length, mode, prefix_ids, prefix_text))
     rolled = iter(tokenize_rolling([r for r, roll in zip(requests, rolling) if roll], encode_batch, eot_id,
                                    max_length))
     return [next(rolled) if roll else (next(plain),) for roll in rolling]
@@ -262,9 +268,10 @@ def tokenize_requests(
     max_length: int,
     mode: str = "separate",
     prefix_ids: Sequence[int] = (),
+    prefix_text: str = "",
 ) -> list[TokenizedRequest]:
-    """Tokenize and left-truncate requests, in order. ``prefix_ids`` go before every context (see
-    :func:`encode_pairs`); like any context token, they are the first dropped by left truncation (lm-eval 0.4
+    """Tokenize and left-truncate requests, in order. ``prefix_ids`` go before every context not already starting
+    with ``prefix_text`` (see :func:`encode_pairs_flagged`); like any context token, they are the first dropped by left truncation (lm-eval 0.4
     keeps the last ``max_length + 1`` tokens of context + continuation the same way).
 
     Each result's ``joint_fallback`` says whether ``joint`` mode scored it with the separate encodings.
@@ -275,7 +282,7 @@ def tokenize_requests(
     """
     texts = [(r.context, r.continuation) for r in requests]
     try:
-        encoded = encode_pairs_flagged(texts, encode_batch, eot_id, mode, prefix_ids)
+        encoded = encode_pairs_flagged(texts, encode_batch, eot_id, mode, prefix_ids, prefix_text)
     except (TypeError, ValueError, UnicodeError) as exc:
         if mode not in MODES:
             raise

@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 from evalkit.fewshot import lmeval as fewshot_lmeval
 from evalkit.tasks import lmeval_generate
+from evalkit.fewshot.chat import PromptParts
 from evalkit.tasks.templating import compile_template
 from evalkit.types import DatasetSpec, Doc, EvalkitError, Task, TaskGroup
 from evalkit.tasks.user_files import failure, symlink_loop
@@ -458,6 +459,13 @@ def _task(config: Config) -> Task:
         one = fewshot_lmeval.assemble_context(desc, shots, question(doc), fs_target_delimiter, fs_fewshot_delimiter)
         return [one] if generate else [one] * len(continuations(doc))
 
+    def prompt_parts(doc: Doc, examples: list[Doc] | tuple[Doc, ...] = ()) -> PromptParts:
+        """The prompt's pieces as lm-eval 0.4.13's fewshot_context turns them into messages."""
+        shots = tuple((question(ex), answer(ex)) for ex in examples)
+        questions = tuple(choice_list(doc)) if isinstance(text(doc), int) else (question(doc),)
+        return PromptParts(description(doc), shots, questions, fs_target_delimiter, fs_fewshot_delimiter,
+                           fewshot_delimiter, target_delimiter if output_type == "multiple_choice" else "")
+
     metadata = config.get("metadata") or {}
     rolling_units = {"units_text": lambda doc: continuations(doc)[0]} if output_type == "loglikelihood_rolling" \
         else {}
@@ -491,6 +499,7 @@ def _task(config: Config) -> Task:
         fewshot_contexts=contexts,
         num_fewshot=shots,
         fewshot_samples=samples,
+        prompt_parts=prompt_parts,
         **rolling_units,
         **generation,
     )
