@@ -20,7 +20,7 @@ Pure: imports only the standard library and :mod:`evalkit.types` (the few-shot s
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from evalkit.types import Doc, EvalkitError, Task
@@ -152,12 +152,14 @@ class LmevalFewshot:
             lists at 0 shots).
         pool_size: rows of the few-shot split (after ``process_docs``); 0 at 0 shots (nothing is loaded).
         exclude_eval_doc: True when examples come from the evaluated split, the document itself left out.
+        examples: per chosen document, its example documents in prompt order (what a chat template renders).
     """
 
     contexts: list[list[str]]
     example_ids: list[list[int]]
     pool_size: int
     exclude_eval_doc: bool
+    examples: list[list[Doc]] = field(default_factory=list)
 
 
 def document_fewshot(
@@ -176,10 +178,11 @@ def document_fewshot(
     """
     if not shots:
         if task.scoring == "generate_until":  # one context, no continuations
-            return LmevalFewshot([[task.context(doc)] for doc in chosen], [[] for _ in chosen], 0, False)
+            return LmevalFewshot([[task.context(doc)] for doc in chosen], [[] for _ in chosen], 0, False,
+                                 [[] for _ in chosen])
         contexts = [task.choice_contexts(doc) if task.choice_contexts else [task.context(doc)] * len(
             task.continuations(doc)) for doc in chosen]
-        return LmevalFewshot(contexts, [[] for _ in chosen], 0, False)
+        return LmevalFewshot(contexts, [[] for _ in chosen], 0, False, [[] for _ in chosen])
     parsed = parse_sampler(task.fewshot_sampler)
     if parsed is None or task.fewshot_contexts is None:
         raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
@@ -197,7 +200,8 @@ def document_fewshot(
     except ValueError as exc:
         raise EvalkitError(f"task {task.name}, few-shot split {task.fewshot_split}: {exc}") from None
     row_of = {id(doc): row for row, doc in enumerate(pool)}
-    return LmevalFewshot(contexts, [[row_of[id(x)] for x in examples] for examples in drawn], len(pool), exclude)
+    return LmevalFewshot(contexts, [[row_of[id(x)] for x in examples] for examples in drawn], len(pool), exclude,
+                         [list(examples) for examples in drawn])
 
 
 def document_contexts(
@@ -210,28 +214,15 @@ def document_contexts(
         EvalkitError: as :func:`document_fewshot`.
     """
     return document_fewshot(task, chosen, shots, load_pool).contexts
+
+
 def document_examples(
     task: Task, chosen: Sequence[Doc], shots: int, load_pool: Callable[[], Sequence[Doc]]
 ) -> list[list[Doc]]:
-    """Per chosen document of an lm-eval 0.4 task YAML, its few-shot example documents in prompt order: drawn by
-    lm-eval 0.4's sampler (one ``random.Random(1234)`` for the task, advanced document by document in id order)
-    from ``load_pool()``, the task's few-shot split, which is loaded only once the task is known to have one;
-    empty lists at zero shots.
+    """Per chosen document of an lm-eval 0.4 task YAML, its few-shot example documents in prompt order
+    (:func:`document_fewshot`'s ``examples``; empty lists at zero shots).
 
     Raises:
-        EvalkitError: a task whose sampler is not lm-eval 0.4's, without a few-shot split, or with too few examples.
+        EvalkitError: as :func:`document_fewshot`.
     """
-    if not shots:
-        return [[] for _ in chosen]
-    parsed = parse_sampler(task.fewshot_sampler)
-    if parsed is None or task.fewshot_contexts is None:
-        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but only lm-eval 0.4 task YAMLs "
-                           f"assemble few-shot contexts in this evalkit")
-    if task.fewshot_split is None:
-        raise EvalkitError(f"task {task.name}: {shots} few-shot examples asked for, but it has no few-shot split")
-    pool = load_pool()
-    sampler, exclude = parsed
-    try:
-        return draw_examples(pool, chosen, shots, LMEVAL_FEWSHOT_SEED, sampler, exclude)
-    except ValueError as exc:
-        raise EvalkitError(f"task {task.name}: {exc}") from None
+    return document_fewshot(task, chosen, shots, load_pool).examples

@@ -106,8 +106,7 @@ def prepare_task(
         drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
         contexts = drawn.contexts
         plan = lmeval_plan(task, num_fewshot, drawn, ids, len(docs))
-        if as_chat:  # the same draw again (lm-eval's sampler is seeded per task), as documents
-            examples = fewshot_lmeval.document_examples(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
+        examples = drawn.examples  # as documents, for a chat template
     elif task.scoring == "generate_until":  # one context per document, no continuations
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
