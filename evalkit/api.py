@@ -25,7 +25,7 @@ EXTRA_OPTIONS = ("max_batch_tokens", "tokenization", "share_context", "revision"
                  "model_args", "load_kwargs", "dist_timeout_s", "allow_non_finite", "full_weight_hash", "figure",
                  "prefix_cache", "apply_chat_template", "system_instruction", "fewshot_as_multiturn")
 """Keyword options of :func:`evaluate` that go to ``RunConfig.extra`` (the ``evalkit run`` flags of the same
-names; ``share_context=False`` is ``--no-shared-context``, ``prefix_cache=True`` is ``--prefix-cache``,
+names; ``share_context=False`` is ``--no-shared-context``, ``prefix_cache=False`` is ``--no-prefix-cache``,
 ``figure=False`` is ``--no-figure``,
 ``load_kwargs={"device_map": "auto", "max_memory": {...}}`` is ``--parallelize`` with ``--max-memory``,
 ``dist_timeout_s`` is ``--dist-timeout``; ``apply_chat_template=True``, ``system_instruction="..."`` and

@@ -16,7 +16,7 @@ from evalkit.scoring import prefix_cache
 from evalkit.scoring.hf_backend import HFBackend, prefix_timing
 from evalkit.models.attention_windows import windowed_attention
 from evalkit.scoring.prefix_cache import plan_prefixes
-from evalkit.types import TokenizedRequest
+from evalkit.types import EvalkitError, TokenizedRequest
 
 from .conftest import TINY_LLAMA, make_tiny_llama, make_tiny_model
 from .reference import naive_loglikelihood
@@ -222,9 +222,12 @@ def test_prefix_cache_flag_reaches_the_run_config():
     from evalkit.cli.parser import config_from_args
 
     base = ["run", "--model", "random:pythia-14m", "--tasks", "piqa"]
-    assert "prefix_cache" not in config_from_args(build_parser().parse_args(base)).extra  # off unless asked for
-    assert config_from_args(build_parser().parse_args(base + ["--prefix-cache"])).extra["prefix_cache"] is True
-    assert evalkit.make_config("random:pythia-14m", "piqa", prefix_cache=True).extra["prefix_cache"] is True
+    assert "prefix_cache" not in config_from_args(build_parser().parse_args(base)).extra  # on unless turned off
+    assert "prefix_cache" not in config_from_args(build_parser().parse_args(base + ["--prefix-cache"])).extra
+    assert config_from_args(build_parser().parse_args(base + ["--no-prefix-cache"])).extra["prefix_cache"] is False
+    with pytest.raises(EvalkitError, match="contradict"):
+        config_from_args(build_parser().parse_args(base + ["--prefix-cache", "--no-prefix-cache"]))
+    assert evalkit.make_config("random:pythia-14m", "piqa", prefix_cache=False).extra["prefix_cache"] is False
 
 
 def test_a_run_with_prefix_reuse_gives_the_same_numbers_and_counts_its_work(tmp_path):

@@ -238,9 +238,10 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-shared-context", action="store_true",
                      help="score each request as its own sequence (slower; for models without custom masks)")
     run.add_argument("--prefix-cache", action="store_true",
-                     help="experimental: forward prefixes shared by several requests (few-shot examples) once and "
-                          "score the rest on their keys and values (same numbers; fewer tokens, but slower on CPU "
-                          "so far: docs/performance.md)")
+                     help="forward prefixes shared by several requests (few-shot examples) once and score the rest "
+                          "on their keys and values (the default; same numbers, fewer tokens: docs/performance.md)")
+    run.add_argument("--no-prefix-cache", action="store_true",
+                     help="forward every request's whole context (no shared-prefix reuse)")
     run.add_argument("--output-dir", default=".", help="results go to DIR/results, reports to DIR/reports")
     run.add_argument("--cache-dir", help="request cache folder (default: $EVALKIT_CACHE_DIR or ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="score every request, read and store nothing")
@@ -285,8 +286,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         extra["allow_non_finite"] = True
     if args.full_weight_hash:
         extra["full_weight_hash"] = True
-    if getattr(args, "prefix_cache", False):
-        extra["prefix_cache"] = True
+    if getattr(args, "no_prefix_cache", False):
+        if getattr(args, "prefix_cache", False):
+            raise EvalkitError("--prefix-cache and --no-prefix-cache contradict each other: pass one")
+        extra["prefix_cache"] = False  # recorded only when off: results and baselines without it mean "on"
     if getattr(args, "no_figure", False):
         extra["figure"] = False
     tasks, shots = split_shots(args.tasks)

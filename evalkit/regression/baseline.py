@@ -209,8 +209,8 @@ def run_command(config: dict[str, Any]) -> str:
         parts.append(f"--fewshot-seed {config['fewshot_seed']}")
     if not extra.get("share_context", True):
         parts.append("--no-shared-context")
-    if extra.get("prefix_cache"):
-        parts.append("--prefix-cache")
+    if extra.get("prefix_cache", True) is False:
+        parts.append("--no-prefix-cache")
     if config.get("skip_missing_data"):
         parts.append("--skip-missing-data")
     if config.get("max_gen_toks") is not None:

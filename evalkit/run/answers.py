@@ -33,7 +33,7 @@ class Answers:
         timing: scoring seconds and the backend's counters (forward calls and tokens, padding, batch sizes,
             OOM retries, requests answered from the cache and scored), for the results' ``timing``.
         mask_fallback: why shared-context scoring was turned off, or None.
-        prefix_fallback: why prefix reuse (``--prefix-cache``) was turned off, or None.
+        prefix_fallback: why shared-prefix reuse (on unless ``--no-prefix-cache``) was turned off, or None.
         generation: generation task name -> one response per document, in request order.
     """
 
@@ -65,7 +65,7 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
         model.model, model.window, batch_size=start_size,
         max_batch_tokens=config.extra.get("max_batch_tokens", 32768), pad_id=model.tokenizer.eot_id,
         share_context=config.extra.get("share_context", True), progress=progress,
-        prefix_cache=bool(config.extra.get("prefix_cache", False)),
+        prefix_cache=bool(config.extra.get("prefix_cache", True)),
     )
     allow_non_finite = bool(config.extra.get("allow_non_finite"))
     sequences = [len(own) for own in model.windows]  # per request: 1, or a rolling request's windows
