@@ -163,7 +163,7 @@ def count_tokens(args, work: Path) -> None:
     import lm_eval
 
     from evalkit.models.tokenizer_loading import load_tokenizer
-    from evalkit.run.pipeline import tokenize_tasks
+    from evalkit.run.model import tokenize_tasks
     from evalkit.run.prepare import prepare_task
     from evalkit.scoring.batching import flatten_windows, pack_groups
     from evalkit.scoring.prefix_cache import plan_prefixes

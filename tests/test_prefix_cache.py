@@ -1,7 +1,7 @@
 """Shared prefixes forwarded once (evalkit.scoring.prefix_cache) against the naive reference on tiny random
 GPT-NeoX, Llama and sliding-window (Mistral) models: every request's log-likelihood and greedy flag, the plan of
 which prefix each sequence reads, batch-size and order invariance, the counters, the memory budget, the
-out-of-memory and probe fallbacks, the windowed-attention fallback and ``--prefix-cache``."""
+out-of-memory and probe fallbacks, the windowed-attention fallback and ``--(no-)prefix-cache``."""
 
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def test_a_model_that_mishandles_the_cache_is_caught_by_the_probe(tiny_model, re
 
 
 @pytest.mark.parametrize("shared", [40, 12])  # a shared prefix longer, then shorter, than the 16-token window
-def test_a_sliding_window_model_falls_back_with_a_warning(shared, caplog):
+def test_a_sliding_window_model_falls_back_with_a_warning_past_its_window(shared, caplog):
     model = make_tiny_mistral(0, window=16)
     rng = random.Random(shared)
     head = _tokens(rng, shared)
@@ -211,8 +211,10 @@ def test_a_sliding_window_model_falls_back_with_a_warning(shared, caplog):
         # one sequence per request: the packed 4-D mask does not apply the window (scored alone, it is exact)
         backend = HFBackend(model, 2048, batch_size=4, progress=False, share_context=False, prefix_min_tokens=8)
         responses = backend.loglikelihood(requests)
-    assert "shared-prefix reuse is off: the model has windowed attention layers (window 16 tokens)" in caplog.text
-    assert backend.prefix_cache is False and backend.prefix_tokens_reused == 0
+    # every sequence (18 or more tokens) reaches past the window: none reads a cached prefix
+    assert "shared-prefix reuse skips 4 of 4 sequences: the model has windowed attention layers (window 16 tokens)" \
+        in caplog.text
+    assert backend.prefix_tokens_reused == 0 and backend.forward_tokens == backend.naive_tokens
     _assert_matches(responses, [naive_loglikelihood(model, r) for r in requests])
 
 

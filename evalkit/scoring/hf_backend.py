@@ -21,7 +21,9 @@ switches the backend to unshared scoring with a warning instead of returning wro
 
 Token prefixes shared by several packed sequences (few-shot examples) are forwarded once and the rest of each
 sequence is scored on top of their keys and values (:mod:`evalkit.scoring.prefix_cache`); a probe checks that
-this reproduces scoring without reuse, and windowed-attention models are scored without reuse, with a warning.
+this reproduces scoring without reuse. A model with windowed attention layers reuses prefixes only for sequences
+whose every position lies within its smallest window (there a window excludes nothing); longer ones forward their
+whole context, with a warning.
 
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
@@ -52,6 +54,10 @@ other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a conti
 
 PREFIX_BUDGET_BYTES = 1 << 30
 """Default budget for the keys and values of one cached prefix (bytes)."""
+
+PREFIX_PROBE_POSITIONS = 10
+"""Largest position id of the prefix-reuse probe's group; a windowed model whose window is not larger keeps
+reuse off."""
 
 
 MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError, KeyError,
@@ -161,8 +167,10 @@ class HFBackend:
         self.prefix_tokens_reused = 0
         self.naive_tokens = 0
         self._prefix_checked = False
+        self._window_skips = 0
         if prefix_cache:
-            if self.window is not None or self.patterns and any(k != "full" for k, _ in self.patterns.values()):
+            unknown = self.window is None and any(k != "full" for k, _ in self.patterns.values())
+            if unknown or self.window is not None and self.window <= PREFIX_PROBE_POSITIONS:
                 self._prefix_off(f"the model has windowed attention layers (window {self.window or 'unknown'} tokens), "
                                  f"whose rules a cached prefix would break")
 
@@ -250,10 +258,21 @@ class HFBackend:
         everything = [prefix_cache_lib.PrefixUnit((), list(range(len(groups))), [0] * len(groups))]
         if not self.prefix_cache or not groups:
             return everything
-        units = prefix_cache_lib.plan_prefixes([g.context_ids for g in groups], self.prefix_min_tokens,
+        fits = [i for i, g in enumerate(groups) if self.window is None or _last_position(g) < self.window]
+        units = prefix_cache_lib.plan_prefixes([groups[i].context_ids for i in fits], self.prefix_min_tokens,
                                                max_prefix_tokens=self.prefix_max_tokens)
+        if len(fits) < len(groups):
+            self._skip_windowed(len(groups) - len(fits), len(groups))
         if not any(u.prefix for u in units):
             return everything
+        for unit in units:
+            unit.members = [fits[m] for m in unit.members]
+        longer = sorted(set(range(len(groups))) - set(fits))
+        if longer:
+            if units[-1].prefix:
+                units.append(prefix_cache_lib.PrefixUnit(()))
+            units[-1].members.extend(longer)
+            units[-1].used.extend([0] * len(longer))
         if not self._mask_checked:
             self._check_packed_masks()
         if not self.share_context:
@@ -334,11 +353,16 @@ class HFBackend:
         Counted in ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``.
         Turns prefix reuse off (returns None) when the cache is not one full-attention entry per layer.
         """
+        from transformers import DynamicCache
+
         body = self._prefix_body()
         ids = torch.tensor([list(prefix)], device=self.input_device)
         positions = torch.arange(len(prefix), device=self.input_device)[None]
+        # a cache of plain full layers (a windowed model's own would keep only its window); a prefix read by a
+        # windowed model lies within the window (:meth:`_plan`), so the full keys are the windowed ones
+        full = {prefix_cache_lib.cache_argument(body): DynamicCache()}
         with torch.inference_mode():
-            out = body(input_ids=ids, position_ids=positions, use_cache=True)
+            out = body(input_ids=ids, position_ids=positions, use_cache=True, **full)
         states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
         del out
         self.forward_calls += 1
@@ -370,6 +394,18 @@ class HFBackend:
             per group, per continuation: (summed log-likelihood in nats, greedy flag), as :meth:`score_groups`.
         """
         return self.score_groups(groups, prefix=(states, used))
+
+    def _skip_windowed(self, skipped: int, total: int) -> None:
+        """Note (and warn once) that ``skipped`` of ``total`` packed sequences reach past the model's smallest
+        attention window: their positions would see a cached prefix under window rules the cache cannot apply, so
+        they forward their whole context."""
+        self._window_skips += skipped
+        reason = (f"the model has windowed attention layers (window {self.window} tokens); sequences reaching past "
+                  f"the window forward their whole context")
+        if self.prefix_fallback is None:
+            self.prefix_fallback = reason
+            log.warning("shared-prefix reuse skips %d of %d sequences: %s (same numbers, slower)", skipped, total,
+                        reason)
 
     def _prefix_off(self, reason: str) -> None:
         self.prefix_cache = False
@@ -676,6 +712,12 @@ def _packed_masks(
 
 def _describe(patterns: dict[str, tuple[str, int | None]]) -> str:
     return ", ".join(f"{name}: {kind} {size}" for name, (kind, size) in patterns.items() if size is not None)
+
+
+def _last_position(group: PackedGroup) -> int:
+    """The largest position id of a packed group's input tokens (its context, then each continuation but its last
+    token, positions restarting after the context)."""
+    return len(group.context_ids) - 2 + max(1, max(len(c) for c in group.continuations))
 
 
 def _prefix_token_budget(config: Any, budget_bytes: int, dtype: torch.dtype) -> int | None:
