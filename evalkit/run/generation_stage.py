@@ -45,7 +45,8 @@ class GenerationOutcome:
         responses: task name -> one response per document, in the task's request order.
         tokenized: task name -> the tokenized requests (context ids cut to the window).
         timing: ``tokenize_s``, ``generate_s``, ``requests``, ``requests_cached``, ``requests_generated``,
-            ``forward_calls``, ``generated_tokens``, ``batch_size_final``, ``oom_retries``.
+            ``forward_calls``, ``generated_tokens``, ``batch_size_final``, ``oom_retries``, ``forward_tokens``,
+            ``prefix_cache``, ``prefix_fallback``, ``prefix_tokens_forwarded``, ``prefix_tokens_reused``.
         warnings: task name -> warnings (contexts cut on the left).
     """
 
@@ -102,7 +103,7 @@ def generate_tasks(
         return outcome
     eot_text = tokenizer.decode([tokenizer.eot_id], skip_special_tokens=False)
     generator = HFGenerator(model, window, batch_size, tokenizer.eot_id, tokenizer.decode, progress,
-                            eot_text=eot_text)
+                            eot_text=eot_text, prefix_cache=bool(config.extra.get("prefix_cache", True)))
     flat = [t for p in tasks for t in tokenized[p.task.name]]
     t0 = time.perf_counter()
     cached = 0
@@ -136,5 +137,10 @@ def generate_tasks(
         "generated_tokens": generator.generated_tokens,
         "batch_size_final": generator.batch_size,
         "oom_retries": generator.oom_retries,
+        "forward_tokens": generator.forward_tokens,
+        "prefix_cache": generator.prefix_cache,
+        "prefix_fallback": generator.prefix_fallback,
+        "prefix_tokens_forwarded": generator.prefix_tokens_forwarded,
+        "prefix_tokens_reused": generator.prefix_tokens_reused,
     }
     return outcome

@@ -24,6 +24,14 @@ that the new token can have completed is searched.
 Out of memory (``is_oom``): the batch size is halved and the unfinished rows of the batch retried (finished rows
 keep their answers), down to one row, as :class:`evalkit.scoring.hf_backend.HFBackend` does for scoring.
 
+With ``prefix_cache=True``, prompt prefixes shared by several distinct requests (few-shot examples) are forwarded
+once (:mod:`evalkit.scoring.prefix_cache`): each batch holds requests of one prefix, feeds only the rest of each
+context on the prefix's keys and values (a row's 4-D mask hides the prefix positions it does not share; its position
+ids continue from the part it shares) and decodes on them. A probe compares next-token log-probabilities with and
+without a cached prefix first; a model that rejects the masks or disagrees, or one with windowed layers of unknown
+size, generates without reuse, with a warning. A request whose context plus token budget reaches past the smallest
+attention window of a windowed model is generated without reuse.
+
 A model whose ``generation_config`` asks for more than greedy decoding (a repetition penalty, a minimum length,
 forbidden words) is generated plainly greedy here, whereas lm-eval's ``model.generate`` would apply those settings.
 """
@@ -39,7 +47,10 @@ from typing import Callable, Sequence
 
 import torch
 
-from evalkit.scoring.hf_backend import _free_accelerator_memory, _progress, execution_device, is_cuda_oom
+from evalkit.models.attention_windows import layer_patterns, windowed_attention
+from evalkit.scoring import prefix_cache as prefix_cache_lib
+from evalkit.scoring.hf_backend import (MASK_ERRORS, PROBE_TOLERANCE, _free_accelerator_memory, _progress,
+                                        execution_device, is_cuda_oom)
 from evalkit.types import EvalkitError, GenerationCallback, GenerationResponse, TokenizedGeneration
 
 log = logging.getLogger(__name__)
@@ -126,6 +137,9 @@ class HFGenerator:
         eot_text: the end-of-text token's text (decoded with special tokens), which lm-eval 0.4 adds to every
             request's stop strings; None adds nothing.
         is_oom: ``exception -> bool``, which errors mean "out of memory, retry with a smaller batch".
+        prefix_cache: forward prompt prefixes shared by several requests once and decode on their keys and values
+            (the same greedy tokens up to float rounding, as under padding).
+        prefix_min_tokens: shortest shared prefix worth reuse (tokens).
 
     Attributes:
         batch_size: rows per batch; after an out-of-memory, the halved size in use.
@@ -135,7 +149,9 @@ class HFGenerator:
     contexts, then one per running row per step), ``padded_tokens`` (rows x width of every call),
     ``generated_tokens`` (tokens generated, for distinct requests), ``requests_generated`` (distinct requests
     generated), ``requests_shared`` (requests answered by an identical one's generation) and ``decode_s`` (seconds
-    spent decoding generated tokens to look for stop strings).
+    spent decoding generated tokens to look for stop strings); with prefix reuse, ``prefix_tokens_forwarded``
+    (shared prefixes' tokens, once each; part of ``forward_tokens``) and ``prefix_tokens_reused`` (prefix tokens
+    read from a cache instead of fed, summed over rows). ``prefix_fallback``: None, or why reuse was turned off.
     """
 
     def __init__(
@@ -150,6 +166,8 @@ class HFGenerator:
         pad_id: int = 0,
         eot_text: str | None = None,
         is_oom: Callable[[BaseException], bool] = is_cuda_oom,
+        prefix_cache: bool = False,
+        prefix_min_tokens: int = prefix_cache_lib.MIN_PREFIX_TOKENS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -174,6 +192,16 @@ class HFGenerator:
         self.generated_tokens = 0
         self.requests_generated = 0
         self.requests_shared = 0
+        self.prefix_cache = prefix_cache
+        self.prefix_min_tokens = prefix_min_tokens
+        self.prefix_fallback: str | None = None
+        self.prefix_tokens_forwarded = 0
+        self.prefix_tokens_reused = 0
+        self._prefix_checked = False
+        self.attention_window = windowed_attention(model.config)
+        if prefix_cache and self.attention_window is None and any(
+                kind != "full" for kind, _ in layer_patterns(model.config).values()):
+            self._prefix_off("the model has windowed attention layers of unknown size")
 
     def generate(self, requests: Sequence[TokenizedGeneration],
                  on_done: GenerationCallback | None = None) -> list[GenerationResponse]:
@@ -221,12 +249,27 @@ class HFGenerator:
                 on_done(indices, responses)
             bar.update(len(indices))
 
+        for prefix, used in self._prefix_units(distinct):
+            states = self._forward_prefix(prefix) if prefix and self.prefix_cache else None
+            if prefix and states is None:  # out of memory: reuse is off, these rows are generated whole
+                used = {uid: 0 for uid in used}
+            self._generate_unit([u for u in order if u in used], distinct, results, copies, finish,
+                                (states, used) if states is not None else None)
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _generate_unit(self, order: list[int], distinct: Sequence[TokenizedGeneration],
+                       results: list[GenerationResponse | None], copies: list[list[int]],
+                       finish: Callable[[list[tuple[int, GenerationResponse]]], None],
+                       prefix: tuple[list[tuple[torch.Tensor, torch.Tensor]], dict[int, int]] | None) -> None:
+        """Generate the distinct requests ``order`` in batches, halving the batch on out-of-memory; with ``prefix``
+        (a cached prefix's per-layer states, and per request id the prefix tokens it shares), on that prefix."""
         pending = deque(order)
         while pending:
             batch = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
             rows = [_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch]
             try:
-                self._run_batch(rows, finish)
+                self._run_batch(rows, finish, prefix)
                 continue
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
                 if not self.is_oom(exc):
@@ -243,8 +286,113 @@ class HFGenerator:
             log.warning("out of memory generating %d rows per batch; retrying with %d", len(batch), self.batch_size)
             _free_accelerator_memory()
             pending.extendleft(reversed(unfinished))
-        bar.close()
-        return results  # type: ignore[return-value]
+
+    def _prefix_units(self, distinct: Sequence[TokenizedGeneration]) -> list[tuple[tuple[int, ...], dict[int, int]]]:
+        """(prefix, {request id: prefix tokens it shares}) per unit of
+        :func:`evalkit.scoring.prefix_cache.plan_prefixes` over the distinct contexts, the unit without a prefix
+        last; one unit without a prefix when reuse is off or fails its probe. Requests that reach past a windowed
+        model's smallest window are left out of the plan."""
+        everything = [((), {uid: 0 for uid in range(len(distinct))})]
+        if not self.prefix_cache or not distinct:
+            return everything
+        window = self.attention_window
+        fits = [u for u, r in enumerate(distinct)
+                if window is None or len(r.context_ids) + r.max_new_tokens - 1 <= window]
+        units = prefix_cache_lib.plan_prefixes([tuple(distinct[u].context_ids) for u in fits], self.prefix_min_tokens)
+        if len(fits) < len(distinct):
+            log.warning("shared-prefix reuse skips %d of %d generation requests: their context and token budget "
+                        "reach past the model's attention window of %d tokens", len(distinct) - len(fits),
+                        len(distinct), window)
+        if not any(unit.prefix for unit in units):
+            return everything
+        if not self._prefix_checked:
+            self._check_prefix_reuse()
+            if not self.prefix_cache:
+                return everything
+        out = [(unit.prefix, {fits[m]: n for m, n in zip(unit.members, unit.used)}) for unit in units if unit.prefix]
+        plain = set(range(len(distinct))) - {uid for _, used in out for uid in used}
+        return out + ([((), {uid: 0 for uid in sorted(plain)})] if plain else [])
+
+    def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Forward a shared prefix once; its per-layer (keys, values), each (1, heads, P, dim). Counted in
+        ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``. On out of memory
+        or a cache of another kind, reuse is turned off (with a warning) and None returned."""
+        from transformers import DynamicCache
+
+        ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.input_device)
+        positions = torch.arange(len(prefix), device=self.input_device)[None]
+        kwargs = {self._cache_arg: DynamicCache(), "use_cache": True}  # full layers: every prefix key kept
+        if self._keep_arg is not None:
+            kwargs[self._keep_arg] = 1
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, position_ids=positions, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+            if not self.is_oom(exc):
+                raise
+            out = None
+        if out is None:
+            self._prefix_off("out of memory while forwarding a shared prefix")
+            _free_accelerator_memory()
+            return None
+        states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
+        self.forward_calls += 1
+        self.forward_tokens += len(prefix)
+        self.padded_tokens += len(prefix)
+        self.prefix_tokens_forwarded += len(prefix)
+        if states is None:
+            self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
+        return states
+
+    def _check_prefix_reuse(self) -> None:
+        """Next-token log-probabilities of a 10-token context fed whole, and fed as 2 tokens on an 8-token cached
+        prefix (then one decoding step each); on an error or a difference beyond the dtype's probe tolerance, reuse
+        is turned off. Not counted in the counters."""
+        from transformers import DynamicCache
+
+        self._prefix_checked = True
+        vocab = self.model.get_input_embeddings().weight.shape[0]
+        ids = torch.tensor([[(self.pad_id + 1 + 3 * k) % vocab for k in range(11)]], device=self.input_device)
+        dtype = self.model.get_input_embeddings().weight.dtype
+        counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.prefix_tokens_forwarded)
+        try:
+            with torch.inference_mode():
+                cache = DynamicCache()
+                whole = self._logprobs(ids[:, :10], torch.ones_like(ids[:, :10]), torch.arange(10)[None], cache)
+                step = self._logprobs(ids[:, 10:], torch.ones_like(ids), torch.tensor([[10]]), cache)
+                states = self._forward_prefix(ids[0, :8].tolist())
+                if states is None:
+                    return
+                cache = prefix_cache_lib.prefix_cache_for_batch(states, 8, keep=True)
+                mask = torch.ones((1, 10), dtype=torch.long, device=self.input_device)
+                rest = self._logprobs(ids[:, 8:10], _prefix_mask(mask, 2, dtype), torch.arange(8, 10)[None], cache)
+                mask = torch.ones_like(ids)
+                again = self._logprobs(ids[:, 10:], _prefix_mask(mask, 1, dtype), torch.tensor([[10]]), cache)
+            worst = max(float((whole - rest).abs().max()), float((step - again).abs().max()))
+            tolerance = PROBE_TOLERANCE.get(dtype, 0.1)
+            reason = (None if worst <= tolerance else f"next-token log-probabilities on a cached prefix differ from "
+                                                      f"whole ones by {worst:.3g} (tolerance {tolerance:g})")
+        except MASK_ERRORS as exc:
+            if self.is_oom(exc):
+                return
+            reason = f"the model rejected a cached prefix ({type(exc).__name__}: {exc})"
+        finally:
+            (self.forward_calls, self.forward_tokens, self.padded_tokens, self.prefix_tokens_forwarded) = counters
+        if reason is not None:
+            self._prefix_off(f"{reason}; attention implementation "
+                             f"{getattr(self.model.config, '_attn_implementation', None)!r}")
+
+    def _logprobs(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """Log-softmax (float32) of the last position's logits of one uncounted model call (the probe's)."""
+        kwargs = {self._cache_arg: cache, "use_cache": True}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.to(self.input_device), **kwargs)
+        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+    def _prefix_off(self, reason: str) -> None:
+        self.prefix_cache = False
+        self.prefix_fallback = reason
+        log.warning("shared-prefix reuse in generation is off: %s; every request feeds its whole context (same "
+                    "tokens, slower)", reason)
 
     def _timed_decode(self, ids: list[int]) -> str:
         started = time.perf_counter()
@@ -268,34 +416,51 @@ class HFGenerator:
         except TypeError:  # transformers before 4.56's config-aware cache
             return DynamicCache()
 
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        """One model call; returns the last position's logits, (rows, vocab)."""
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+        """One model call; returns the last position's logits, (rows, vocab). ``mask`` (rows, keys) marks the keys
+        each row sees; with ``dtype`` (a cached prefix's batch) the model gets the 4-D additive mask of
+        :func:`_prefix_mask` built from it."""
         self.forward_calls += 1
         self.forward_tokens += int(mask[:, -input_ids.shape[1]:].sum())
         self.padded_tokens += int(input_ids.numel())
         kwargs = {self._cache_arg: cache, "use_cache": True}
         if self._keep_arg is not None:
             kwargs[self._keep_arg] = 1
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **kwargs)
+        attention = mask if dtype is None else _prefix_mask(mask, input_ids.shape[1], dtype)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, **kwargs)
         return out.logits[:, -1]
 
-    def _run_batch(self, rows: list[_Row], finish: Callable[[list[tuple[int, GenerationResponse]]], None]) -> None:
-        """Generate every row of a batch to its end; ``finish`` is told at each step which rows ended."""
+    def _run_batch(self, rows: list[_Row], finish: Callable[[list[tuple[int, GenerationResponse]]], None],
+                   prefix: tuple[list[tuple[torch.Tensor, torch.Tensor]], dict[int, int]] | None = None) -> None:
+        """Generate every row of a batch to its end; ``finish`` is told at each step which rows ended. With
+        ``prefix`` (per-layer prefix states, and per request id the prefix tokens it shares), each row feeds only
+        the rest of its context, on the prefix's keys and values."""
         device = self.input_device
-        width = max(len(r.request.context_ids) for r in rows)
+        shared = [prefix[1][row.uid] if prefix is not None else 0 for row in rows]
+        width = max(len(r.request.context_ids) - u for r, u in zip(rows, shared))
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, row in enumerate(rows):
-            n = len(row.request.context_ids)
-            input_ids[k, width - n:] = torch.tensor(row.request.context_ids, dtype=torch.long)
+        for k, (row, skip) in enumerate(zip(rows, shared)):
+            n = len(row.request.context_ids) - skip
+            input_ids[k, width - n:] = torch.tensor(row.request.context_ids[skip:], dtype=torch.long)
             mask[k, width - n:] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # real tokens count 0, 1, ...; padding is masked out
+        # real tokens count on from the prefix part a row shares (0 without one); padding is masked out
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) + torch.tensor(shared, dtype=torch.long)[:, None]
+        dtype = None
+        if prefix is not None:
+            seen = max(shared)
+            mask = torch.cat([(torch.arange(seen)[None] < torch.tensor(shared)[:, None]).long(), mask], dim=1)
+            cache = prefix_cache_lib.prefix_cache_for_batch(prefix[0], seen, keep=True)
+            dtype = self.model.get_input_embeddings().weight.dtype
+            self.prefix_tokens_reused += sum(shared)
+        else:
+            cache = self._new_cache()
         input_ids, mask, positions = input_ids.to(device), mask.to(device), positions.to(device)
         next_position = positions[:, -1:] + 1
-        cache = self._new_cache()
         active = list(rows)
         with torch.inference_mode():
-            logits = self._forward(input_ids, mask, positions, cache)
+            logits = self._forward(input_ids, mask, positions, cache, dtype)
             while True:
                 tokens = logits.argmax(dim=-1).tolist()
                 keep, done = [], []
@@ -317,5 +482,18 @@ class HFGenerator:
                     active = [active[k] for k in keep]
                 step = torch.tensor([[row.ids[-1]] for row in active], dtype=torch.long, device=device)
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
-                logits = self._forward(step, mask, next_position, cache)
+                logits = self._forward(step, mask, next_position, cache, dtype)
                 next_position = next_position + 1
+
+
+def _prefix_mask(mask: torch.Tensor, queries: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive mask (rows, 1, queries, keys) for a batch on a cached prefix: the last ``queries`` key columns are
+    this call's tokens; a query sees the columns up to its own where ``mask`` (rows, keys; 1 seen, 0 hidden: a
+    prefix position the row does not share, or padding) holds."""
+    keys = mask.shape[1]
+    columns = torch.arange(keys, device=mask.device)
+    own = keys - queries + torch.arange(queries, device=mask.device)
+    allowed = (mask[:, None, :] > 0) & (columns[None, None, :] <= own[None, :, None])
+    out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+    out.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return out[:, None]

@@ -10,8 +10,9 @@ Causal attention makes the key/value states of positions ``0..u-1`` of a prefix 
 forward of the first ``u`` tokens alone, so a group that shares only part of a forwarded prefix uses that part:
 its row's attention mask hides the prefix positions it does not share, and its position ids continue from ``u``.
 
-Only log-likelihood scoring uses it today. A generator can group its prompts with :func:`plan_prefixes`, forward
-each prefix once (:func:`prefix_states` of the returned cache), and decode a batch on
+Log-likelihood scoring (:mod:`evalkit.scoring.hf_backend`) and greedy generation
+(:mod:`evalkit.scoring.generation`) use it: the generator groups its prompts with :func:`plan_prefixes`, forwards
+each prefix once (:func:`prefix_states` of the returned cache), and decodes a batch on
 :func:`prefix_cache_for_batch` with ``keep=True``: every row then sees the prefix and its own tokens since.
 """
 
@@ -172,6 +173,13 @@ class SharedPrefixLayer(CacheLayerMixin):
         keys = self.keys.to(key_states.dtype).expand(batch, -1, -1, -1)
         values = self.values.to(value_states.dtype).expand(batch, -1, -1, -1)
         return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep the batch rows ``indices`` (a decoding batch whose finished rows leave it): the rows' own kept
+        states are selected; the prefix, shared by every row, stays as it is."""
+        if self.own_keys is not None:
+            self.own_keys = self.own_keys[indices.to(self.own_keys.device)]
+            self.own_values = self.own_values[indices.to(self.own_values.device)]
 
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         """(key length, key offset) for mask building: the prefix, the kept states and the new tokens, from 0."""
