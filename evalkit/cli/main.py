@@ -71,6 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
+    if getattr(args, "lm_eval_output_path", None):
+        from evalkit.cli.lmeval_flags import write_lm_eval_output
+
+        for written in write_lm_eval_output(args.lm_eval_output_path, config.model, output.results,
+                                            output.results_path):
+            print(f"lm-eval: {written}")
     if output.report_error:
         print(f"evalkit: error: {output.report_error}", file=sys.stderr)
         return 1
@@ -242,11 +248,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evalkit.import_gc import enter_program
 
         enter_program()
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
                 "baseline": cmd_baseline, "export": cmd_export, "check": cmd_check}
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, notes = parse_command_line(parser, given, commands)
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    for note in notes:
+        logging.getLogger("evalkit.cli").info(note)
+    args.argv = given
     where = _rank_label()
     try:
         return commands[args.command](args)
@@ -265,6 +279,39 @@ def main(argv: Sequence[str] | None = None) -> int:
             # about 1.5 s of a small run's exit. Frozen objects are skipped; files are closed and atexit
             # handlers still run.
             gc.freeze()
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str],
+                       commands: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv``, read in lm-eval's spelling where it uses it (:mod:`evalkit.cli.lmeval_flags`).
+
+    Returns:
+        the parsed flags (``lm_eval_output_path``: lm-eval's ``--output_path`` or None) and one info line per
+        flag read in another spelling.
+
+    Raises:
+        EvalkitError: an lm-eval flag evalkit lacks, or a flag the command does not know (one line, with the
+            closest known flag).
+    """
+    from evalkit.cli.lmeval_flags import translate, unknown_flag_message
+
+    translation = translate(argv, commands)
+    args, extras = parser.parse_known_args(translation.argv)
+    if extras:
+        sub = _subparser(parser, args.command)
+        flags = [e for e in extras if e.startswith("-")]
+        if flags:
+            raise EvalkitError(unknown_flag_message(flags[0], list(sub._option_string_actions), args.command))
+        raise EvalkitError(f"evalkit {args.command}: unexpected argument {extras[0]!r} "
+                           f"(`evalkit {args.command} --help` lists the flags)")
+    args.lm_eval_output_path = translation.output_path
+    return args, translation.notes
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def _rank_label() -> str:

@@ -41,6 +41,17 @@ def split_shots(names: Sequence[str]) -> tuple[tuple[str, ...], dict[str, int]]:
     return tuple(plain), shots
 
 
+def _limit(value: str) -> int | float:
+    """``--limit``: a whole count, or a fraction between 0 and 1 of each task's documents (as lm-eval reads it)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or a fraction between 0 and 1, got '{value}'") from None
+    if number.is_integer() and number >= 1:
+        return int(number)
+    return number
+
+
 def _batch_size(value: str) -> int | str:
     if value == "auto":
         return value
@@ -185,7 +196,9 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
     run.add_argument("--skip-missing-data", action="store_true",
                      help="with --data-dir: leave out (and name) the tasks whose local files are missing")
-    run.add_argument("--limit", type=int, help="seeded random subset of N documents per task (default: all)")
+    run.add_argument("--limit", type=_limit, metavar="N",
+                     help="seeded random subset of N documents per task, or of a fraction 0 < N < 1 of each task's "
+                          "documents (rounded up); smaller subsets are nested in larger ones (default: all)")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=_batch_size, default=16,
                      help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits (within "

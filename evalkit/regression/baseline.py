@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit.data.documents import json_error, resolve_data_dir
+from evalkit.data.documents import SUBSET_RULE, json_error, resolve_data_dir
 from evalkit.models.gguf_file import is_gguf_path
 from evalkit.stats.metrics import PER_DOC_KEYS
 from evalkit.models.resolve import package_placeholder
@@ -241,7 +241,7 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
         "max_length": config.max_length, "dtype": results["model"]["dtype"], "device": device,
         "bootstrap_iters": config.bootstrap_iters, "extra": dict(config.extra),
         "num_fewshot": config.num_fewshot, "fewshot_overrides": dict(config.fewshot_overrides),
-        "fewshot_seed": config.fewshot_seed,
+        "fewshot_seed": config.fewshot_seed, "subset_rule": SUBSET_RULE,
     }
     tasks = {}
     for name, task in results["tasks"].items():
