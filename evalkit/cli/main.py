@@ -180,7 +180,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """``evalkit tasks``: one line per task and group, then every YAML file that was refused and why."""
     from evalkit.tasks.registry import load_registry
 
-    registry = load_registry(args.include_path)
+    folders = list(args.include_path)
+    if getattr(args, "lm_eval", False):
+        from evalkit.tasks.lmeval_locate import INSTALL_HINT, lm_eval_task_dir
+
+        root = lm_eval_task_dir()
+        if root is None:
+            raise EvalkitError(f"--lm-eval: lm-eval is not installed ({INSTALL_HINT})")
+        folders.append(str(root))
+    registry = load_registry(folders)
     for name, task in sorted(registry.tasks.items()):
         aliases = f" (aliases: {', '.join(task.aliases)})" if task.aliases else ""
         ds = task.dataset

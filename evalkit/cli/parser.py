@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
     tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
+    tasks.add_argument("--lm-eval", action="store_true",
+                       help="also list every task of the installed lm-eval's task folder (lm_eval.<name>; reads "
+                            "about 14,000 files)")
 
     compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents, and against "
                                           "published rows; writes a Markdown report and a figure")

@@ -72,7 +72,7 @@ def plan_run(config: RunConfig) -> RunPlan:
             with something missing locally, an unreadable request cache or GGUF file, naming what and where.
     """
     check_config(config)
-    registry = load_registry(config.include_paths)
+    registry = load_registry(config.include_paths, config.tasks)  # lm_eval.* names: the installed lm-eval's
     tasks = registry.expand(config.tasks)
     groups = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
     resolved = resolve_model(config.model)
@@ -112,7 +112,8 @@ SEED_LIMIT = 2 ** 64
 def check_config(config: RunConfig) -> None:
     """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
 
-    Checks ``--limit`` (a positive whole number, or a fraction between 0 and 1), ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
+    Checks ``--limit`` (a positive whole number, or a fraction between 0 and 1), ``--batch-size``,
+    ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
     (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` and ``--fewshot-seed``
     (0 to 2**64 - 1) and that ``--output-dir`` is, or can be created as, a writable folder (and its ``results/``
     and ``reports/``, where they exist, are writable folders). Nothing is created.

@@ -39,8 +39,8 @@ class PreparedTask:
 
 
 def prepare_task(
-    task: Task, data_dir: Path | None, limit: int | float | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None,
+    task: Task, data_dir: Path | None, limit: int | float | None, seed: int, num_fewshot: int = 0,
+    fewshot_seed: int = 42, task_file: Path | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
