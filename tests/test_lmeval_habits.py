@@ -255,3 +255,16 @@ def test_without_lm_eval_an_lm_eval_name_never_suggests_the_builtin_task(monkeyp
                    "task YAMLs)\n")
     assert main(["tasks", "--lm-eval"]) == 2
     assert "--lm-eval: lm-eval is not installed (pip install lm-eval==0.4.13" in capsys.readouterr().err
+
+
+def test_declaring_folders_are_found_by_task_group_or_tag_quoted_or_not(tmp_path):
+    for folder, text in (("a", '"dataset_name": "anatomy"\n"task": "mmlu_anatomy"\n'),
+                         ("b", "tag:\n  - ai2_arc\n  - arc_tasks\ntask: arc_easy\n"),
+                         ("c", "task: other  # not mmlu_anatomy\ngroup_alias: ai2_arc\n"),
+                         ("d", "group: mmlu\ntask:\n  - mmlu_anatomy\n")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.yaml").write_text(text)
+    assert lmeval_locate.folders_declaring(tmp_path, ["mmlu_anatomy"]) == [tmp_path / "a"]
+    assert lmeval_locate.folders_declaring(tmp_path, ["arc_tasks"]) == [tmp_path / "b"]
+    assert lmeval_locate.folders_declaring(tmp_path, ["other", "mmlu"]) == [tmp_path / "c", tmp_path / "d"]
+    assert lmeval_locate.folders_declaring(tmp_path, ["anatomy"]) == []

@@ -42,11 +42,12 @@ def is_lm_eval_package_dir(directory: Path) -> bool:
 
 
 def _declaring_pattern(names: Iterable[str]) -> re.Pattern[str]:
-    """``task: NAME``, ``group: NAME``, ``tag: NAME`` at the start of a line, or ``NAME`` in a ``tag:`` list."""
+    """``task: NAME``, ``group: NAME``, ``tag: NAME`` at the start of a line (key and value quoted or not), or
+    ``NAME`` in a ``tag:`` list."""
     alternatives = "|".join(sorted(re.escape(n) for n in names))
     quoted = rf"[\"']?(?:{alternatives})[\"']?[ \t]*(?:#.*)?$"
-    scalar = rf"^(?:task|group|tag)[ \t]*:[ \t]*{quoted}"
-    listed = rf"^tag[ \t]*:[ \t]*\n(?:[ \t]*-.*\n)*?[ \t]*-[ \t]*{quoted}"
+    scalar = rf"^[\"']?(?:task|group|tag)[\"']?[ \t]*:[ \t]*{quoted}"  # MMLU's files quote their keys
+    listed = rf"^[\"']?tag[\"']?[ \t]*:[ \t]*\n(?:[ \t]*-.*\n)*?[ \t]*-[ \t]*{quoted}"
     return re.compile(f"{scalar}|{listed}", re.MULTILINE)
 
 
