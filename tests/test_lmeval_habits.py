@@ -139,7 +139,8 @@ def test_a_run_in_lm_eval_spelling_writes_lm_evals_files(tmp_path, data_dir, cap
                                                                                   ["doc_id"])
 
 
-def test_output_path_folder_gets_the_models_sanitized_folder(tmp_path, data_dir, capsys):
+def test_output_path_folder_gets_the_models_sanitized_folder(tmp_path, data_dir, capsys, caplog):
+    caplog.set_level("INFO", logger="evalkit.models.hf_loading")
     status = main(["run", "--model", "random:pythia-14m", "--tasks", "piqa", "--limit", "3", "-o", str(tmp_path),
                    "--tokenizer", str(TOKENIZER_JSON), "--data-dir", str(data_dir), "--device", "cpu",
                    "--bootstrap-iters", "0", "--no-figure", "--no-progress"])
@@ -147,6 +148,13 @@ def test_output_path_folder_gets_the_models_sanitized_folder(tmp_path, data_dir,
     files = list((tmp_path / "random__pythia-14m").iterdir())
     assert len(files) == 1 and files[0].name.startswith("results_") and files[0].suffix == ".json"
     assert json.loads(files[0].read_text())["results"]["piqa"]["alias"] == "piqa"
+    assert "loading the model random:pythia-14m (random weights, dtype auto, on cpu)..." in caplog.messages
+    [results] = (tmp_path / "results").rglob("*.json")
+    plain, published = tmp_path / "plain.md", tmp_path / "published.md"
+    assert main(["compare", str(results), str(results), "--output", str(plain), "--bootstrap-iters", "20"]) == 0
+    assert main(["compare", str(results), str(results), "--output", str(published), "--bootstrap-iters", "20",
+                 "--published"]) == 0
+    assert "(unpaired)" not in plain.read_text() and "(unpaired)" in published.read_text()
 
 
 ARC_EASY_YAML = """tag:

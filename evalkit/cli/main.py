@@ -108,7 +108,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     try:
         output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha,
-                         not args.no_references)
+                         args.published and not args.no_references)
     except OSError as exc:
         raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
             from None

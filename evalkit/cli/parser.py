@@ -138,14 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also list every task of the installed lm-eval's task folder (lm_eval.<name>; reads "
                             "about 14,000 files)")
 
-    compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents, and against "
-                                          "published rows; writes a Markdown report and a figure")
+    compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents (and, with "
+                                          "--published, against published rows); writes a Markdown report and a "
+                                          "figure")
     compare.add_argument("results", nargs="+", help="two or more results JSON files; each is compared with the first")
     compare.add_argument("--output", help="report path (default: <A stem>_vs_<B stem>.md in the reports/ folder beside A's results/); figure beside it")
     compare.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples")
     compare.add_argument("--seed", type=int, default=1234, help="bootstrap seed")
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")
-    compare.add_argument("--no-references", action="store_true", help="leave out the published tables")
+    compare.add_argument("--published", action="store_true",
+                         help="also compare each run with the published rows (unpaired z-tests: other documents, "
+                              "other code; off by default)")
+    compare.add_argument("--no-references", action="store_true",
+                         help="leave out the published tables (the default unless --published; wins over it)")
 
     export = _subcommand(sub, "export", "write a results file in lm-evaluation-harness 0.4's layout or as CSV")
     export.add_argument("results", nargs="+", help="results JSON files (csv: one table over all of them)")
