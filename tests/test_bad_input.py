@@ -149,10 +149,10 @@ def test_tokenizer_vocabulary_larger_than_the_model_embedding(capsys, tmp_path):
 
 
 def test_a_continuation_longer_than_the_window(capsys, tmp_path):
-    # the seeded subset is documents 47, 568 and 649; " " + sol1 of document 47 is 23 tokens
+    # the seeded subset is documents 784, 1029 and 1161; " " + sol1 of document 784 is 17 tokens
     status, err = run_cli(capsys, tmp_path, "--limit", "3", "--max-length", "16")
     assert status == 2
-    assert "evalkit: error: task piqa doc 47 choice 0: continuation of 23 tokens does not fit the model window of 16" \
+    assert "evalkit: error: task piqa doc 784 choice 0: continuation of 17 tokens does not fit the model window of 16" \
         in err
 
 
