@@ -276,3 +276,25 @@ def test_declaring_folders_are_found_by_task_group_or_tag_quoted_or_not(tmp_path
     assert lmeval_locate.folders_declaring(tmp_path, ["arc_tasks"]) == [tmp_path / "b"]
     assert lmeval_locate.folders_declaring(tmp_path, ["other", "mmlu"]) == [tmp_path / "c", tmp_path / "d"]
     assert lmeval_locate.folders_declaring(tmp_path, ["anatomy"]) == []
+
+
+def test_the_terminal_table_folds_a_groups_members_into_its_rows():
+    from evalkit.results.summary import folded_rows, format_summary
+
+    def entry(value, n):
+        return {"metrics": {"acc": {"value": value, "stderr": (value * (1 - value) / (n - 1)) ** 0.5, "n": n}},
+                "num_fewshot": 0}
+
+    results = {"tasks": {"a": entry(0.5, 10), "b": entry(0.7, 10), "c": entry(0.25, 5)},
+               "groups": {"g": {"aggregation": "micro", "tasks": ["a", "b"],
+                                "metrics": {"acc": {"value": 0.6, "stderr": 0.1124, "n": 20}}},
+                          "tag": {"aggregation": None, "tasks": ["c"]}}}
+    rows, notes = folded_rows(results)
+    assert [(r["task"], r["kind"], r["value"]) for r in rows] == [("c", "task", 0.25), ("g", "group", 0.6)]
+    assert notes == ["g: 2 member tasks folded (each task's rows are in the report)"]
+    table = format_summary(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith("| c ") and table[3].startswith("| g (micro group) ")
+    assert "0.6000 | ± | 0.1124 | [0.3866, 0.7812] | 20 |" in table[3]  # Wilson 95% of 12/20, by hand below
+    z = 1.959964
+    centre, half = (0.6 + z * z / 40) / (1 + z * z / 20), z / (1 + z * z / 20) * (0.24 / 20 + z * z / 1600) ** 0.5
+    assert (round(centre - half, 4), round(centre + half, 4)) == (0.3866, 0.7812)

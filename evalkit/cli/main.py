@@ -62,9 +62,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if output is None:  # a data-parallel rank other than 0
         return 0
-    from evalkit.results.summary import format_summary, subset_banner
+    from evalkit.results.summary import folded_rows, format_summary, subset_banner
 
-    print(format_summary(output.results))
+    rows, folded = folded_rows(output.results)  # a group's members are in the report, not on the terminal
+    print(format_summary(rows))
+    for note in folded:
+        print(note)
     banner = subset_banner(output.results)
     if banner:
         print(banner)
@@ -87,11 +90,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``evalkit report``: re-renders a report (and its figure) from results files."""
     from evalkit.reports.report import write_report_file
-    from evalkit.results.files import default_reports_dir, load_results
+    from evalkit.results.files import default_reports_dir, load_results, report_stem
 
     runs = [load_results(p) for p in args.results]
     first = Path(args.results[0])
-    path = Path(args.output) if args.output else default_reports_dir(first) / f"{first.stem}.md"
+    path = Path(args.output) if args.output else default_reports_dir(first) / f"{report_stem(first)}.md"
     replaced = path.exists()
     try:
         written = write_report_file(runs, path, source_paths=args.results)

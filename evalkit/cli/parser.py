@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = _subcommand(sub, "run", "evaluate a model on tasks; writes results/ and reports/",
                       "Evaluate a model on tasks. Prints a summary table (value ± stderr, Wilson 95% interval, n, "
-                      "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<time>.md.")
+                      "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<model>-<time>.md.")
     add_run_flags(run)
     run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
     run.add_argument("--no-figure", action="store_true", help="write the report without its PNG figure (faster)")
@@ -129,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = _subcommand(sub, "report", "re-render a Markdown report (and its figure) from saved results")
     report.add_argument("results", nargs="+", help="results JSON files")
-    report.add_argument("--output", help="report path, written as named (default: reports/<first results stem>.md, "
-                                         "which replaces the run's own report); the figure goes beside it as .png")
+    report.add_argument("--output", help="report path, written as named (default: reports/<model>-<first results "
+                                         "stem>.md, which replaces the run's own report); the figure goes beside "
+                                         "it as .png")
 
     tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
     tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
