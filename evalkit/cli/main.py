@@ -32,6 +32,22 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def close_progress_bars() -> None:
+    """Close every progress bar still open (an interrupted scoring loop never reached its ``close``), so each prints
+    its last line before the interrupt message instead of after it, when the interrupted frames are freed at exit.
+    Reads tqdm's registry of live bars (``tqdm._instances``); without tqdm, or without that registry, nothing is
+    done."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot draw its last line must not hide the interrupt message
+            pass
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``evalkit run``: prints the results and report paths.
 
@@ -60,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"written; the results are complete in {written}; re-render the report with: evalkit report "
                   f"{written} --output REPORT.md", file=sys.stderr)
             return 1
+        close_progress_bars()  # their last line now, not after the message (when the traceback's frames are freed)
         command = resume_command(args.argv)
         if config.use_cache:
             print(f"evalkit: interrupted; every scored batch is kept in the request cache "
