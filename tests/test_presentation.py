@@ -178,3 +178,16 @@ def test_a_run_records_each_choice_tasks_chance(tmp_path, data_dir):
     assert tasks["arc_challenge"]["chance"] == pytest.approx(sum(1 / k for k in choices) / 6, abs=1e-15)
     report = (tmp_path / "reports").glob("*.md")
     assert re.search(r"a dotted line marks chance", next(report).read_text(encoding="utf-8"))
+
+
+def test_terminal_folds_members_and_notes_the_group_once():
+    from evalkit.results.summary import folded_rows, format_summary
+
+    rows, notes = folded_rows(family_results())
+    assert notes == ["mmlu: 2 member tasks folded (each task's rows are in the report; 2 categories shown as groups)"]
+    lines = format_summary(rows).splitlines()
+    assert [line.split(" | ")[0].strip("| ").rstrip() for line in lines[2:] if not line.startswith("*")] == [
+        "lambada_openai", "lambada_openai", "arc_easy", "arc_easy", "hellaswag", "hellaswag", "wikitext", "wikitext",
+        "mmlu (micro group)", "mmlu_stem (micro group)", "mmlu_other (micro group)"]
+    assert lines[-4] == (f"| mmlu (micro group)       |     0 | acc             | 0.2530 | ± |  0.0257 | "
+                         f"{wilson(0.253, 287)} | 287 |")

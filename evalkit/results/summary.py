@@ -109,20 +109,27 @@ def _table_cells(row: Mapping[str, Any]) -> list[str]:
 def folded_rows(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The rows of :func:`summary_rows` with every task that belongs to an aggregated group (a group with metrics
     of its own: MMLU and its categories) left out, and one note per such group naming how many member tasks were
-    folded: the terminal shows a 57-subject group as its group rows, the report keeps every task.
+    folded: the terminal shows a 57-subject group as its group rows, the report keeps every task. A group whose
+    tasks are a strict part of another's (a category: ``mmlu_stem`` inside ``mmlu``) keeps its rows but gets no
+    note of its own; the containing group's note counts its categories.
 
     Returns:
         (rows, notes): the rows in :func:`summary_rows`' order without folded tasks; notes like
-        ``"hendrycksTest: 57 member tasks folded (each task's rows are in the report)"``.
+        ``"mmlu: 57 member tasks folded (each task's rows are in the report; 4 categories shown as groups)"``.
     """
     groups = {name: group for name, group in (results.get("groups") or {}).items() if group.get("metrics")}
     members = {t for group in groups.values() for t in group.get("tasks", ())}
     rows = [r for r in summary_rows(results) if not (r["kind"] == "task" and r["task"] in members)]
+    tasks = {name: {t for t in group.get("tasks", ()) if t in results.get("tasks", {})} for name, group in groups.items()}
     notes = []
-    for name, group in groups.items():
-        count = len([t for t in group.get("tasks", ()) if t in results.get("tasks", {})])
+    for name in groups:
+        if any(tasks[name] < tasks[other] for other in groups if other != name):
+            continue  # a category (mmlu_stem inside mmlu): its rows are shown, its members noted with the group's
+        count = len(tasks[name])
+        categories = sum(1 for other in groups if other != name and tasks[other] < tasks[name])
+        shown = f"; {categories} categor{'ies' if categories != 1 else 'y'} shown as groups" if categories else ""
         notes.append(f"{name}: {count} member task{'s' if count != 1 else ''} folded (each task's rows are in the "
-                     f"report)")
+                     f"report{shown})")
     return rows, notes
 
 
