@@ -1,8 +1,9 @@
 """Saved results + published reference rows -> a Markdown report (rendered by one jinja2 template) and its figure.
 
 Reports render only from saved results files, so ``evalkit report`` can rebuild any report later.
-Measured cells show value ± bootstrap stderr; reference cells show what the source published. The figure
-(``<report stem>.png`` beside the report) shows each task's primary accuracy with a Wilson 95% interval.
+Measured cells beside published rows show value ± bootstrap stderr; reference cells show what the source published;
+the run's own tables show one stderr each, named in the header. The figure (``<report stem>.png`` beside the
+report) shows each task's (or aggregated group's) primary accuracy with a Wilson 95% interval and the chance level.
 """
 
 from __future__ import annotations
