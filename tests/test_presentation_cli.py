@@ -112,3 +112,26 @@ def test_interrupted_run_prints_no_progress_after_its_message(tmp_path, data_dir
     assert len(after) == 2, rest
     assert "requests:" not in after[1], rest
     assert after[1].splitlines()[1].startswith("evalkit: run again with: ")
+
+
+def test_compare_folds_a_groups_member_rows_but_never_a_significant_one():
+    from evalkit.reports.compare import fold_group_rows
+
+    results = {"tasks": {"a": {}, "b": {}, "c": {}, "piqa": {}},
+               "groups": {"fam": {"tasks": ["a", "b", "c"], "metrics": {"acc": {}}},
+                          "fam_part": {"tasks": ["a", "b"], "metrics": {"acc": {}}},
+                          "listed_only": {"tasks": ["piqa"]}}}  # a group without rows of its own folds nothing
+
+    def row(task: str, metric: str, p_holm: float) -> PairedRow:
+        return PairedRow(task, metric, 10, 0.5, 0.5, 0.0, -0.1, 0.1, "McNemar exact", p_holm, p_holm, p_holm < 0.05,
+                         1, 1)
+
+    rows = [row("a", "acc", 1.0), row("a", "acc_norm", 0.5), row("b", "acc", 0.01), row("c", "acc", 0.8),
+            row("piqa", "acc", 1.0)]
+    shown, notes = fold_group_rows(rows, results)
+    assert [(r.task, r.metric) for r in shown] == [("b", "acc"), ("piqa", "acc")]
+    assert notes == ["fam: 3 of 4 rows of 3 member tasks folded, the 1 significant shown above (smallest Holm p 0.01; "
+                     "every row is in the report)"]
+    shown, notes = fold_group_rows(rows[:2] + rows[3:], results)
+    assert notes == ["fam: 3 rows of 2 member tasks folded, none significant (smallest Holm p 0.5; every row is in the "
+                     "report)"]

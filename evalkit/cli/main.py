@@ -133,8 +133,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``evalkit compare``: prints one line per paired difference and the report's path."""
-    from evalkit.reports.compare import compare
+    """``evalkit compare``: prints one line per paired difference (an aggregated group's member rows folded into one
+    line, :func:`evalkit.reports.compare.fold_group_rows`) and the report's path."""
+    from evalkit.reports.compare import compare, fold_group_rows
+    from evalkit.results.files import load_results
     from evalkit.results.summary import format_signed
 
     try:
@@ -143,15 +145,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
             from None
+    first = load_results(args.results[0])  # its groups fold their members' rows on the terminal
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
         for note in table.notes:
             print(f"  note: {note}")
-        for r in table.rows:
+        rows, folded = fold_group_rows(table.rows, first)
+        for r in rows:
             verdict = "significant" if r.significant else "not significant"
             delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
             print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
+        for line in folded:
+            print(f"  {line}")
     print(f"report: {output.report_path}")
     if output.figure_path:
         print(f"figure: {output.figure_path}")
