@@ -73,7 +73,8 @@ def test_report_shows_the_group_block_and_folds_its_members():
     ]
     assert wilson(0.253, 287) == "[0.2062, 0.3063]"
     # the tasks outside any group, accuracies under the closed-form stderr only
-    header = "| Task | Shots | Metric | Value | Stderr (closed form) | 95% CI (Wilson) | n | Better | Truncated requests |"
+    header = ("| Task | Shots | Metric | Value | Stderr (closed form) | 95% CI (Wilson) | n | Better | "
+              "Truncated requests |")
     rows = _table(run_part, header)
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| lambada_openai v1.0", "| arc_easy v1.0", "| arc_easy v1.0",
                                                      "| hellaswag v1.0", "| hellaswag v1.0"]
@@ -108,7 +109,8 @@ def test_subset_line_is_one_short_line_for_many_tasks():
     results["tasks"][names[10]]["n"] = 4  # a split smaller than the limit would give fewer
     results["config"] = {"limit": 5, "seed": 1234}
     results["groups"] = {}
-    assert subset_banner(results) == "subset (--limit 5, seed 1234, rule v2): 4-5 of 100-1,444 documents in each of 57 tasks"
+    assert subset_banner(results) == ("subset (--limit 5, seed 1234, rule v2): 4-5 of 100-1,444 documents in each of "
+                                      "57 tasks")
     text = render_report([results])
     [banner] = [line for line in text.splitlines() if line.startswith("> **Subset:**")]
     assert banner.startswith("> **Subset:** toy (float32) scored a seeded random subset: 4-5 of 100-1,444 documents "

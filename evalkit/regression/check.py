@@ -14,8 +14,8 @@ Exact mode (the CI regression check) fails when, for any task,
 ``--statistical`` (for real model updates) fails only when a paired test finds a significant change of a
 metric (McNemar's exact test for 0/1 metrics, paired bootstrap for perplexity, Holm-corrected over all tasks
 and metrics; see :mod:`evalkit.reports.compare`); a row that looks otherwise than its verdict (p below alpha
-alone, an interval without 0) says why (:func:`statistical_reason`). Every difference is listed; identity and version changes that may
-explain them are shown as notes.
+alone, an interval without 0) says why (:func:`statistical_reason`). Every difference is listed; identity and
+version changes that may explain them are shown as notes.
 """
 
 from __future__ import annotations

@@ -240,7 +240,8 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
                       "subset": task["subset"], "requests": task["requests"],
                       "truncated": task["truncated_requests"], "warnings": task["warnings"],
                       "metrics": _metric_rows(task["metrics"]),
-                      "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
+                      "shots": f"{task.get('num_fewshot', 0)}-shot",
+                      "fewshot_source": task.get("fewshot_source", "none"),
                       "fewshot_split": task.get("fewshot_split"), "generation": generation_facts(task)})
     by_name = {t["name"]: t for t in tasks}
     groups = {

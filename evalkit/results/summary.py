@@ -120,7 +120,8 @@ def folded_rows(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[
     groups = {name: group for name, group in (results.get("groups") or {}).items() if group.get("metrics")}
     members = {t for group in groups.values() for t in group.get("tasks", ())}
     rows = [r for r in summary_rows(results) if not (r["kind"] == "task" and r["task"] in members)]
-    tasks = {name: {t for t in group.get("tasks", ()) if t in results.get("tasks", {})} for name, group in groups.items()}
+    ran = results.get("tasks", {})
+    tasks = {name: {t for t in group.get("tasks", ()) if t in ran} for name, group in groups.items()}
     notes = []
     for name in groups:
         if any(tasks[name] < tasks[other] for other in groups if other != name):
