@@ -32,6 +32,22 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def close_progress_bars() -> None:
+    """Close every progress bar still open (an interrupted scoring loop never reached its ``close``), so each prints
+    its last line before the interrupt message instead of after it, when the interrupted frames are freed at exit.
+    Reads tqdm's registry of live bars (``tqdm._instances``); without tqdm, or without that registry, nothing is
+    done."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot draw its last line must not hide the interrupt message
+            pass
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``evalkit run``: prints the results and report paths.
 
@@ -60,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"written; the results are complete in {written}; re-render the report with: evalkit report "
                   f"{written} --output REPORT.md", file=sys.stderr)
             return 1
+        close_progress_bars()  # their last line now, not after the message (when the traceback's frames are freed)
         command = resume_command(args.argv)
         if config.use_cache:
             print(f"evalkit: interrupted; every scored batch is kept in the request cache "
@@ -116,8 +133,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``evalkit compare``: prints one line per paired difference and the report's path."""
-    from evalkit.reports.compare import compare
+    """``evalkit compare``: prints one line per paired difference (an aggregated group's member rows folded into one
+    line, :func:`evalkit.reports.compare.fold_group_rows`) and the report's path."""
+    from evalkit.reports.compare import compare, fold_group_rows
+    from evalkit.results.files import load_results
     from evalkit.results.summary import format_signed
 
     try:
@@ -126,15 +145,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
             from None
+    first = load_results(args.results[0])  # its groups fold their members' rows on the terminal
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
         for note in table.notes:
             print(f"  note: {note}")
-        for r in table.rows:
+        rows, folded = fold_group_rows(table.rows, first)
+        for r in rows:
             verdict = "significant" if r.significant else "not significant"
             delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
             print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
+        for line in folded:
+            print(f"  {line}")
     print(f"report: {output.report_path}")
     if output.figure_path:
         print(f"figure: {output.figure_path}")

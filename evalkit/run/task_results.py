@@ -102,7 +102,21 @@ def task_summary(
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
         "documents": per_doc_arrays(p.task, docs),
+        "chance": chance_level(p.task, docs),
     } | replaced
+
+
+CHOICE_SCORINGS = ("multiple_choice", "yes_no", "classification")
+"""Scoring rules that pick one of a document's continuations, so a guess has a chance level."""
+
+
+def chance_level(task: Task, docs: Sequence[DocResult]) -> float | None:
+    """The accuracy of a uniform guess: the mean over the documents of 1 / number of choices (0.25 for MMLU's four,
+    0.5 for PIQA's two), for a task whose scoring picks one continuation (:data:`CHOICE_SCORINGS`); None for
+    perplexity, greedy-match and generation tasks, which have no chance level. A fraction in (0, 1]."""
+    if task.scoring not in CHOICE_SCORINGS or not docs:
+        return None
+    return float(sum(1.0 / len(d.loglikelihoods) for d in docs if d.loglikelihoods) / len(docs))
 
 
 def per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:
