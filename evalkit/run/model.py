@@ -78,7 +78,6 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
         hf_loading.import_model_support()
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
-    generation_stage.check_generation_ranks(requests.prepared, ranks.info.world_size)
     t0 = time.perf_counter()
     tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                                  hub["trust_remote_code"], hub["hub_kwargs"])
