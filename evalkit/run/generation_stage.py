@@ -45,9 +45,11 @@ class GenerationOutcome:
     warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
-def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int, prefix_ids: Sequence[int] = ()) \
-        -> dict[str, list[TokenizedGeneration]]:
-    """Each generation task's requests tokenized and cut to ``window - max_new_tokens`` context tokens.
+def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int, prefix_ids: Sequence[int] = (),
+                   prefix_text: str = "") -> dict[str, list[TokenizedGeneration]]:
+    """Each generation task's requests tokenized and cut to ``window - max_new_tokens`` context tokens;
+    ``prefix_ids`` go before every context that does not already start with ``prefix_text`` (a chat template
+    writing the BOS itself).
 
     Raises:
         EvalkitError: a length that leaves no room for a context (names the task and document).
@@ -58,7 +60,7 @@ def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int
     for p in generation_tasks(prepared):
         requests: list[GenerationRequest] = list(p.requests)  # type: ignore[arg-type]
         out[p.task.name] = tokenize_generations(requests, tokenizer.encode_batch, window, prefix_ids,
-                                                tokenizer.eot_id)
+                                                tokenizer.eot_id, prefix_text)
     return out
 
 

@@ -104,7 +104,8 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
                              tokenizer.prefix_text if prefix else "")
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     check_generation_window(requests.prepared, window)
-    generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix)
+    generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix,
+                                                  tokenizer.prefix_text if prefix else "")
     timing["tokenize_s"] = time.perf_counter() - t0
     _warn_truncated(requests.prepared, windows, window)
     _warn_joint_fallbacks(requests.prepared, windows)
