@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evalkit.data.documents import SUBSET_RULE
 from evalkit.regression.baseline import Tolerance, config_from_baseline, load_baseline, read_samples, request_records
 from evalkit.reports.compare import check_test_options, paired_table
 from evalkit.stats.metrics import ROLLING_METRICS
@@ -95,14 +96,27 @@ def _request_diffs(task: str, old: dict[str, list], new: dict[str, list], contex
     return lines
 
 
+def subset_rule_of(baseline: dict[str, Any]) -> int:
+    """The ``--limit`` draw rule a baseline was made with: its config's ``subset_rule``, 1 when absent (baselines
+    written before the rule was recorded drew with rule 1; :data:`evalkit.data.documents.SUBSET_RULE`)."""
+    return int(baseline["config"].get("subset_rule", 1))
+
+
 def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samples: list[dict[str, Any]],
-                tolerance: Tolerance, generations: dict[str, list] | None = None) -> list[str]:
-    """Failure lines of one task in exact mode (``generations``: a generation task's new frozen columns)."""
+                tolerance: Tolerance, generations: dict[str, list] | None = None, old_rule: int = SUBSET_RULE,
+                limited: bool = False) -> list[str]:
+    """Failure lines of one task in exact mode (``generations``: a generation task's new frozen columns).
+    ``old_rule`` is the baseline's ``--limit`` draw rule and ``limited`` whether it ran with ``--limit``: other
+    documents under another rule are one line that says so."""
     if new is None:
         return [f"FAIL {name}: missing from the new run"]
     lines = []
     if old["version"] != new["version"]:
         lines.append(f"FAIL {name}: task version {old['version']} -> {new['version']}")
+    if old["documents"]["doc_id"] != new["documents"]["doc_id"] and limited and old_rule != SUBSET_RULE:
+        return lines + [f"FAIL {name}: subset draw changed (rule v{old_rule} -> v{SUBSET_RULE}): documents differ; "
+                        f"the baseline predates the nested --limit draw: rebuild it with `evalkit baseline` "
+                        f"(its equivalent_run flags)"]
     if old["documents"]["doc_id"] != new["documents"]["doc_id"]:
         return lines + [f"FAIL {name}: different documents ({len(old['documents']['doc_id'])} in the baseline, "
                         f"{len(new['documents']['doc_id'])} now): the data or the --limit subset changed"]
@@ -202,7 +216,7 @@ def run_check(
     failed_tasks = 0
     for name, old in baseline["tasks"].items():
         lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance,
-                            frozen.generations.get(name))
+                            frozen.generations.get(name), subset_rule_of(baseline), config.limit is not None)
         failures += lines
         failed_tasks += bool(lines)
     unbaselined = [name for name in results["tasks"] if name not in baseline["tasks"]]

@@ -41,7 +41,7 @@ TASK = {
 SCHEMA = {
     "keys": {
         "created": "str",
-        "config": {"keys": {"limit": "int?", "seed": "int"}},
+        "config": {"keys": {"limit": "number?", "seed": "int"}},
         "model": {"keys": {"name": "str", "kind": "str", "revision": "str", "dtype": "str", "device": "str",
                            "parameters": "int"}},
         "tokenizer": {"keys": {"name": "str"}, "optional": {"sha256": "str", "model_tokenizer_sha256": "str"}},

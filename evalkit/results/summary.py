@@ -106,6 +106,26 @@ def _table_cells(row: Mapping[str, Any]) -> list[str]:
     return [name, shots, row["metric"], format_number(row["value"], row["metric"]), "±", err, ci, n]
 
 
+def folded_rows(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of :func:`summary_rows` with every task that belongs to an aggregated group (a group with metrics
+    of its own: MMLU and its categories) left out, and one note per such group naming how many member tasks were
+    folded: the terminal shows a 57-subject group as its group rows, the report keeps every task.
+
+    Returns:
+        (rows, notes): the rows in :func:`summary_rows`' order without folded tasks; notes like
+        ``"hendrycksTest: 57 member tasks folded (each task's rows are in the report)"``.
+    """
+    groups = {name: group for name, group in (results.get("groups") or {}).items() if group.get("metrics")}
+    members = {t for group in groups.values() for t in group.get("tasks", ())}
+    rows = [r for r in summary_rows(results) if not (r["kind"] == "task" and r["task"] in members)]
+    notes = []
+    for name, group in groups.items():
+        count = len([t for t in group.get("tasks", ()) if t in results.get("tasks", {})])
+        notes.append(f"{name}: {count} member task{'s' if count != 1 else ''} folded (each task's rows are in the "
+                     f"report)")
+    return rows, notes
+
+
 def format_summary(results: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> str:
     """The summary table, as printed at the end of ``evalkit run``: a Markdown-style table (renders in a
     notebook or an issue) whose columns line up in a terminal.

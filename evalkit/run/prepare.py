@@ -55,8 +55,9 @@ class PreparedTask:
 
 
 def prepare_task(
-    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None, max_gen_toks: int | None = None, chat: ChatOptions | None = None,
+    task: Task, data_dir: Path | None, limit: int | float | None, seed: int, num_fewshot: int = 0,
+    fewshot_seed: int = 42, task_file: Path | None = None, max_gen_toks: int | None = None,
+    chat: ChatOptions | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
@@ -91,7 +92,7 @@ def prepare_task(
     except TaskCodeError as exc:
         raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
     warnings = [w for w in [size_warning(task, len(docs))] if w]
-    ids = subset_ids(len(docs), limit, seed, task.name)
+    ids = subset_ids(len(docs), limit, seed)
     chosen = [docs[i] for i in ids]
     duplicates = duplicate_rows(chosen)
     if duplicates:

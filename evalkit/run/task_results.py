@@ -13,6 +13,7 @@ from evalkit.fewshot.lmeval import LMEVAL_FEWSHOT_SEED, parse_sampler
 from evalkit.stats.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.stats.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.run.prepare import PreparedTask
+from evalkit.data.documents import SUBSET_RULE
 from evalkit.stats.stderr import bootstrap_stderr, mean_stderr
 from evalkit.types import DocResult, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
@@ -83,6 +84,7 @@ def task_summary(
         "n_split": p.n_split,
         "expected_n": p.task.dataset.n,
         "subset": config.limit is not None and len(docs) < p.n_split,
+        "subset_rule": SUBSET_RULE,
         "primary_metric": p.task.primary_metric,
         "requests": len(p.requests),
         "sequences": len(toks),
