@@ -215,3 +215,21 @@ def test_built_in_math_prompts_as_chat(tmp_path, template):
         assert m.until == o.until == ("\n",)
     assert [r.doc_id for r in multi.requests] == [r.doc_id for r in plain.requests]
     assert multi.fewshot.examples == plain.fewshot.examples
+
+
+def test_a_generation_context_starting_with_the_bos_text_gets_no_second_bos():
+    """A BOS-adding tokenizer (prefix id 1, text ``<s>``) and a template writing ``<s>`` itself: the context's own
+    ``<s>`` is its BOS; a context without it gets the prefix (lm-eval 0.4.13 ``tok_batch_encode``)."""
+    from evalkit.scoring.generation_tokens import tokenize_generations
+    from evalkit.types import GenerationRequest
+
+    vocab = {"<s>": 1, "a": 5, "b": 6}
+
+    def encode_batch(texts):
+        return [[vocab[t] for t in text.replace("<s>", " <s> ").split()] for text in texts]
+
+    requests = [GenerationRequest("t", 0, "<s> a b", ("\n",), 4), GenerationRequest("t", 1, "a b", ("\n",), 4)]
+    got = tokenize_generations(requests, encode_batch, 64, (1,), 0, "<s>")
+    assert [t.context_ids for t in got] == [(1, 5, 6), (1, 5, 6)]
+    doubled = tokenize_generations(requests, encode_batch, 64, (1,), 0)  # without the text: the prefix always
+    assert [t.context_ids for t in doubled] == [(1, 1, 5, 6), (1, 5, 6)]

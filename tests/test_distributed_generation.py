@@ -3,8 +3,9 @@
 and a 2-rank run killed (SIGKILL) mid-generation resumes from what its ranks committed.
 
 Every run is a real subprocess of ``random:pythia-14m`` over MATH (2 shots, 3 documents), lm-eval 0.4.13's gsm8k
-YAML (1 shot, 12 hand-made documents) and PIQA (12 documents, 24 requests), with ``--batch-size 1``: each request runs alone
-through the model, so a rank computes exactly what the single process computes and the comparison is exact.
+YAML (1 shot, 12 hand-made documents) and PIQA (12 documents, 24 requests), with ``--batch-size 1``: each request
+runs alone through the model, so a rank computes exactly what the single process computes and the comparison is
+exact.
 """
 
 from __future__ import annotations

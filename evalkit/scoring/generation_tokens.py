@@ -7,8 +7,8 @@ every context). The context is then cut to its last ``window - max_new_tokens`` 
 dropped), so the context and every generated token fit the model's window. A context that already starts with the
 prefix's text (a chat template writing the BOS itself) gets no prefix: its own text encodes to it (lm-eval 0.4.13
 ``HFLM.tok_batch_encode`` adds no special tokens to a batch whose first string starts with the BOS text; evalkit
-checks each context, which is the same for a chat template's prompts, all starting alike). v0.2.0's ``greedy_until`` cuts the same
-way (``max_length - max_gen_toks``), with no prefix.
+checks each context, which is the same for a chat template's prompts, all starting alike). v0.2.0's
+``greedy_until`` cuts the same way (``max_length - max_gen_toks``), with no prefix.
 
 An empty context (or one that encodes to no tokens) becomes ``prefix_ids``, or, without a prefix, the end-of-text
 token: a greedy step needs a position to predict from.
