@@ -343,7 +343,8 @@ class RunConfig:
         tokenizer: hub id or path to a ``tokenizer.json``; None uses the model's.
         data_dir: folder holding ``<task>/<split>.jsonl``; None reads the hub.
         include_paths: extra folders of task files.
-        limit: seeded random subset of this many documents per task; None for all.
+        limit: seeded random subset of this many documents per task, or of this fraction (0 < limit < 1,
+            rounded up) of each task's documents; None for all (:func:`evalkit.data.documents.subset_ids`).
         seed: seed for the subset, the random model weights and the bootstrap.
         batch_size: packed sequences per forward pass (each sequence: one context and its continuations), or
             ``"auto"``: probed per task on CUDA, a fixed default elsewhere (see ``evalkit.scoring.batching.initial_batch_size``).
@@ -377,7 +378,7 @@ class RunConfig:
     tokenizer: str | None = None
     data_dir: str | None = None
     include_paths: tuple[str, ...] = ()
-    limit: int | None = None
+    limit: int | float | None = None
     seed: int = 1234
     batch_size: int | str = 16
     max_length: int | None = None

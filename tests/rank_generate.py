@@ -36,7 +36,8 @@ def main(out_path: str) -> None:
         answers = [[a.text, a.tokens, a.stop_reason] for a in first]
         assert [[a.text, a.tokens, a.stop_reason] for a in second] == answers[::-1]
         with open(out_path, "w", encoding="utf-8") as handle:
-            json.dump({"answers": answers, "per_rank": ranks.per_rank, "world": ranks.info.world_size}, handle)
+            json.dump({"answers": answers, "per_rank": ranks.per_rank_generation, "world": ranks.info.world_size},
+                      handle)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def real_requests(tokenizer, data_dir):
     for name in TASKS:
         task = registry.get(name)
         docs = load_docs(task, data_dir)
-        for doc_id in subset_ids(len(docs), 3, 7, name):
+        for doc_id in subset_ids(len(docs), 3, 7):
             doc = docs[doc_id]
             for k, cont in enumerate(task.continuations(doc)):
                 requests.append(LoglikelihoodRequest(name, doc_id, k, task.context(doc), cont))

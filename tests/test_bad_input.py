@@ -149,10 +149,10 @@ def test_tokenizer_vocabulary_larger_than_the_model_embedding(capsys, tmp_path):
 
 
 def test_a_continuation_longer_than_the_window(capsys, tmp_path):
-    # the seeded subset is documents 47, 568 and 649; " " + sol1 of document 47 is 23 tokens
+    # the seeded subset is documents 784, 1029 and 1161; " " + sol1 of document 784 is 17 tokens
     status, err = run_cli(capsys, tmp_path, "--limit", "3", "--max-length", "16")
     assert status == 2
-    assert "evalkit: error: task piqa doc 47 choice 0: continuation of 23 tokens does not fit the model window of 16" \
+    assert "evalkit: error: task piqa doc 784 choice 0: continuation of 17 tokens does not fit the model window of 16" \
         in err
 
 
@@ -165,9 +165,10 @@ def test_contexts_longer_than_the_window_are_truncated_counted_and_reported(tmp_
                        output_dir=str(tmp_path), use_cache=False)
     out = run(config, progress=False)
     task = out.results["tasks"]["sciq"]
-    # documents 198, 202, 215, 608: counted by encoding each context and choice on its own
+    # documents 43, 314, 539, 767: counted by encoding each context and choice on its own (a request keeps its
+    # last 129 tokens: the window plus the one predicted token)
     warning = ("sciq: 8 of 16 requests were longer than the window of 128 tokens; their contexts were truncated "
-               "on the left (1587 tokens dropped, at most 334 from one request)")
+               "on the left (677 tokens dropped, at most 163 from one request)")
     assert task["truncated_requests"] == 8
     assert task["warnings"] == [warning]
     assert warning in caplog.messages

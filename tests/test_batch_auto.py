@@ -69,15 +69,15 @@ def test_auto_probes_each_task_and_matches_a_fixed_size(tmp_path, data_dir, pret
     auto = run(tmp_path, data_dir, "auto")
     sizes = auto["timing"]["batch_size_auto"]
     assert sizes["start"] == 8
-    # piqa's longest batch (8 x 177 tokens: a context and both solutions) exceeds the budget and is halved to 4;
-    # lambada's longest (8 x 98) fits: it starts again from 8 and keeps it
+    # piqa's longest batch (8 x 132 tokens: a context and both solutions) exceeds the budget and is halved to 4;
+    # lambada's longest (8 x 105) fits: it starts again from 8 and keeps it
     assert sizes["per_task"] == {"piqa": 4, "lambada_openai": 8}
     assert auto["timing"]["oom_retries"] == 1 and auto["config"]["batch_size"] == "auto"
     passes = [shape for shape in pretend_gpu if shape[1] > 4]  # without the backend's 4-token body/head check
     while passes and passes[0][0] == 1:  # nor the mask probe: one small group scored packed, then unpacked
         passes.pop(0)
-    assert passes[:2] == [(8, 177), (4, 177)] and [rows for rows, _ in passes] == [8, 4, 4, 4, 4, 8, 8]
-    assert passes[-2][1] == 98
+    assert passes[:2] == [(8, 132), (4, 132)] and [rows for rows, _ in passes] == [8, 4, 4, 4, 4, 8, 8]
+    assert passes[-2][1] == 105
     pretend_gpu.clear()
     fixed = run(tmp_path, data_dir, "2")
     assert all(rows <= 2 for rows, _ in pretend_gpu)

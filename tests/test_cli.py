@@ -50,7 +50,7 @@ def test_run_writes_one_results_file_samples_and_report(card_run):
             assert metric["n"] == 50 and metric["stderr_bootstrap"] is not None
     assert data["tasks"]["lambada_openai"]["metrics"]["perplexity"]["stderr"] is None
     reports = list((card_run / "reports").glob("*.md"))
-    assert [r.stem for r in reports] == [results[0].stem]
+    assert [r.stem for r in reports] == [f"random_pythia-14m-{results[0].stem}"]
 
 
 def test_samples_recompute_the_aggregates(card_run):

@@ -145,10 +145,10 @@ def test_compare_figure_is_a_png_linked_from_the_report(two_runs, tmp_path, caps
 
 def test_run_report_has_its_figure(two_runs):
     a, _ = two_runs
-    report = a.parent.parent.parent / "reports" / f"{a.stem}.md"
+    report = a.parent.parent.parent / "reports" / f"{a.parent.name}-{a.stem}.md"  # the model's name, then the time
     assert_valid_png(report.with_suffix(".png"))
     text = report.read_text(encoding="utf-8")
-    assert f"![Accuracy per task with 95% intervals]({a.stem}.png)" in text
+    assert f"![Accuracy per task with 95% intervals]({a.parent.name}-{a.stem}.png)" in text
 
 
 def test_figure_panels_hold_runs_and_published_rows(two_runs):

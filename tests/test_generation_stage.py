@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from evalkit.run.generation_results import generation_summary, score_generations
-from evalkit.run.generation_stage import check_generation_ranks, generate_tasks, tokenize_tasks
+from evalkit.run.generation_stage import generate_tasks, tokenize_tasks
 from evalkit.run.prepare import prepare_task
 from evalkit.scoring.cache import model_key
 from evalkit.scoring.generation import busy_cpu_warning
 from evalkit.tasks.registry import load_registry
-from evalkit.types import EvalkitError, RunConfig
+from evalkit.types import RunConfig
 
 from .test_math_tasks import TEST_DOCS, TRAIN_DOCS, write_split
 
@@ -65,11 +65,6 @@ def test_contexts_longer_than_the_window_are_cut_on_the_left_and_warned(prepared
     outcome = generate_tasks(prepared, tokenized, tiny_model, tokenizer, window, 3, config, None, progress=False)
     assert outcome.warnings["math_algebra"][0].startswith("math_algebra: 3 of 3 generation contexts were longer")
 
-
-def test_generation_under_several_ranks_is_refused(prepared):
-    check_generation_ranks(prepared, 1)
-    with pytest.raises(EvalkitError, match=r"generation tasks \(math_algebra\) run on one process, not 2"):
-        check_generation_ranks(prepared, 2)
 
 
 def test_several_threads_on_a_busy_cpu_are_warned_about_and_one_thread_or_idle_cores_are_not():

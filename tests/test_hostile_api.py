@@ -24,11 +24,24 @@ def no_model(monkeypatch):
 
 
 @pytest.mark.parametrize("option, value, flag", [
-    ("limit", "2", "--limit"), ("seed", "1", "--seed"), ("fewshot_seed", 4.5, "--fewshot-seed"),
+    ("seed", "1", "--seed"), ("fewshot_seed", 4.5, "--fewshot-seed"),
     ("bootstrap_iters", "100", "--bootstrap-iters"), ("max_length", "128", "--max-length"),
-    ("limit", True, "--limit"), ("max_batch_tokens", "4096", "--max-batch-tokens"),
+    ("max_batch_tokens", "4096", "--max-batch-tokens"),
 ])
 def test_an_option_that_is_not_a_whole_number_is_named(no_model, option, value, flag):
     with pytest.raises(EvalkitError) as caught:
         evalkit.evaluate(**(BASE | {option: value}))
     assert str(caught.value) == f"{flag} must be a whole number, got {value!r}"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("2", "--limit must be a positive whole number or a fraction between 0 and 1, got '2'"),
+    (True, "--limit must be a positive whole number or a fraction between 0 and 1, got True"),
+    (0, "--limit must be a positive whole number or a fraction between 0 and 1, got 0"),
+    (-0.5, "--limit must be a positive whole number or a fraction between 0 and 1, got -0.5"),
+    (1.5, "--limit 1.5: a count must be a whole number (a fraction of the documents is between 0 and 1)"),
+])
+def test_a_limit_that_is_neither_a_count_nor_a_fraction_is_named(no_model, value, message):
+    with pytest.raises(EvalkitError) as caught:
+        evalkit.evaluate(**(BASE | {"limit": value}))
+    assert str(caught.value) == message

@@ -248,7 +248,7 @@ def test_a_replaced_builtin_task_with_new_prompts_is_flagged_in_results_report_a
     assert ("† random:pythia-14m (float32), piqa: scored with prompts other than the built-in task's (version 2.0, "
             "3 of 3 documents differ); the published rows used the built-in prompts") in report
     assert main(["compare", str(out.results_path), str(out.results_path), "--output", str(tmp_path / "c.md"),
-                 "--bootstrap-iters", "20"]) == 0
+                 "--bootstrap-iters", "20", "--published"]) == 0
     assert ("> **Changed prompts:** the run scored piqa with prompts other than the built-in task's; the published "
             "rows used the built-in prompts, so Δ mixes the model and the prompt") in (tmp_path / "c.md").read_text()
 

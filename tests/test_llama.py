@@ -35,7 +35,7 @@ def requests(tokenizer, data_dir):
     for name in TASKS:
         task = registry.get(name)
         docs = load_docs(task, data_dir)
-        for doc_id in subset_ids(len(docs), 2, 11, name):
+        for doc_id in subset_ids(len(docs), 2, 11):
             for k, cont in enumerate(task.continuations(docs[doc_id])):
                 raw.append(LoglikelihoodRequest(name, doc_id, k, task.context(docs[doc_id]), cont))
     return tokenize_requests(raw, tokenizer.encode_batch, tokenizer.eot_id, 2048)

@@ -32,6 +32,22 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+def close_progress_bars() -> None:
+    """Close every progress bar still open (an interrupted scoring loop never reached its ``close``), so each prints
+    its last line before the interrupt message instead of after it, when the interrupted frames are freed at exit.
+    Reads tqdm's registry of live bars (``tqdm._instances``); without tqdm, or without that registry, nothing is
+    done."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot draw its last line must not hide the interrupt message
+            pass
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """``evalkit run``: prints the results and report paths.
 
@@ -60,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"written; the results are complete in {written}; re-render the report with: evalkit report "
                   f"{written} --output REPORT.md", file=sys.stderr)
             return 1
+        close_progress_bars()  # their last line now, not after the message (when the traceback's frames are freed)
         command = resume_command(args.argv)
         if config.use_cache:
             print(f"evalkit: interrupted; every scored batch is kept in the request cache "
@@ -73,15 +90,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     if output is None:  # a data-parallel rank other than 0
         return 0
-    from evalkit.results.summary import format_summary, subset_banner
+    from evalkit.results.summary import folded_rows, format_summary, subset_banner
 
-    print(format_summary(output.results))
+    rows, folded = folded_rows(output.results)  # a group's members are in the report, not on the terminal
+    print(format_summary(rows))
+    for note in folded:
+        print(note)
     banner = subset_banner(output.results)
     if banner:
         print(banner)
     print(f"results: {output.results_path}")
     if output.samples_path:
         print(f"samples: {output.samples_path}")
+    if getattr(args, "lm_eval_output_path", None):
+        from evalkit.cli.lmeval_flags import write_lm_eval_output
+
+        for written in write_lm_eval_output(args.lm_eval_output_path, config.model, output.results,
+                                            output.results_path):
+            print(f"lm-eval: {written}")
     if output.report_error:
         print(f"evalkit: error: {output.report_error}", file=sys.stderr)
         return 1
@@ -92,11 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``evalkit report``: re-renders a report (and its figure) from results files."""
     from evalkit.reports.report import write_report_file
-    from evalkit.results.files import default_reports_dir, load_results
+    from evalkit.results.files import default_reports_dir, load_results, report_stem
 
     runs = [load_results(p) for p in args.results]
     first = Path(args.results[0])
-    path = Path(args.output) if args.output else default_reports_dir(first) / f"{first.stem}.md"
+    path = Path(args.output) if args.output else default_reports_dir(first) / f"{report_stem(first)}.md"
     replaced = path.exists()
     try:
         written = write_report_file(runs, path, source_paths=args.results)
@@ -107,25 +133,31 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """``evalkit compare``: prints one line per paired difference and the report's path."""
-    from evalkit.reports.compare import compare
+    """``evalkit compare``: prints one line per paired difference (an aggregated group's member rows folded into one
+    line, :func:`evalkit.reports.compare.fold_group_rows`) and the report's path."""
+    from evalkit.reports.compare import compare, fold_group_rows
+    from evalkit.results.files import load_results
     from evalkit.results.summary import format_signed
 
     try:
         output = compare(args.results, args.output, args.bootstrap_iters, args.seed, args.alpha,
-                         not args.no_references)
+                         args.published and not args.no_references)
     except OSError as exc:
         raise EvalkitError(f"cannot write the comparison {exc.filename or args.output}: {exc.strerror or exc}") \
             from None
+    first = load_results(args.results[0])  # its groups fold their members' rows on the terminal
     for table in output.paired:
         print(f"{table.label_b} vs {table.label_a}:")
         for note in table.notes:
             print(f"  note: {note}")
-        for r in table.rows:
+        rows, folded = fold_group_rows(table.rows, first)
+        for r in rows:
             verdict = "significant" if r.significant else "not significant"
             delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
             print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
+        for line in folded:
+            print(f"  {line}")
     print(f"report: {output.report_path}")
     if output.figure_path:
         print(f"figure: {output.figure_path}")
@@ -188,7 +220,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     """``evalkit tasks``: one line per task and group, then every YAML file that was refused and why."""
     from evalkit.tasks.registry import load_registry
 
-    registry = load_registry(args.include_path)
+    folders = list(args.include_path)
+    if getattr(args, "lm_eval", False):
+        from evalkit.tasks.lmeval_locate import INSTALL_HINT, lm_eval_task_dir
+
+        root = lm_eval_task_dir()
+        if root is None:
+            raise EvalkitError(f"--lm-eval: lm-eval is not installed ({INSTALL_HINT})")
+        folders.append(str(root))
+    registry = load_registry(folders)
     for name, task in sorted(registry.tasks.items()):
         aliases = f" (aliases: {', '.join(task.aliases)})" if task.aliases else ""
         ds = task.dataset
@@ -256,11 +296,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from evalkit.import_gc import enter_program
 
         enter_program()
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose, args.quiet)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"run": cmd_run, "report": cmd_report, "tasks": cmd_tasks, "compare": cmd_compare,
                 "baseline": cmd_baseline, "export": cmd_export, "check": cmd_check}
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        args, notes = parse_command_line(parser, given, commands)
+    except EvalkitError as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    for note in notes:
+        logging.getLogger("evalkit.cli").info(note)
+    args.argv = given
     where = _rank_label()
     try:
         status = commands[args.command](args)
@@ -300,6 +348,39 @@ def _closed_pipe(program: bool) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     return CLOSED_PIPE_STATUS
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str],
+                       commands: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv``, read in lm-eval's spelling where it uses it (:mod:`evalkit.cli.lmeval_flags`).
+
+    Returns:
+        the parsed flags (``lm_eval_output_path``: lm-eval's ``--output_path`` or None) and one info line per
+        flag read in another spelling.
+
+    Raises:
+        EvalkitError: an lm-eval flag evalkit lacks, or a flag the command does not know (one line, with the
+            closest known flag).
+    """
+    from evalkit.cli.lmeval_flags import translate, unknown_flag_message
+
+    translation = translate(argv, commands)
+    args, extras = parser.parse_known_args(translation.argv)
+    if extras:
+        sub = _subparser(parser, args.command)
+        flags = [e for e in extras if e.startswith("-")]
+        if flags:
+            raise EvalkitError(unknown_flag_message(flags[0], list(sub._option_string_actions), args.command))
+        raise EvalkitError(f"evalkit {args.command}: unexpected argument {extras[0]!r} "
+                           f"(`evalkit {args.command} --help` lists the flags)")
+    args.lm_eval_output_path = translation.output_path
+    return args, translation.notes
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def _rank_label() -> str:

@@ -57,6 +57,17 @@ def _yes_no(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+def _limit(value: str) -> int | float:
+    """``--limit``: a whole count, or a fraction between 0 and 1 of each task's documents (as lm-eval reads it)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or a fraction between 0 and 1, got '{value}'") from None
+    if number.is_integer() and number >= 1:
+        return int(number)
+    return number
+
+
 def _batch_size(value: str) -> int | str:
     if value == "auto":
         return value
@@ -124,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = _subcommand(sub, "run", "evaluate a model on tasks; writes results/ and reports/",
                       "Evaluate a model on tasks. Prints a summary table (value ± stderr, Wilson 95% interval, n, "
-                      "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<time>.md.")
+                      "shots) and writes DIR/results/<model>/<time>.json and DIR/reports/<model>-<time>.md.")
     add_run_flags(run)
     run.add_argument("--log-samples", action="store_true", help="also write one JSON line per document")
     run.add_argument("--no-figure", action="store_true", help="write the report without its PNG figure (faster)")
@@ -134,20 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = _subcommand(sub, "report", "re-render a Markdown report (and its figure) from saved results")
     report.add_argument("results", nargs="+", help="results JSON files")
-    report.add_argument("--output", help="report path, written as named (default: reports/<first results stem>.md, "
-                                         "which replaces the run's own report); the figure goes beside it as .png")
+    report.add_argument("--output", help="report path, written as named (default: reports/<model>-<first results "
+                                         "stem>.md, which replaces the run's own report); the figure goes beside "
+                                         "it as .png")
 
     tasks = _subcommand(sub, "tasks", "list tasks, aliases and groups")
     tasks.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
+    tasks.add_argument("--lm-eval", action="store_true",
+                       help="also list every task of the installed lm-eval's task folder (lm_eval.<name>; reads "
+                            "about 14,000 files)")
 
-    compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents, and against "
-                                          "published rows; writes a Markdown report and a figure")
+    compare = _subcommand(sub, "compare", "paired comparison of runs over the same documents (and, with "
+                                          "--published, against published rows); writes a Markdown report and a "
+                                          "figure")
     compare.add_argument("results", nargs="+", help="two or more results JSON files; each is compared with the first")
     compare.add_argument("--output", help="report path (default: <A stem>_vs_<B stem>.md in the reports/ folder beside A's results/); figure beside it")
     compare.add_argument("--bootstrap-iters", type=int, default=10000, help="paired bootstrap resamples")
     compare.add_argument("--seed", type=int, default=1234, help="bootstrap seed")
     compare.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm)")
-    compare.add_argument("--no-references", action="store_true", help="leave out the published tables")
+    compare.add_argument("--published", action="store_true",
+                         help="also compare each run with the published rows (unpaired z-tests: other documents, "
+                              "other code; off by default)")
+    compare.add_argument("--no-references", action="store_true",
+                         help="leave out the published tables (the default unless --published; wins over it)")
 
     export = _subcommand(sub, "export", "write a results file in lm-evaluation-harness 0.4's layout or as CSV")
     export.add_argument("results", nargs="+", help="results JSON files (csv: one table over all of them)")
@@ -201,7 +221,9 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument("--include-path", action="append", default=[], help="extra folder of task files (repeatable)")
     run.add_argument("--skip-missing-data", action="store_true",
                      help="with --data-dir: leave out (and name) the tasks whose local files are missing")
-    run.add_argument("--limit", type=int, help="seeded random subset of N documents per task (default: all)")
+    run.add_argument("--limit", type=_limit, metavar="N",
+                     help="seeded random subset of N documents per task, or of a fraction 0 < N < 1 of each task's "
+                          "documents (rounded up); smaller subsets are nested in larger ones (default: all)")
     run.add_argument("--seed", type=int, default=1234, help="seed for subsets, random weights, bootstrap")
     run.add_argument("--batch-size", type=_batch_size, default=16,
                      help="packed sequences per forward pass, or 'auto': on CUDA the largest that fits (within "

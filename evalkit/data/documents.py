@@ -406,16 +406,47 @@ def size_warning(task: Task, n_docs: int) -> str | None:
     return f"{task.name}: split has {n_docs} documents, expected {task.dataset.n} (trimmed or different copy?)"
 
 
-def subset_ids(n_docs: int, limit: int | None, seed: int, task_name: str) -> list[int]:
-    """Seeded random subset of document ids, sorted; all ids when ``limit`` is None or >= n_docs.
+SUBSET_RULE = 2
+"""Version of the ``--limit`` draw (recorded in results and baselines). 1: ``numpy.random.default_rng(seed +
+sum of the task name's bytes).choice(n, limit, replace=False)``, sorted (not nested, and renaming a task moved
+it). 2: the first ``limit`` ids of ``numpy.random.default_rng(seed).permutation(n)``, sorted."""
 
-    The subset depends only on (n_docs, limit, seed, task_name), never on the model, so every model
-    is scored on the same documents. Taking the first N documents instead would bias the subset.
+
+def limit_count(n_docs: int, limit: int | float | None) -> int | None:
+    """Documents a task keeps under ``--limit``: None (all) without a limit; ``ceil(n_docs * limit)`` for a
+    fraction 0 < limit < 1 (lm-eval 0.4.13's ``get_sample_size`` rounds up the same way); a whole count as given
+    (it may exceed ``n_docs``: then all are kept).
+
+    Raises:
+        EvalkitError: a limit that is not positive, or a number of 1 or more that is not whole.
     """
-    if limit is None or limit >= n_docs:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
+        raise EvalkitError(f"--limit must be a positive whole number or a fraction between 0 and 1, got {limit!r}")
+    if limit < 1:
+        return int(math.ceil(n_docs * limit))
+    if limit != int(limit):
+        raise EvalkitError(f"--limit {limit}: a count must be a whole number (a fraction of the documents is "
+                           f"between 0 and 1)")
+    return int(limit)
+
+
+def subset_ids(n_docs: int, limit: int | float | None, seed: int) -> list[int]:
+    """Seeded random subset of document ids, sorted; all ids when ``limit`` is None or keeps every document.
+
+    Rule :data:`SUBSET_RULE` 2: the first ``limit_count(n_docs, limit)`` ids of one seeded permutation of
+    ``range(n_docs)`` (``numpy.random.default_rng(seed).permutation``), sorted. The subset depends only on
+    (n_docs, limit, seed): never on the model, so every model is scored on the same documents; never on the
+    task's name, so a renamed copy of a task draws the same documents. Subsets are nested: with one seed, the
+    documents of ``--limit 100`` are among those of ``--limit 1000`` (a pilot run compares with its larger run).
+    Taking the first N documents instead (as lm-eval does) would bias the subset towards the split's order.
+
+    Raises:
+        EvalkitError: a limit that :func:`limit_count` refuses.
+    """
+    count = limit_count(n_docs, limit)
+    if count is None or count >= n_docs:
         return list(range(n_docs))
-    if limit <= 0:
-        raise EvalkitError(f"--limit must be positive, got {limit}")
-    task_seed = seed + sum(task_name.encode())
-    rng = np.random.default_rng(task_seed)
-    return sorted(int(i) for i in rng.choice(n_docs, size=limit, replace=False))
+    order = np.random.default_rng(seed).permutation(n_docs)
+    return sorted(int(i) for i in order[:count])

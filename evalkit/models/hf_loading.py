@@ -196,6 +196,9 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     target = pick_device(device)
+    log.info("loading the model %s (%s, dtype %s, on %s)...", resolved.get("name") or resolved.get("path"),
+             "random weights" if resolved["kind"] == "random" else resolved["kind"], dtype,
+             "several devices" if device_map is not None else target)
     if resolved["kind"] == "random":
         if revision is not None:
             raise EvalkitError(f"--revision {revision}: random weights have no hub revision (the seed is theirs)")

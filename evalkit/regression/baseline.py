@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from evalkit.data.documents import json_error, resolve_data_dir
+from evalkit.data.documents import SUBSET_RULE, json_error, resolve_data_dir
 from evalkit.models.gguf_file import is_gguf_path
 from evalkit.regression.baseline_schema import validate_baseline
 from evalkit.stats.metrics import PER_DOC_KEYS
@@ -251,7 +251,7 @@ def create_baseline(config: RunConfig, output: Path, tolerance: Tolerance = Tole
         "max_length": config.max_length, "dtype": results["model"]["dtype"], "device": device,
         "bootstrap_iters": config.bootstrap_iters, "extra": dict(config.extra),
         "num_fewshot": config.num_fewshot, "fewshot_overrides": dict(config.fewshot_overrides),
-        "fewshot_seed": config.fewshot_seed, "max_gen_toks": config.max_gen_toks,
+        "fewshot_seed": config.fewshot_seed, "max_gen_toks": config.max_gen_toks, "subset_rule": SUBSET_RULE,
     }
     tasks = {}
     for name, task in results["tasks"].items():

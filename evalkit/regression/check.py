@@ -13,8 +13,9 @@ Exact mode (the CI regression check) fails when, for any task,
 
 ``--statistical`` (for real model updates) fails only when a paired test finds a significant change of a
 metric (McNemar's exact test for 0/1 metrics, paired bootstrap for perplexity, Holm-corrected over all tasks
-and metrics; see :mod:`evalkit.reports.compare`). Every difference is listed; identity and version changes that may
-explain them are shown as notes.
+and metrics; see :mod:`evalkit.reports.compare`); a row that looks otherwise than its verdict (p below alpha
+alone, an interval without 0) says why (:func:`statistical_reason`). Every difference is listed; identity and
+version changes that may explain them are shown as notes.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from evalkit.data.documents import SUBSET_RULE
 from evalkit.regression.baseline import Tolerance, config_from_baseline, load_baseline, read_samples, request_records
 from evalkit.reports.compare import check_test_options, paired_table
 from evalkit.stats.metrics import ROLLING_METRICS
@@ -95,14 +97,27 @@ def _request_diffs(task: str, old: dict[str, list], new: dict[str, list], contex
     return lines
 
 
+def subset_rule_of(baseline: dict[str, Any]) -> int:
+    """The ``--limit`` draw rule a baseline was made with: its config's ``subset_rule``, 1 when absent (baselines
+    written before the rule was recorded drew with rule 1; :data:`evalkit.data.documents.SUBSET_RULE`)."""
+    return int(baseline["config"].get("subset_rule", 1))
+
+
 def _task_diffs(name: str, old: dict[str, Any], new: dict[str, Any] | None, samples: list[dict[str, Any]],
-                tolerance: Tolerance, generations: dict[str, list] | None = None) -> list[str]:
-    """Failure lines of one task in exact mode (``generations``: a generation task's new frozen columns)."""
+                tolerance: Tolerance, generations: dict[str, list] | None = None, old_rule: int = SUBSET_RULE,
+                limited: bool = False) -> list[str]:
+    """Failure lines of one task in exact mode (``generations``: a generation task's new frozen columns).
+    ``old_rule`` is the baseline's ``--limit`` draw rule and ``limited`` whether it ran with ``--limit``: other
+    documents under another rule are one line that says so."""
     if new is None:
         return [f"FAIL {name}: missing from the new run"]
     lines = []
     if old["version"] != new["version"]:
         lines.append(f"FAIL {name}: task version {old['version']} -> {new['version']}")
+    if old["documents"]["doc_id"] != new["documents"]["doc_id"] and limited and old_rule != SUBSET_RULE:
+        return lines + [f"FAIL {name}: subset draw changed (rule v{old_rule} -> v{SUBSET_RULE}): documents differ; "
+                        f"the baseline predates the nested --limit draw: rebuild it with `evalkit baseline` "
+                        f"(its equivalent_run flags)"]
     if old["documents"]["doc_id"] != new["documents"]["doc_id"]:
         return lines + [f"FAIL {name}: different documents ({len(old['documents']['doc_id'])} in the baseline, "
                         f"{len(new['documents']['doc_id'])} now): the data or the --limit subset changed"]
@@ -143,6 +158,47 @@ def _notes(baseline: dict[str, Any], results: dict[str, Any]) -> list[str]:
     return notes
 
 
+def mcnemar_floor(discordant: int) -> float:
+    """The smallest two-sided p-value McNemar's exact test can give on ``discordant`` documents (every one on the
+    same side): 2·0.5^d, at most 1. With 5 or fewer discordant documents it is at least 0.0625, so no change can
+    be significant at alpha 0.05, whatever its size."""
+    return min(1.0, 2.0 * 0.5 ** discordant)
+
+
+def statistical_reason(row: Any, alpha: float, rows: int) -> str:
+    """Why ``check --statistical`` calls a row what it does when the row looks otherwise, or an empty string.
+
+    A row looks significant when its own p-value is below ``alpha`` or its 95% interval leaves out 0; the check
+    decides on the Holm-corrected p over all ``rows`` (:func:`evalkit.stats.significance.holm`). Reasons, first
+    match: an ok row whose McNemar test had too few discordant documents to reach ``alpha``
+    (:func:`mcnemar_floor`); an ok row whose p is below ``alpha`` alone but not after Holm's correction; an ok row
+    whose interval leaves out 0 while its test does not reject (the bootstrap interval and the test disagree near
+    the boundary); a failing row whose interval holds 0 (the test rejects, the percentile interval does not).
+
+    Args:
+        row: a :class:`evalkit.reports.compare.PairedRow`.
+        alpha: the family-wise level.
+        rows: how many rows the correction ran over.
+    """
+    excludes_zero = row.low > 0 or row.high < 0
+    if row.significant:
+        if not excludes_zero:
+            return (f"; fails though its 95% interval holds 0: {row.test} rejects (Holm p {row.p_holm:.3g} < "
+                    f"{alpha:g}) while the bootstrap percentile interval is wider")
+        return f"; significant after Holm's correction over {rows} rows ({row.p_holm:.3g} < {alpha:g})"
+    if not (row.p_value < alpha or excludes_zero):
+        return ""
+    if row.only_a is not None and mcnemar_floor(row.only_a + row.only_b) >= alpha:
+        discordant = row.only_a + row.only_b
+        return (f"; ok because too few documents differ: {discordant} discordant, so McNemar's p cannot go below "
+                f"{mcnemar_floor(discordant):.3g} ≥ {alpha:g}")
+    if row.p_value < alpha:
+        return (f"; ok because of Holm's correction over {rows} rows: p {row.p_value:.3g} < {alpha:g} alone, "
+                f"Holm p {row.p_holm:.3g} ≥ {alpha:g}")
+    return (f"; ok because {row.test} does not reject (p {row.p_value:.3g} ≥ {alpha:g}) though the bootstrap "
+            f"interval leaves out 0: the two disagree near the boundary")
+
+
 def _statistical(baseline: dict[str, Any], results: dict[str, Any], path: str, new_path: str, alpha: float,
                  iters: int, seed: int) -> tuple[bool, list[str]]:
     shaped = {"tasks": baseline["tasks"]}
@@ -154,7 +210,8 @@ def _statistical(baseline: dict[str, Any], results: dict[str, Any], path: str, n
     for r in table.rows:
         verdict = "FAIL" if r.significant else "ok"
         lines.append(f"{verdict} {r.task} {r.metric}: {r.value_a:.6g} -> {r.value_b:.6g} (Δ {r.delta:+.4g}, "
-                     f"95% CI [{r.low:+.4g}, {r.high:+.4g}]); {r.test} p = {r.p_value:.3g}, Holm p = {r.p_holm:.3g}")
+                     f"95% CI [{r.low:+.4g}, {r.high:+.4g}]); {r.test} p = {r.p_value:.3g}, Holm p = {r.p_holm:.3g}"
+                     f"{statistical_reason(r, alpha, len(table.rows))}")
     return not any(r.significant for r in table.rows), lines
 
 
@@ -202,7 +259,7 @@ def run_check(
     failed_tasks = 0
     for name, old in baseline["tasks"].items():
         lines = _task_diffs(name, old, results["tasks"].get(name), samples.get(name, []), tolerance,
-                            frozen.generations.get(name))
+                            frozen.generations.get(name), subset_rule_of(baseline), config.limit is not None)
         failures += lines
         failed_tasks += bool(lines)
     unbaselined = [name for name in results["tasks"] if name not in baseline["tasks"]]

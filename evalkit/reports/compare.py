@@ -372,6 +372,37 @@ def delta_panels(paired: Sequence[PairedTable]) -> list[DeltaPanel]:
     return [DeltaPanel(titles.get(unit, unit), unit, tuple(reversed(points))) for unit, points in by_unit.items()]
 
 
+def fold_group_rows(rows: Sequence[PairedRow], results: dict[str, Any]) -> tuple[list[PairedRow], list[str]]:
+    """The paired rows to print on a terminal: rows of tasks that belong to an aggregated group of ``results`` (run
+    A: MMLU's 57 subjects) are folded into one line per outermost group, unless significant (a significant row is
+    never hidden). Presentation only: the tests, their Holm correction and the report's rows are unchanged.
+
+    Returns:
+        (rows, notes): the rows left to print, in order, and per folded group a line such as ``"mmlu: 114 rows of
+        57 member tasks folded, none significant (smallest Holm p 1; every row is in the report)"``.
+    """
+    groups = {name: {t for t in g.get("tasks", ()) if t in results.get("tasks", {})}
+              for name, g in (results.get("groups") or {}).items() if g.get("metrics")}
+    outer = [name for name in groups if not any(groups[name] < groups[o] for o in groups if o != name)]
+    home = {}
+    for name in outer:
+        for task in groups[name]:
+            home.setdefault(task, name)
+    shown = [r for r in rows if r.task not in home or r.significant]
+    notes = []
+    for name in outer:
+        mine = [r for r in rows if home.get(r.task) == name]
+        if not mine:
+            continue
+        significant = sum(r.significant for r in mine)
+        tasks = len({r.task for r in mine})
+        said = "none significant" if not significant else f"the {significant} significant shown above"
+        folded = f"{len(mine)}" if not significant else f"{len(mine) - significant} of {len(mine)}"
+        notes.append(f"{name}: {folded} rows of {tasks} member tasks folded, {said} (smallest Holm p "
+                     f"{min(r.p_holm for r in mine):.3g}; every row is in the report)")
+    return shown, notes
+
+
 def same_run_note(path_a: str, path_b: str, a: dict[str, Any], b: dict[str, Any]) -> str | None:
     """A note when B is A (the same file, or a copy of the same run): every difference is 0 by construction."""
     if Path(path_a).resolve() == Path(path_b).resolve():

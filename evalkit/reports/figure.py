@@ -39,11 +39,21 @@ class IntervalPoint:
 
 @dataclass(frozen=True)
 class Panel:
-    """One task's panel: a title, the metric on the x axis and its points (drawn bottom to top)."""
+    """One task's (or one aggregated group's) panel: a title, the metric on the x axis, its points (drawn bottom
+    to top) and the chance level (a uniform guess's accuracy, drawn as a dotted line; None: no chance level)."""
 
     title: str
     metric: str
     points: tuple[IntervalPoint, ...]
+    chance: float | None = None
+
+
+MAX_PANELS = 12
+"""Panels drawn at most in one figure; the report names the ones left out."""
+
+TITLE_WIDTH = 34
+"""Characters of a panel title's line (a 5.2-inch column at font size 10 beside its y labels); longer titles wrap
+onto more lines instead of running past the figure's edge."""
 
 
 MAX_LABEL = 40
@@ -61,8 +71,34 @@ def _x_range(points: Sequence[IntervalPoint]) -> tuple[float, float]:
     return max(-0.02, low - pad), min(1.02, high + pad)
 
 
+def wrap_title(text: str, width: int = TITLE_WIDTH) -> str:
+    """A panel title on lines of at most ``width`` characters (broken at spaces, underscores or hyphens, a word
+    longer than a line cut; line breaks in ``text`` kept), so a long task name is wrapped instead of clipped."""
+    if "\n" in text:
+        return "\n".join(wrap_title(part, width) for part in text.split("\n"))
+    lines: list[str] = []
+    line = ""
+    for word in text.replace("_", "_\u200b").replace("-", "-\u200b").replace(" ", " \u200b").split("\u200b"):
+        while len(word) > width:
+            lines, line, word = lines + ([line] if line else []) + [word[:width]], "", word[width:]
+        if len(line) + len(word.rstrip()) > width and line:
+            lines.append(line.rstrip())
+            line = ""
+        line += word
+    return "\n".join(lines + ([line.rstrip()] if line.strip() else []))
+
+
+def _chance_x_range(panel: Panel) -> tuple[float, float]:
+    low, high = _x_range(panel.points)
+    if panel.chance is not None:
+        low, high = min(low, panel.chance - 0.02), max(high, panel.chance + 0.02)
+    return max(-0.02, low), min(1.02, high)
+
+
 def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 100) -> Path:
-    """Draw one horizontal interval plot per panel into a PNG file (written atomically).
+    """Draw one horizontal interval plot per panel into a PNG file (written atomically); a panel's chance level is
+    a dotted vertical line labelled ``chance``; titles wrap (:func:`wrap_title`). Callers cap the number of panels
+    (:data:`MAX_PANELS`, :func:`evalkit.reports.report.figure_panels`).
 
     Args:
         panels: at least one panel with at least one point each; accuracies in [0, 1].
@@ -84,7 +120,9 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     tallest = max(len(p.points) for p in panels)
-    fig = Figure(figsize=(5.2 * ncols, max(2.4, 0.32 * tallest + 1.3) * nrows), layout="constrained")
+    title_lines = max(wrap_title(p.title).count("\n") + 1 for p in panels)
+    fig = Figure(figsize=(5.2 * ncols, (max(2.4, 0.32 * tallest + 1.3) + 0.18 * (title_lines - 1)) * nrows),
+                 layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, panel in zip(axes, panels):
         for measured in (False, True):  # one errorbar (a few artists) per style, not one per point
@@ -103,8 +141,12 @@ def draw_intervals(panels: Sequence[Panel], path: Path, title: str, dpi: int = 1
                 label.set_color(MEASURED_COLOUR)
                 label.set_fontweight("bold")
         ax.set_ylim(-0.7, len(panel.points) - 0.3)
-        ax.set_xlim(*_x_range(panel.points))
-        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlim(*_chance_x_range(panel))
+        if panel.chance is not None:
+            ax.axvline(panel.chance, color="0.3", linestyle=":", linewidth=1.2, zorder=0)
+            ax.annotate(f"chance {panel.chance:.3g}", (panel.chance, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -10), textcoords="offset points", fontsize=8, color="0.3")
+        ax.set_title(wrap_title(panel.title), fontsize=10)
         ax.set_xlabel(f"{panel.metric} (95% interval)", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     for ax in axes[len(panels):]:

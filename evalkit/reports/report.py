@@ -1,8 +1,9 @@
 """Saved results + published reference rows -> a Markdown report (rendered by one jinja2 template) and its figure.
 
 Reports render only from saved results files, so ``evalkit report`` can rebuild any report later.
-Measured cells show value ± bootstrap stderr; reference cells show what the source published. The figure
-(``<report stem>.png`` beside the report) shows each task's primary accuracy with a Wilson 95% interval.
+Measured cells beside published rows show value ± bootstrap stderr; reference cells show what the source published;
+the run's own tables show one stderr each, named in the header. The figure (``<report stem>.png`` beside the
+report) shows each task's (or aggregated group's) primary accuracy with a Wilson 95% interval and the chance level.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any, Sequence
 
 import jinja2
 
-from evalkit.reports.figure import IntervalPoint, Panel, draw_intervals
+from evalkit.reports.figure import MAX_PANELS, IntervalPoint, Panel, draw_intervals
 from evalkit.stats.metrics import PER_DOC_KEY, has_closed_form_stderr, per_doc_values
 from evalkit.results.files import atomic_write_text, reserve_path
+from evalkit.results.summary import subset_counts, subset_is_summarised, subset_rules
 from evalkit.stats.significance import wilson_interval
 from evalkit.reports.suite_table import suite_context
 
@@ -190,32 +192,70 @@ def generation_timing(timing: dict[str, Any]) -> dict[str, Any] | None:
     return {**gen, "tokens_per_s": rate}
 
 
-def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
-    """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
-    absent from older results files)."""
-    tasks = []
-    for name, task in results["tasks"].items():
-        metrics = [
-            {"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
-             "wilson": wilson_cell(m, v["value"], v["n"]),
+def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
+             "wilson": wilson_cell(m, v["value"], v["n"]), "closed_form": has_closed_form_stderr(m),
              "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
              "direction": "higher" if v["higher_is_better"] else "lower"}
-            for m, v in task["metrics"].items()
-        ]
+            for m, v in metrics.items()]
+
+
+def group_blocks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's aggregated groups (:func:`aggregated_groups`) as blocks: each group that no other group of the run
+    contains (MMLU) with, after it, the groups whose tasks are a strict part of its own (its categories), and the
+    member tasks that the report folds under it (each task in the first block that holds it) with the category each
+    falls in.
+
+    Returns:
+        ``[{"name", "groups": [group names, the block's own first], "members": [task names in run order],
+        "category": {task: category name or "—"}}]`` in run order.
+    """
+    groups = aggregated_groups(results)
+    tasks = {name: [t for t in g.get("tasks", ()) if t in results["tasks"]] for name, g in groups.items()}
+    inside = {name: [o for o in groups if o != name and set(tasks[name]) < set(tasks[o])] for name in groups}
+    blocks, placed = [], set()
+    for name in groups:
+        if inside[name]:
+            continue
+        categories = [o for o in groups if name in inside[o]]
+        members = [t for t in results["tasks"] if t in set(tasks[name]) - placed]
+        placed.update(members)
+        category = {t: next((c for c in categories if t in tasks[c]), "—") for t in members}
+        blocks.append({"name": name, "groups": [name, *categories], "members": members, "category": category})
+    return blocks
+
+
+def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """One run's header facts, per-task detail rows and the rows of its aggregated groups (``results["groups"]``,
+    absent from older results files).
+
+    Tasks are split by the stderr their metrics have, so each table shows one kind, named in its header: the
+    closed form (accuracies, with the Wilson interval) or the bootstrap (perplexities). A task that belongs to an
+    aggregated group (:func:`group_blocks`) is not in those tables but folded under its group's block.
+    """
+    tasks = []
+    for name, task in results["tasks"].items():
         tasks.append({"name": name, "version": task["version"], "description": task["description"],
                       "n": task["n"], "n_split": task["n_split"], "expected_n": task["expected_n"],
                       "subset": task["subset"], "requests": task["requests"],
-                      "truncated": task["truncated_requests"], "warnings": task["warnings"], "metrics": metrics,
-                      "shots": f"{task.get('num_fewshot', 0)}-shot", "fewshot_source": task.get("fewshot_source", "none"),
+                      "truncated": task["truncated_requests"], "warnings": task["warnings"],
+                      "metrics": _metric_rows(task["metrics"]),
+                      "shots": f"{task.get('num_fewshot', 0)}-shot",
+                      "fewshot_source": task.get("fewshot_source", "none"),
                       "fewshot_split": task.get("fewshot_split"), "generation": generation_facts(task)})
-    groups = [
-        {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group.get("n"),
-         "metrics": [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
-                      "stderr_bootstrap": fmt(v["stderr_bootstrap"], 4), "n": v["n"],
-                      "direction": "higher" if v["higher_is_better"] else "lower"}
-                     for m, v in group["metrics"].items()]}
-        for name, group in results.get("groups", {}).items()
-    ]
+    by_name = {t["name"]: t for t in tasks}
+    groups = {
+        name: {"name": name, "aggregation": group["aggregation"], "tasks": group["tasks"], "n": group.get("n"),
+               "metrics": _metric_rows(group["metrics"])}
+        for name, group in aggregated_groups(results).items()
+    }
+    blocks = [{"name": b["name"], "groups": [groups[g] | {"category": i > 0} for i, g in enumerate(b["groups"])],
+               "members": [by_name[t] | {"category": b["category"][t]} for t in b["members"]],
+               "bootstrap_members": [by_name[t] for t in b["members"]
+                                     if any(not m["closed_form"] for m in by_name[t]["metrics"])]}
+              for b in group_blocks(results)]
+    folded = {t["name"] for b in blocks for t in b["members"]}
+    shown = [t for t in tasks if t["name"] not in folded]
     return {
         "label": run_label(results),
         "source": source,
@@ -227,10 +267,17 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "timing": results["timing"],
         "generation": generation_timing(results["timing"]),
         "tasks": tasks,
-        "groups": groups,
+        "closed_tasks": [t for t in shown if any(m["closed_form"] for m in t["metrics"])],
+        "bootstrap_tasks": [t for t in shown if any(not m["closed_form"] for m in t["metrics"])],
+        "shown_tasks": shown,
+        "groups": list(groups.values()),
+        "blocks": blocks,
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
         "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
+        "subset_many": subset_is_summarised(results),
+        "subset_counts": subset_counts(results),
+        "subset_rule": subset_rules(results),
         "warnings": results.get("warnings", []),
     }
 
@@ -256,10 +303,65 @@ def _run_point(results: dict[str, Any], task: str, metric: str, label: str, conf
     return IntervalPoint(label, value, *wilson_interval(value, n, confidence), measured=True)
 
 
+def _group_point(results: dict[str, Any], group: str, metric: str, label: str,
+                 confidence: float) -> IntervalPoint | None:
+    entry = results.get("groups", {}).get(group, {}).get("metrics", {}).get(metric)
+    if entry is None or entry.get("n", 0) < 1:
+        return None
+    return IntervalPoint(label, entry["value"], *wilson_interval(entry["value"], entry["n"], confidence), measured=True)
+
+
+def aggregated_groups(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The run's groups with rows of their own (``results["groups"][name]["metrics"]``: MMLU and its categories),
+    in run order; groups that only list tasks (a suite such as ``neox20b_card``) are left out."""
+    return {name: g for name, g in (results.get("groups") or {}).items() if g.get("metrics")}
+
+
+def task_chance(entry: dict[str, Any]) -> float | None:
+    """A task's chance level (results' ``chance``: the mean over its documents of 1 / number of choices), or None
+    for a task without one (perplexity, greedy match, generation) and for results written before it was
+    recorded."""
+    chance = entry.get("chance")
+    return float(chance) if isinstance(chance, (int, float)) and not isinstance(chance, bool) else None
+
+
+def group_chance(results: dict[str, Any], group: str) -> float | None:
+    """A group's chance level as its row aggregates: micro, the documents' mean chance (tasks weighted by their
+    documents); macro, the mean of its tasks' chance levels. None when a member has none (or predates the field)."""
+    entry = results["groups"][group]
+    members = [results["tasks"][t] for t in entry.get("tasks", ()) if t in results["tasks"]]
+    chances = [task_chance(m) for m in members]
+    if not members or any(c is None for c in chances):
+        return None
+    if entry.get("aggregation") == "macro":
+        return sum(chances) / len(chances)
+    sizes = [m["n"] for m in members]
+    return sum(c * n for c, n in zip(chances, sizes)) / sum(sizes) if sum(sizes) else None
+
+
+def _published_points(name: str, metric: str, confidence: float) -> tuple[str | None, list[IntervalPoint]]:
+    title, points = None, []
+    for table in reference_tables():
+        column = table["columns"].get(name)
+        if column is None or column["metric"] != metric:
+            continue
+        title = column["label"]
+        for row in table["rows"]:
+            value = row["values"].get(name, [None])[0]
+            if value is not None:
+                points.append(IntervalPoint(row["model"], value, *wilson_interval(value, column["n"], confidence),
+                                            measured=False))
+    return title, points
+
+
 def figure_panels(
     runs: Sequence[dict[str, Any]], labels: Sequence[str] | None = None, confidence: float = 0.95
 ) -> list[Panel]:
-    """Per task (in run order), the primary accuracy of every run and every published row, with Wilson intervals.
+    """Every panel the runs could have, groups first: one per aggregated group (its own row: MMLU, then each of its
+    categories; :func:`aggregated_groups`) and then one per task that belongs to none (in run order), each with
+    the primary accuracy of every run and every published row, Wilson intervals and the chance level
+    (:func:`task_chance`, :func:`group_chance`). A group's member tasks get no panel of their own: their rows
+    are in the report's tables. :func:`write_report_file` draws at most :data:`MAX_PANELS` of them.
 
     Published intervals come from the published value and the column's n (rounded values make them
     approximate). Tasks whose primary metric is not a proportion are left out.
@@ -270,35 +372,55 @@ def figure_panels(
         confidence: coverage of the intervals.
     """
     labels = list(labels) if labels is not None else [run_label(r) for r in runs]
+    groups: dict[str, str] = {}
+    members: set[str] = set()
+    for results in runs:
+        for name, group in aggregated_groups(results).items():
+            metrics = list(group["metrics"])
+            groups.setdefault(name, "acc" if "acc" in metrics else metrics[0])
+            members.update(group.get("tasks", ()))
     order: dict[str, str] = {}
     for results in runs:
         for name, task in results["tasks"].items():
-            order.setdefault(name, task["primary_metric"])
+            if name not in members:
+                order.setdefault(name, task["primary_metric"])
     panels = []
+    for group, metric in groups.items():
+        if not has_closed_form_stderr(metric):
+            continue
+        points = [p for p in (_group_point(r, group, metric, lab, confidence) for r, lab in zip(runs, labels)) if p]
+        title, published = _published_points(group, metric, confidence)
+        points = sorted(points + published, key=lambda p: (p.value, p.measured))
+        entry = next(r["groups"][group] for r in runs if group in aggregated_groups(r))
+        chance = next((c for c in (group_chance(r, group) for r in runs if group in aggregated_groups(r))
+                       if c is not None), None)
+        count = len(entry.get("tasks", ()))
+        panels.append(Panel(f"{title or group} ({metric})\n{entry.get('aggregation')} mean of {count} tasks", metric,
+                            tuple(points), chance))
     for task, metric in order.items():
         if not has_closed_form_stderr(metric):
             continue
         points = [p for p in (_run_point(r, task, metric, lab, confidence) for r, lab in zip(runs, labels)) if p]
-        title = task
-        for table in reference_tables():
-            column = table["columns"].get(task)
-            if column is None or column["metric"] != metric:
-                continue
-            title = column["label"]
-            for row in table["rows"]:
-                value = row["values"].get(task, [None])[0]
-                if value is not None:
-                    points.append(IntervalPoint(row["model"], value, *wilson_interval(value, column["n"], confidence),
-                                                measured=False))
-        points.sort(key=lambda p: (p.value, p.measured))
-        panels.append(Panel(f"{title} ({metric})", metric, tuple(points)))
+        title, published = _published_points(task, metric, confidence)
+        points = sorted(points + published, key=lambda p: (p.value, p.measured))
+        chance = next((c for c in (task_chance(r["tasks"][task]) for r in runs if task in r["tasks"])
+                       if c is not None), None)
+        panels.append(Panel(f"{title or task} ({metric})", metric, tuple(points), chance))
     return panels
 
 
-def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] = (), figure: str | None = None) -> str:
+def panel_name(panel: Panel) -> str:
+    """The task or group a panel shows, as the report names what the figure left out (its title's first line
+    without the metric)."""
+    return panel.title.split("\n")[0].rsplit(" (", 1)[0]
+
+
+def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] = (), figure: str | None = None,
+                  left_out: Sequence[str] = ()) -> str:
     """Markdown for one or more saved runs beside every reference table they share a task with.
 
-    ``figure`` is the PNG's path relative to the report (linked when given).
+    ``figure`` is the PNG's path relative to the report (linked when given); ``left_out`` names the tasks or groups
+    the figure had no room for (:data:`MAX_PANELS`), which the report lists under it.
     """
     sources = list(sources) + [None] * (len(runs) - len(sources))
     tables = [t for t in (table_context(ref, runs) for ref in reference_tables()) if t is not None]
@@ -310,6 +432,9 @@ def render_report(runs: Sequence[dict[str, Any]], sources: Sequence[str | None] 
         "suites": suites,
         "runs": [run_context(r, s) for r, s in zip(runs, sources)],
         "figure": figure,
+        "left_out": list(left_out),
+        "max_panels": MAX_PANELS,
+        "figure_groups": any(aggregated_groups(r) for r in runs),
     }
     return environment().get_template("report.md.j2").render(**context)
 
@@ -345,7 +470,8 @@ def write_report(
 def write_report_file(runs: Sequence[dict[str, Any]], path: Path, source_paths: Sequence[Path] = (),
                       draw_figure: bool = True) -> Path:
     """Write the report to ``path`` exactly as named, and, when a task has an accuracy and ``draw_figure``, its
-    figure beside it (``path`` with the suffix ``.png``).
+    figure beside it (``path`` with the suffix ``.png``): the first :data:`MAX_PANELS` panels of
+    :func:`figure_panels`, the report naming the rest.
 
     Returns:
         ``path``.
@@ -354,9 +480,10 @@ def write_report_file(runs: Sequence[dict[str, Any]], path: Path, source_paths: 
     panels = figure_panels(runs) if draw_figure else []
     figure = None
     if panels:
-        figure_path = draw_intervals(panels, figure_path_for(path), "Accuracy with 95% intervals (Wilson)")
+        figure_path = draw_intervals(panels[:MAX_PANELS], figure_path_for(path), "Accuracy with 95% intervals (Wilson)")
         figure = figure_path.name
-    text = render_report(runs, [str(p) for p in source_paths], figure)
+    left_out = [panel_name(p) for p in panels[MAX_PANELS:]]
+    text = render_report(runs, [str(p) for p in source_paths], figure, left_out)
     atomic_write_text(path, text)
     return path
 

@@ -131,25 +131,22 @@ def detail_rows(
     results: dict[str, Any], columns: Sequence[dict[str, Any]], metrics: Sequence[str],
     fmt: Callable[[float | None], str] = lambda v: "—" if v is None else f"{v:.4f}",
 ) -> list[dict[str, Any]]:
-    """One row per task behind the run's columns (a group column: the group's own row, then its members), with the
-    column's metric, shots, n, value and both stderrs (4 decimals)."""
+    """One row per task or group behind the run's columns (a group column: the group's own row; its member tasks
+    are folded under the run's group block in the report), with the column's metric, shots, n, value and both
+    stderrs (4 decimals; the report shows the bootstrap one, as the suite's cells do)."""
     out = []
     for column, metric in zip(columns, metrics):
         if _measured(results, column) is None:
             continue
-        names = [column["key"]]
-        if column["kind"] == "group":
-            names += [m for m in results["groups"][column["key"]].get("tasks", []) if m in results["tasks"]]
-        for name in names:
-            is_group = column["kind"] == "group" and name == column["key"]
-            entry = results["groups"][name] if is_group else results["tasks"][name]
-            m = entry.get("metrics", {}).get(metric)
-            shots = run_shots(results, name, "group" if is_group else "task")
-            out.append({
-                "task": f"{name} ({entry.get('aggregation')}, {len(entry.get('tasks', []))} tasks)" if is_group
-                else name,
-                "column": column["label"], "metric": metric, "shots": shots, "n": entry.get("n", "—"),
-                "value": fmt(m["value"] if m else None), "stderr": fmt(m.get("stderr") if m else None),
-                "stderr_bootstrap": fmt(m.get("stderr_bootstrap") if m else None),
-            })
+        name = column["key"]
+        is_group = column["kind"] == "group"
+        entry = results["groups"][name] if is_group else results["tasks"][name]
+        m = entry.get("metrics", {}).get(metric)
+        shots = run_shots(results, name, "group" if is_group else "task")
+        out.append({
+            "task": f"{name} ({entry.get('aggregation')}, {len(entry.get('tasks', []))} tasks)" if is_group else name,
+            "column": column["label"], "metric": metric, "shots": shots, "n": entry.get("n", "—"),
+            "value": fmt(m["value"] if m else None), "stderr": fmt(m.get("stderr") if m else None),
+            "stderr_bootstrap": fmt(m.get("stderr_bootstrap") if m else None),
+        })
     return out

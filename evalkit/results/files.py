@@ -115,6 +115,16 @@ def strict_json(value: Any, where: str, indent: int | None = None) -> str:
         raise EvalkitError(f"{where}: refusing to write a non-finite number at '{found}' (strict JSON)") from None
 
 
+def report_stem(results_file: str | Path) -> str:
+    """The name (without suffix) of a results file's report and figure: ``<model>-<stem>`` for
+    ``<root>/results/<model>/<stem>.json`` (the layout ``evalkit run`` writes: ``random_pythia-70m-20261206T001500Z``),
+    so a folder of reports says which model each is; else the file's own stem."""
+    path = Path(results_file)
+    if path.parent.parent.name == "results":
+        return f"{path.parent.name}-{path.stem}"
+    return path.stem
+
+
 def default_reports_dir(results_file: str | Path) -> Path:
     """Where reports of a results file go by default: ``<root>/reports`` for ``<root>/results/<model>/<stem>.json``
     (the layout ``evalkit run`` writes), else a ``reports`` folder beside the file."""

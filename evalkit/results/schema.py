@@ -35,13 +35,13 @@ TASK = {
     },
     "optional": {"joint_fallback_requests": "int", "duplicate_documents": "int", "non_finite_requests": "int",
                  "non_finite_documents": "int", "source": "str",
-                 "builtin_prompts_differ": "int", "tokenization": "str"},
+                 "builtin_prompts_differ": "int", "tokenization": "str", "chance": "number?"},
 }
 
 SCHEMA = {
     "keys": {
         "created": "str",
-        "config": {"keys": {"limit": "int?", "seed": "int"}},
+        "config": {"keys": {"limit": "number?", "seed": "int"}},
         "model": {"keys": {"name": "str", "kind": "str", "revision": "str", "dtype": "str", "device": "str",
                            "parameters": "int"}},
         "tokenizer": {"keys": {"name": "str"}, "optional": {"sha256": "str", "model_tokenizer_sha256": "str"}},

@@ -106,6 +106,34 @@ def _table_cells(row: Mapping[str, Any]) -> list[str]:
     return [name, shots, row["metric"], format_number(row["value"], row["metric"]), "±", err, ci, n]
 
 
+def folded_rows(results: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of :func:`summary_rows` with every task that belongs to an aggregated group (a group with metrics
+    of its own: MMLU and its categories) left out, and one note per such group naming how many member tasks were
+    folded: the terminal shows a 57-subject group as its group rows, the report keeps every task. A group whose
+    tasks are a strict part of another's (a category: ``mmlu_stem`` inside ``mmlu``) keeps its rows but gets no
+    note of its own; the containing group's note counts its categories.
+
+    Returns:
+        (rows, notes): the rows in :func:`summary_rows`' order without folded tasks; notes like
+        ``"mmlu: 57 member tasks folded (each task's rows are in the report; 4 categories shown as groups)"``.
+    """
+    groups = {name: group for name, group in (results.get("groups") or {}).items() if group.get("metrics")}
+    members = {t for group in groups.values() for t in group.get("tasks", ())}
+    rows = [r for r in summary_rows(results) if not (r["kind"] == "task" and r["task"] in members)]
+    ran = results.get("tasks", {})
+    tasks = {name: {t for t in group.get("tasks", ()) if t in ran} for name, group in groups.items()}
+    notes = []
+    for name in groups:
+        if any(tasks[name] < tasks[other] for other in groups if other != name):
+            continue  # a category (mmlu_stem inside mmlu): its rows are shown, its members noted with the group's
+        count = len(tasks[name])
+        categories = sum(1 for other in groups if other != name and tasks[other] < tasks[name])
+        shown = f"; {categories} categor{'ies' if categories != 1 else 'y'} shown as groups" if categories else ""
+        notes.append(f"{name}: {count} member task{'s' if count != 1 else ''} folded (each task's rows are in the "
+                     f"report{shown})")
+    return rows, notes
+
+
 def format_summary(results: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> str:
     """The summary table, as printed at the end of ``evalkit run``: a Markdown-style table (renders in a
     notebook or an issue) whose columns line up in a terminal.
@@ -134,12 +162,57 @@ def format_summary(results: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> 
     return "\n".join(lines)
 
 
-def subset_banner(results: Mapping[str, Any]) -> str | None:
-    """``subset (--limit N, seed S): piqa 100 of 1,838; sciq 100 of 1,000`` naming only the tasks that were
-    scored on a subset, or None when every task ran on its whole split."""
+SUBSET_LISTED_CHARS = 160
+"""Longest list of subset tasks named one by one (``piqa 100 of 1,838; ...``); a longer one (MMLU's 57 tasks) is
+summarised as ranges."""
+
+
+def subset_listed(results: Mapping[str, Any]) -> str | None:
+    """``piqa 100 of 1,838; sciq 100 of 1,000``: every subset task with its documents, or None when there is none."""
     parts = [f"{name} {task['n']:,} of {task['n_split']:,}" for name, task in results.get("tasks", {}).items()
              if task.get("subset")]
-    if not parts:
+    return "; ".join(parts) if parts else None
+
+
+def subset_is_summarised(results: Mapping[str, Any]) -> bool:
+    """True when the subset tasks are too many to name on one line (:data:`SUBSET_LISTED_CHARS`)."""
+    listed = subset_listed(results)
+    return listed is not None and len(listed) > SUBSET_LISTED_CHARS
+
+
+def subset_counts(results: Mapping[str, Any]) -> str | None:
+    """The documents scored per task of a subset run, short enough for one line: the tasks by name
+    (:func:`subset_listed`) when that fits in :data:`SUBSET_LISTED_CHARS`, else ranges (``5 of 100-1,534 documents
+    in each of 57 tasks``; ``5-8 of ...`` when the counts differ); None when every task ran on its whole split."""
+    subset = [(name, task) for name, task in results.get("tasks", {}).items() if task.get("subset")]
+    if not subset:
+        return None
+    if not subset_is_summarised(results):
+        return subset_listed(results)
+
+    def span(values: list[int]) -> str:
+        return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
+
+    return (f"{span([t['n'] for _, t in subset])} of {span([t['n_split'] for _, t in subset])} documents in each of "
+            f"{len(subset)} tasks")
+
+
+def subset_rules(results: Mapping[str, Any]) -> str:
+    """``", rule v2"``: the subset draw's rule (results' ``subset_rule`` of the subset tasks; one rule per run), or
+    an empty string for results written before the rule was recorded."""
+    rules = sorted({t["subset_rule"] for t in results.get("tasks", {}).values()
+                    if t.get("subset") and t.get("subset_rule") is not None})
+    return f", rule v{'/v'.join(str(r) for r in rules)}" if rules else ""
+
+
+def subset_banner(results: Mapping[str, Any]) -> str | None:
+    """``subset (--limit N, seed S): piqa 100 of 1,838; sciq 100 of 1,000`` naming only the tasks that were
+    scored on a subset (:func:`subset_counts`: too many for one line are ranges with the draw's rule,
+    ``subset (--limit 5, seed 1234, rule v2): 5 of 100-1,534 documents in each of 57 tasks``), or None when
+    every task ran on its whole split."""
+    counts = subset_counts(results)
+    if counts is None:
         return None
     config = results.get("config", {})
-    return f"subset (--limit {config.get('limit')}, seed {config.get('seed')}): " + "; ".join(parts)
+    rule = subset_rules(results) if subset_is_summarised(results) else ""
+    return f"subset (--limit {config.get('limit')}, seed {config.get('seed')}{rule}): {counts}"

@@ -1,6 +1,7 @@
 """The answers stage: every request answered, from the request cache where it was answered before, by the
 backend otherwise (each rank a share of them under ``torchrun``), with non-finite answers stopped or counted; then
-every generation task's greedy generations, through the same cache (:mod:`evalkit.run.generation_stage`).
+every generation task's greedy generations, through the same cache (:mod:`evalkit.run.generation_stage`; each rank
+a share of them too). A ``torchrun`` run leaves its process group after the generations' gather.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
         k += len(p.requests)
     task_sizes: dict[str, int | None] = {}
     t0 = time.perf_counter()
-    try:
+    try:  # the process group stays open for the generations; closed once every rank has answered
         responses, cache_info, counts = _score(model.ranks, backend, model.tokenized, config, model.identity,
                                                model.tokenizer.identity["sha256"], plan.versions,
                                                parts if per_task else None, task_sizes, allow_non_finite)
@@ -83,7 +84,9 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
         request = requests.loglikelihood[model.owners[model.tokenized.index(exc.request)]]
         raise EvalkitError(_non_finite_message(request, exc.value, config)) from None
     t_score = time.perf_counter() - t0
-    if responses is None:  # a rank other than 0: its responses went to rank 0, which writes the results
+    if responses is None:  # a rank other than 0: its answers go to rank 0, which writes the results
+        _generate(plan, requests, model, start_size, progress)
+        model.ranks.close()
         return None
     all_requests = requests.loglikelihood
     responses = join_windows(responses, model.owners, len(all_requests))  # a rolling request: sum of its windows
@@ -110,6 +113,7 @@ def answer(plan: RunPlan, requests: RunRequests, model: LoadedModel, progress: b
     if config.batch_size == "auto":
         timing["batch_size_auto"] = {"start": start_size, "per_task": task_sizes or None}
     generated = _generate(plan, requests, model, start_size, progress)
+    model.ranks.close()
     if generated is not None:
         timing["generation"] = generated.timing
     return Answers(list(responses), cache_info, timing, backend.mask_fallback, backend.prefix_fallback,
@@ -126,7 +130,7 @@ def _generate(plan: RunPlan, requests: RunRequests, model: LoadedModel, batch_si
     key = model_key(model.identity, model.tokenizer.identity["sha256"], "hf", plan.versions) if config.use_cache \
         else None
     outcome = generation_stage.generate_tasks(requests.prepared, model.generations, model.model, model.tokenizer,
-                                              model.window, batch_size, config, key, progress)
+                                              model.window, batch_size, config, key, progress, model.ranks)
     for p in requests.prepared:
         for warning in outcome.warnings.get(p.task.name, []):
             p.warnings.append(warning)
@@ -143,7 +147,8 @@ def _score(
     False.
 
     Each rank answers its share from the cache and commits what its model scores, batch by batch. With
-    ``parts``, tasks are scored one after the other, each probing its batch size afresh (:func:`_by_task`).
+    ``parts``, tasks are scored one after the other, each probing its batch size afresh (:func:`_by_task`). The
+    process group of a ``torchrun`` run stays open (the generations gather after the scoring).
 
     Returns:
         (responses in request order, None on ranks other than 0; ``{"path", "model_key"}`` of the cache or None;
@@ -169,11 +174,11 @@ def _by_task(ranks: Any, scorer: Any, backend: Any, tokenized: Sequence[Tokenize
     """``ranks.loglikelihood`` over all requests, or task by task (``parts``: (name, requests)) with the batch
     size reset to its start before each task; ``sizes`` gets each task's final size (None: nothing scored)."""
     if parts is None:
-        return ranks.loglikelihood(scorer, tokenized)
+        return ranks.loglikelihood(scorer, tokenized, close=False)
     start, out, k = backend.batch_size, [], 0
     for name, n in parts:
         backend.batch_size, calls = start, backend.forward_calls
-        got = ranks.loglikelihood(scorer, tokenized[k : k + n])
+        got = ranks.loglikelihood(scorer, tokenized[k : k + n], close=False)
         k += n
         sizes[name] = backend.batch_size if backend.forward_calls > calls else None
         out = None if got is None or out is None else out + list(got)

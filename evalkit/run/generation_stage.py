@@ -3,8 +3,9 @@
 (:class:`evalkit.scoring.generation.HFGenerator`) through the request cache (:class:`evalkit.scoring.cache.
 CachingGenerator`, the same model key as the log-likelihoods), and handed back task by task.
 
-Generation runs on one process: under ``torchrun`` with more than one rank, a run with generation tasks is
-refused before any model loads (:func:`check_generation_ranks`).
+Under ``torchrun`` every rank generates a share of the requests (:meth:`evalkit.scoring.distributed.Ranks.generate`:
+identical requests on one rank, shares of about equal cost), each through the request cache, and rank 0 gathers
+the answers in request order: the same answers, metrics and samples as one process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from evalkit.run.prepare import PreparedTask
-from evalkit.types import EvalkitError, GenerationRequest, GenerationResponse, RunConfig, TokenizedGeneration
+from evalkit.types import GenerationRequest, GenerationResponse, RunConfig, TokenizedGeneration
 
 log = logging.getLogger(__name__)
 
@@ -25,24 +26,13 @@ def generation_tasks(prepared: Sequence[PreparedTask]) -> list[PreparedTask]:
     return [p for p in prepared if p.task.scoring == "generate_until"]
 
 
-def check_generation_ranks(prepared: Sequence[PreparedTask], world_size: int) -> None:
-    """Refuse generation tasks in a run of several ranks (generation is not split across processes).
-
-    Raises:
-        EvalkitError: naming the generation tasks and the number of ranks.
-    """
-    names = [p.task.name for p in generation_tasks(prepared)]
-    if names and world_size > 1:
-        raise EvalkitError(f"generation tasks ({', '.join(names)}) run on one process, not {world_size} torchrun "
-                           f"ranks: run them without torchrun")
-
-
 @dataclass
 class GenerationOutcome:
     """Every generation task's responses and the numbers the results record.
 
     Attributes:
-        responses: task name -> one response per document, in the task's request order.
+        responses: task name -> one response per document, in the task's request order (empty on the ranks
+            other than 0 of a ``torchrun`` run: their answers went to rank 0).
         tokenized: task name -> the tokenized requests (context ids cut to the window).
         timing: ``tokenize_s``, ``generate_s``, ``requests``, ``requests_cached``, ``requests_generated``,
             ``forward_calls``, ``generated_tokens``, ``batch_size_final``, ``oom_retries``.
@@ -55,9 +45,11 @@ class GenerationOutcome:
     warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
-def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int, prefix_ids: Sequence[int] = ()) \
-        -> dict[str, list[TokenizedGeneration]]:
-    """Each generation task's requests tokenized and cut to ``window - max_new_tokens`` context tokens.
+def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int, prefix_ids: Sequence[int] = (),
+                   prefix_text: str = "") -> dict[str, list[TokenizedGeneration]]:
+    """Each generation task's requests tokenized and cut to ``window - max_new_tokens`` context tokens;
+    ``prefix_ids`` go before every context that does not already start with ``prefix_text`` (a chat template
+    writing the BOS itself).
 
     Raises:
         EvalkitError: a length that leaves no room for a context (names the task and document).
@@ -68,16 +60,18 @@ def tokenize_tasks(prepared: Sequence[PreparedTask], tokenizer: Any, window: int
     for p in generation_tasks(prepared):
         requests: list[GenerationRequest] = list(p.requests)  # type: ignore[arg-type]
         out[p.task.name] = tokenize_generations(requests, tokenizer.encode_batch, window, prefix_ids,
-                                                tokenizer.eot_id)
+                                                tokenizer.eot_id, prefix_text)
     return out
 
 
 def generate_tasks(
     prepared: Sequence[PreparedTask], tokenized: dict[str, list[TokenizedGeneration]], model: Any, tokenizer: Any,
     window: int, batch_size: int, config: RunConfig, cache_key: tuple[str, dict[str, Any]] | None,
-    progress: bool = True,
+    progress: bool = True, ranks: Any = None,
 ) -> GenerationOutcome:
-    """Generate every generation task's answers, through the request cache when ``cache_key`` is given.
+    """Generate every generation task's answers, through the request cache when ``cache_key`` is given; under
+    ``torchrun`` (``ranks``) each rank generates its share through its own connection to the cache and rank 0
+    gathers the answers, keeping the process group open (the caller closes it).
 
     Args:
         prepared: the run's prepared tasks (the others are skipped).
@@ -89,9 +83,13 @@ def generate_tasks(
         config: the run's config (``cache_dir``).
         cache_key: ``(model key, its fields)`` of :func:`evalkit.scoring.cache.model_key`, or None for no cache.
         progress: show a progress bar.
+        ranks: the run's :class:`evalkit.scoring.distributed.Ranks` (None: this process generates everything).
 
     Returns:
-        a :class:`GenerationOutcome`.
+        a :class:`GenerationOutcome`; on ranks other than 0 one without responses, timing or warnings.
+
+    Raises:
+        EvalkitError: a rank built other requests than rank 0, or a gather that failed (another rank failed).
     """
     from evalkit.scoring.cache import CachingGenerator, RequestCache, resolve_cache_dir
     from evalkit.scoring.generation import HFGenerator
@@ -106,16 +104,23 @@ def generate_tasks(
     flat = [t for p in tasks for t in tokenized[p.task.name]]
     t0 = time.perf_counter()
     cached = 0
+    def run(inner: Any) -> list[GenerationResponse] | None:
+        if ranks is None:
+            return inner.generate(flat)
+        return ranks.generate(inner, flat, close=False)
+
     if cache_key is None:
-        answers = generator.generate(flat)
+        answers = run(generator)
     else:
         with RequestCache(resolve_cache_dir(config.cache_dir)) as cache:
             cache.register_model(*cache_key)
             caching = CachingGenerator(generator, cache, cache_key[0])
-            answers = caching.generate(flat)
+            answers = run(caching)
             cached = caching.requests_cached
             log.info("%d generations answered from the cache %s, %d generated", cached, cache.path,
                      caching.requests_sent)
+    if answers is None:  # a rank other than 0: its answers went to rank 0
+        return outcome
     k = 0
     for p in tasks:
         n = len(tokenized[p.task.name])

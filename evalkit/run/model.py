@@ -78,7 +78,6 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
         hf_loading.import_model_support()
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
-    generation_stage.check_generation_ranks(requests.prepared, ranks.info.world_size)
     t0 = time.perf_counter()
     tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                                  hub["trust_remote_code"], hub["hub_kwargs"])
@@ -105,7 +104,8 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
                              tokenizer.prefix_text if prefix else "")
     tokenized, owners = flatten_windows(windows)  # one sequence per request, several for a rolling one
     check_generation_window(requests.prepared, window)
-    generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix)
+    generations = generation_stage.tokenize_tasks(requests.prepared, tokenizer, window, prefix,
+                                                  tokenizer.prefix_text if prefix else "")
     timing["tokenize_s"] = time.perf_counter() - t0
     _warn_truncated(requests.prepared, windows, window)
     _warn_joint_fallbacks(requests.prepared, windows)

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from evalkit.run.generation_results import generation_sample
 from evalkit.run.prepare import PreparedTask
-from evalkit.results.files import atomic_write_text, results_path, strict_json
+from evalkit.results.files import atomic_write_text, report_stem, results_path, strict_json
 from evalkit.types import DocResult, RunConfig
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def write_outputs(
 ) -> RunOutput:
     """Write samples (optional), results JSON (strict: no NaN or Infinity) and the Markdown report.
 
-    The report gets a name of its own (``reports/<results stem>.md``, ``-N`` added when taken by another run that
+    The report gets a name of its own (``reports/<model>-<results stem>.md``, ``-N`` added when taken by another run that
     finished in the same second). When it cannot be written, the results stay and the returned
     :attr:`RunOutput.report_error` says what was not written and how to re-render it.
 
@@ -61,8 +61,8 @@ def write_outputs(
     from evalkit.reports.report import write_report  # lazily: scipy and jinja2 load only once there is a report to write
 
     try:
-        report_path = write_report([results], out_dir / "reports", path.stem, source_paths=[path], unique=True,
-                                   draw_figure=config.extra.get("figure", True))
+        report_path = write_report([results], out_dir / "reports", report_stem(path), source_paths=[path],
+                                   unique=True, draw_figure=config.extra.get("figure", True))
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM now stops a finished run: say where its results are
         exc.results_path, exc.samples_path = path, samples_path  # type: ignore[attr-defined]
         raise

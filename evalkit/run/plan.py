@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit import __version__
-from evalkit.data.documents import drop_tasks_without_data, resolve_data_dir
+from evalkit.data.documents import drop_tasks_without_data, limit_count, resolve_data_dir
 from evalkit.data.hub_check import check_hub
 from evalkit.fewshot.v020 import check_sources, resolve_shots
 from evalkit.models.model_args import hub_options
@@ -78,7 +78,7 @@ def plan_run(config: RunConfig) -> RunPlan:
             with something missing locally, an unreadable request cache or GGUF file, naming what and where.
     """
     check_config(config)
-    registry = load_registry(config.include_paths)
+    registry = load_registry(config.include_paths, config.tasks)  # lm_eval.* names: the installed lm-eval's
     tasks = registry.expand(config.tasks)
     groups = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
     resolved = resolve_model(config.model)
@@ -119,7 +119,8 @@ SEED_LIMIT = 2 ** 64
 def check_config(config: RunConfig) -> None:
     """Refuse numeric flags and an output folder that would fail the run later, after the model has scored.
 
-    Checks ``--batch-size``, ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
+    Checks ``--limit`` (a positive whole number, or a fraction between 0 and 1), ``--batch-size``,
+    ``--max-batch-tokens`` and ``--max-length`` (at least 1), ``--bootstrap-iters``
     (0, or at least 2: a standard deviation of one resample does not exist), ``--seed`` and ``--fewshot-seed``
     (0 to 2**64 - 1) and that ``--output-dir`` is, or can be created as, a writable folder (and its ``results/``
     and ``reports/``, where they exist, are writable folders). Nothing is created.
@@ -129,7 +130,8 @@ def check_config(config: RunConfig) -> None:
     """
     if isinstance(config.batch_size, str) and config.batch_size != "auto":
         raise EvalkitError(f"--batch-size must be a whole number or 'auto', got {config.batch_size!r}")
-    whole = (("--limit", config.limit), ("--seed", config.seed), ("--fewshot-seed", config.fewshot_seed),
+    limit_count(1, config.limit)  # a whole count or a fraction between 0 and 1 (lm-eval's --limit)
+    whole = (("--seed", config.seed), ("--fewshot-seed", config.fewshot_seed),
              ("--bootstrap-iters", config.bootstrap_iters), ("--max-length", config.max_length),
              ("--max-batch-tokens", config.extra.get("max_batch_tokens")),
              ("--batch-size", None if config.batch_size == "auto" else config.batch_size))

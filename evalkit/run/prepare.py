@@ -55,8 +55,9 @@ class PreparedTask:
 
 
 def prepare_task(
-    task: Task, data_dir: Path | None, limit: int | None, seed: int, num_fewshot: int = 0, fewshot_seed: int = 42,
-    task_file: Path | None = None, max_gen_toks: int | None = None, chat: ChatOptions | None = None,
+    task: Task, data_dir: Path | None, limit: int | float | None, seed: int, num_fewshot: int = 0,
+    fewshot_seed: int = 42, task_file: Path | None = None, max_gen_toks: int | None = None,
+    chat: ChatOptions | None = None,
 ) -> PreparedTask:
     """Load and validate a task's split (and its few-shot split when ``num_fewshot`` > 0), pick the seeded subset
     and build its requests (doc order, choice order) with each document's full few-shot context
@@ -71,8 +72,9 @@ def prepare_task(
     ``max_new_tokens``.
 
     With ``chat`` (a chat template, or a system instruction alone), each document's prompt is built as messages
-    from the same examples (:func:`chat_requests`); rolling tasks are left as they are (lm-eval 0.4.13 scores a
-    rolling document without any context).
+    from the same examples (:func:`chat_requests`), a generation task's too (its prompt ends with the template's
+    generation prompt; its stop strings and length are unchanged, as in lm-eval 0.4.13); rolling tasks are left as
+    they are (lm-eval 0.4.13 scores a rolling document without any context).
 
     Raises:
         EvalkitError: bad input in either split (file, line, field), no few-shot source, too few rows to draw, a
@@ -90,7 +92,7 @@ def prepare_task(
     except TaskCodeError as exc:
         raise EvalkitError(f"task file {task_file or '?'}: {exc}") from None
     warnings = [w for w in [size_warning(task, len(docs))] if w]
-    ids = subset_ids(len(docs), limit, seed, task.name)
+    ids = subset_ids(len(docs), limit, seed)
     chosen = [docs[i] for i in ids]
     duplicates = duplicate_rows(chosen)
     if duplicates:
@@ -99,8 +101,6 @@ def prepare_task(
         warnings.append(f"{task.name}: {len(duplicates)} of {len(chosen)} documents are identical to an earlier one "
                         f"({shown}{more}); each copy is scored and counted in the metrics")
     as_chat = chat is not None and chat.changes_prompts and task.scoring != "rolling"
-    if as_chat and task.scoring == "generate_until":
-        raise EvalkitError(f"task {task.name}: --apply-chat-template is not supported for generation tasks yet")
     continuations = None
     if lmeval:
         drawn = fewshot_lmeval.document_fewshot(task, chosen, num_fewshot, lambda: fewshot_pool(task, data_dir))
@@ -109,7 +109,10 @@ def prepare_task(
         examples = drawn.examples  # as documents, for a chat template
     elif task.scoring == "generate_until":  # one context per document, no continuations
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
-        contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
+        if as_chat:
+            examples = [[pool[j] for j in plan.examples[r]] for r in ids]
+        else:
+            contexts = [[fewshot_context(task, docs[r], [pool[j] for j in plan.examples[r]])] for r in ids]
     else:
         plan = draw_examples(task, docs, pool, num_fewshot, fewshot_seed)
         if as_chat:
@@ -118,6 +121,8 @@ def prepare_task(
             contexts = document_contexts(task, docs, pool, plan, ids)
     if as_chat:
         contexts, continuations = chat_requests(task, ids, chosen, examples, chat)
+        if task.scoring == "generate_until":
+            continuations = None
     requests: list[Any]
     if task.scoring == "generate_until":
         new_tokens = max_gen_toks if max_gen_toks is not None else task.max_new_tokens
@@ -180,7 +185,8 @@ def fewshot_pool(task: Task, data_dir: Path | None) -> list[Any]:
 def chat_requests(
     task: Task, ids: Sequence[int], chosen: Sequence[Any], examples: Sequence[Sequence[Any]], chat: ChatOptions
 ) -> tuple[list[list[str]], list[list[str]]]:
-    """Each document's contexts (one per continuation) and continuations as a chat-templated run scores them.
+    """Each document's contexts (one per continuation) and continuations as a chat-templated run scores them; a
+    generation task's document gets its one prompt and no continuations.
 
     The prompt's pieces come from :func:`evalkit.fewshot.v020.prompt_parts` (an lm-eval YAML task's own, or
     v0.2.0's strings) with the document's few-shot ``examples``; :func:`evalkit.fewshot.chat.chat_contexts` renders
@@ -191,13 +197,22 @@ def chat_requests(
             continuations in number (names the task and the document).
     """
     contexts, continuations = [], []
+    generate = task.scoring == "generate_until"
     for doc_id, doc, shown in zip(ids, chosen, examples):
         try:
             parts = prompt_parts(task, doc, shown)
-            conts = [chat_continuation(c, parts.choice_delimiter, chat) for c in task.continuations(doc)]
+            conts = [] if generate else [chat_continuation(c, parts.choice_delimiter, chat)
+                                         for c in task.continuations(doc)]
             ctxs = chat_contexts(parts, chat)
         except ValueError as exc:
             raise EvalkitError(f"task {task.name} doc {doc_id}: {exc}") from None
+        if generate:  # one prompt, generated from; the task's stop strings stay as they are (lm-eval 0.4.13)
+            if len(ctxs) != 1:
+                raise EvalkitError(f"task {task.name} doc {doc_id}: a generation task has one prompt per document, "
+                                   f"got {len(ctxs)}")
+            contexts.append(ctxs)
+            continuations.append([])
+            continue
         if len(ctxs) == 1:
             ctxs = ctxs * len(conts)
         if len(ctxs) != len(conts):

@@ -13,6 +13,7 @@ from evalkit.fewshot.lmeval import LMEVAL_FEWSHOT_SEED, parse_sampler
 from evalkit.stats.metrics import HIGHER_IS_BETTER, PER_DOC_KEYS, aggregator, doc_metrics, finite_or_none
 from evalkit.stats.metrics import has_closed_form_stderr, per_doc_values
 from evalkit.run.prepare import PreparedTask
+from evalkit.data.documents import SUBSET_RULE
 from evalkit.stats.stderr import bootstrap_stderr, mean_stderr
 from evalkit.types import DocResult, LoglikelihoodRequest, RunConfig, Task, TokenizedRequest
 
@@ -83,6 +84,7 @@ def task_summary(
         "n_split": p.n_split,
         "expected_n": p.task.dataset.n,
         "subset": config.limit is not None and len(docs) < p.n_split,
+        "subset_rule": SUBSET_RULE,
         "primary_metric": p.task.primary_metric,
         "requests": len(p.requests),
         "sequences": len(toks),
@@ -100,7 +102,21 @@ def task_summary(
         "warnings": p.warnings,
         "metrics": aggregate(p.task, docs, config.bootstrap_iters, config.seed),
         "documents": per_doc_arrays(p.task, docs),
+        "chance": chance_level(p.task, docs),
     } | replaced
+
+
+CHOICE_SCORINGS = ("multiple_choice", "yes_no", "classification")
+"""Scoring rules that pick one of a document's continuations, so a guess has a chance level."""
+
+
+def chance_level(task: Task, docs: Sequence[DocResult]) -> float | None:
+    """The accuracy of a uniform guess: the mean over the documents of 1 / number of choices (0.25 for MMLU's four,
+    0.5 for PIQA's two), for a task whose scoring picks one continuation (:data:`CHOICE_SCORINGS`); None for
+    perplexity, greedy-match and generation tasks, which have no chance level. A fraction in (0, 1]."""
+    if task.scoring not in CHOICE_SCORINGS or not docs:
+        return None
+    return float(sum(1.0 / len(d.loglikelihoods) for d in docs if d.loglikelihoods) / len(docs))
 
 
 def per_doc_arrays(task: Task, docs: Sequence[DocResult]) -> dict[str, list]:

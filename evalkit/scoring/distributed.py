@@ -64,7 +64,9 @@ class Ranks:
         device: torch device string for ``load_model`` (None: pick cuda when available, else cpu).
         load_kwargs: extra ``load_model`` arguments (``device_map``, ``max_memory``) for this rank.
         backend: ``"nccl"``, ``"gloo"``, or None when there is a single rank.
-        per_rank: after :meth:`loglikelihood`, on rank 0: one dict of counts and timings per rank.
+        per_rank: after :meth:`loglikelihood`, on rank 0: one dict of counts and timings per rank (and gather).
+        per_rank_generation: after :meth:`generate`, on rank 0: the same for the generations (kept apart, so the
+            log-likelihood counters summed by :meth:`annotate` never include generation passes).
     """
 
     info: RankInfo
@@ -72,6 +74,7 @@ class Ranks:
     load_kwargs: dict[str, Any]
     backend: str | None = None
     per_rank: list[dict[str, Any]] = field(default_factory=list)
+    per_rank_generation: list[dict[str, Any]] = field(default_factory=list)
 
     def loglikelihood(
         self, backend: Any, requests: Sequence[TokenizedRequest], close: bool = True
@@ -120,7 +123,7 @@ class Ranks:
         gathered = self._gather(payload, close)
         if gathered is None:
             return None
-        return self._merge(gathered, len(requests), payload["digest"], LoglikelihoodResponse)
+        return self._merge(gathered, len(requests), payload["digest"], LoglikelihoodResponse, self.per_rank)
 
     def generate(
         self, generator: Any, requests: Sequence[TokenizedGeneration], close: bool = True
@@ -165,7 +168,7 @@ class Ranks:
         gathered = self._gather(payload, close)
         if gathered is None:
             return None
-        return self._merge(gathered, len(requests), payload["digest"], GenerationResponse)
+        return self._merge(gathered, len(requests), payload["digest"], GenerationResponse, self.per_rank_generation)
 
     def _gather(self, payload: dict[str, Any], close: bool) -> list[Any] | None:
         """Every rank's payload on rank 0 (None elsewhere); leaves the process group after it when ``close``."""
@@ -181,7 +184,8 @@ class Ranks:
             self.close()
         return gathered if self.info.is_main else None
 
-    def _merge(self, gathered: list[Any], n: int, digest: str, response_type: type) -> list[Any]:
+    def _merge(self, gathered: list[Any], n: int, digest: str, response_type: type,
+               stats: list[dict[str, Any]]) -> list[Any]:
         results: list[Any] = [None] * n
         for part in gathered:
             if part["digest"] != digest:
@@ -191,7 +195,7 @@ class Ranks:
                 )
             for index, values in zip(part["indices"], part["responses"]):
                 results[index] = response_type(*values)
-            self.per_rank.append(part["stats"])
+            stats.append(part["stats"])
         missing = sum(1 for r in results if r is None)
         if missing:
             raise EvalkitError(f"{missing} of {n} requests came back from no rank")
@@ -199,14 +203,23 @@ class Ranks:
 
     def annotate(self, results: dict[str, Any]) -> None:
         """Add the ranks' figures to a results dict (rank 0, distributed runs only): a ``distributed``
-        section, and the backend counters of ``results["timing"]`` summed over the ranks."""
-        if not self.info.is_distributed or not self.per_rank:
+        section (``ranks``: each rank's scoring figures; ``generation_ranks``: its generation figures, when the
+        run generated), the backend counters of ``results["timing"]`` and the generator counters of
+        ``results["timing"]["generation"]`` summed over the ranks."""
+        if not self.info.is_distributed or not (self.per_rank or self.per_rank_generation):
             return
         results["distributed"] = {"world_size": self.info.world_size, "backend": self.backend,
                                   "ranks": self.per_rank}
         for name in COUNTERS:
-            if name in results["timing"] and all(name in r for r in self.per_rank):
+            if self.per_rank and name in results["timing"] and all(name in r for r in self.per_rank):
                 results["timing"][name] = sum(r[name] for r in self.per_rank)
+        generation = results["timing"].get("generation")
+        if self.per_rank_generation:
+            results["distributed"]["generation_ranks"] = self.per_rank_generation
+            for name in GENERATION_COUNTERS:
+                if generation is not None and name in generation and all(name in r for r in
+                                                                         self.per_rank_generation):
+                    generation[name] = sum(r[name] for r in self.per_rank_generation)
         timing = results["timing"]
         if "work_fraction" in timing and timing.get("naive_tokens"):  # of the summed counters
             timing["work_fraction"] = round(timing["forward_tokens"] / timing["naive_tokens"], 4)

@@ -4,8 +4,11 @@ lm-eval 0.4 (``HFLM.generate_until`` with ``tok_batch_encode``) encodes each con
 default special tokens, so a Llama-style tokenizer's BOS comes first and GPT-NeoX's gets none: here that prefix is
 ``prefix_ids`` (:func:`evalkit.scoring.tokenization.context_prefix`, the same ids the log-likelihood path puts before
 every context). The context is then cut to its last ``window - max_new_tokens`` tokens (the prefix is the first
-dropped), so the context and every generated token fit the model's window. v0.2.0's ``greedy_until`` cuts the same
-way (``max_length - max_gen_toks``), with no prefix.
+dropped), so the context and every generated token fit the model's window. A context that already starts with the
+prefix's text (a chat template writing the BOS itself) gets no prefix: its own text encodes to it (lm-eval 0.4.13
+``HFLM.tok_batch_encode`` adds no special tokens to a batch whose first string starts with the BOS text; evalkit
+checks each context, which is the same for a chat template's prompts, all starting alike). v0.2.0's
+``greedy_until`` cuts the same way (``max_length - max_gen_toks``), with no prefix.
 
 An empty context (or one that encodes to no tokens) becomes ``prefix_ids``, or, without a prefix, the end-of-text
 token: a greedy step needs a position to predict from.
@@ -25,6 +28,7 @@ def tokenize_generations(
     window: int,
     prefix_ids: Sequence[int] = (),
     eot_id: int | None = None,
+    prefix_text: str = "",
 ) -> list[TokenizedGeneration]:
     """Tokenize and left-truncate generation requests, in order.
 
@@ -34,6 +38,7 @@ def tokenize_generations(
         window: the model's window in tokens (context + generated tokens).
         prefix_ids: ids put before every context (a BOS; see :func:`evalkit.scoring.tokenization.context_prefix`).
         eot_id: end-of-text id, the context of a request whose context is empty and gets no prefix.
+        prefix_text: the text of ``prefix_ids``; a context starting with it gets no ``prefix_ids``.
 
     Returns:
         one :class:`TokenizedGeneration` per request, context at most ``window - max_new_tokens`` tokens, with the
@@ -56,7 +61,8 @@ def tokenize_generations(
     encoded = dict(zip(unique, encode_batch(unique))) if unique else {}
     out = []
     for request in requests:
-        ids = list(prefix_ids) + list(encoded.get(request.context, []))
+        own = prefix_text and request.context.startswith(prefix_text)
+        ids = ([] if own else list(prefix_ids)) + list(encoded.get(request.context, []))
         if not ids:
             if eot_id is None:
                 raise EvalkitError(f"task {request.task} doc {request.doc_id}: empty context and no end-of-text id "

@@ -27,6 +27,14 @@ from typing import Any, Iterable
 
 from evalkit.stats.metrics import check_task_metrics, group_metrics
 from evalkit.types import EvalkitError, Task, TaskGroup
+from evalkit.tasks.lmeval_locate import (
+    INSTALL_HINT,
+    PREFIX,
+    folders_declaring,
+    is_lm_eval_package_dir,
+    lm_eval_folders_for,
+    lm_eval_task_dir,
+)
 from evalkit.tasks.yaml_scan import scan_yaml, yaml_helper_modules
 from evalkit.tasks.user_files import failure, symlink_loop
 
@@ -83,7 +91,11 @@ class TaskRegistry:
                 return task
         if name in self.refused_names:
             raise EvalkitError(f"task '{name}' was not loaded: {self.refused_names[name]}")
-        close = difflib.get_close_matches(name, self.names(), n=3, cutoff=0.5)
+        if name.startswith(PREFIX) and lm_eval_task_dir() is None:  # never suggest the built-in v0.2.0 task
+            raise EvalkitError(f"unknown task '{name}': lm-eval is not installed and no --include-path folder "
+                               f"defines it ({INSTALL_HINT})")
+        same_kind = [n for n in self.names() if n.startswith(PREFIX) == name.startswith(PREFIX)]
+        close = difflib.get_close_matches(name, same_kind, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise EvalkitError(f"unknown task '{name}'{hint} (`evalkit tasks` lists them)")
 
@@ -188,7 +200,8 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
         if not directory.is_dir():
             raise EvalkitError(f"task folder not found: {directory}")
         helpers = yaml_helper_modules(directory)
-        for path in sorted(directory.glob("*.py")):
+        own_code = is_lm_eval_package_dir(directory)  # lm-eval's manager.py and friends: code, not task files
+        for path in [] if own_code else sorted(directory.glob("*.py")):
             if path.name.startswith("_") or path.stem in helpers:
                 continue
             module = _load_module(path)
@@ -210,22 +223,27 @@ def _scan(folders: tuple[str, ...]) -> TaskRegistry:
                 files[obj.name] = path
                 (tasks if isinstance(obj, Task) else groups)[obj.name] = obj
         scan_yaml(directory, tasks, groups, files, refused, refused_names)
-    for group in groups.values():
-        if group.aggregation not in (None, "micro", "macro"):
-            raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
-                               f"expected None, 'micro' or 'macro'")
     registry = TaskRegistry(tasks, groups, files, refused, refused_names)
-    for group in groups.values():
-        if group.aggregation is not None and not registry.unknown_members(group.name):
-            metrics = [registry.get(member).metrics for member in group.tasks]
-            if not group_metrics(metrics):
-                raise EvalkitError(f"group '{group.name}' ({files[group.name]}) has aggregation "
-                                   f"'{group.aggregation}', but its tasks share no metric that averages over "
-                                   f"documents (acc, acc_norm)")
+    for group in list(groups.values()):
+        problem = None
+        if group.aggregation not in (None, "micro", "macro"):
+            problem = (f"group '{group.name}' ({files[group.name]}) has aggregation {group.aggregation!r}; "
+                       f"expected None, 'micro' or 'macro'")
+        elif group.aggregation is not None and not registry.unknown_members(group.name):
+            if not group_metrics([registry.get(member).metrics for member in group.tasks]):
+                problem = (f"group '{group.name}' ({files[group.name]}) has aggregation '{group.aggregation}', but "
+                           f"its tasks share no metric that averages over documents (acc, acc_norm)")
+        if problem is None:
+            continue
+        if files[group.name].suffix not in (".yaml", ".yml"):  # a Python task file's mistake stops everything
+            raise EvalkitError(problem)
+        groups.pop(group.name)  # a YAML group is refused like a YAML file: listed, the rest still loads
+        refused[f"{files.pop(group.name)} (group '{group.name}')"] = problem
+        refused_names[group.name] = problem
     return registry
 
 
-def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
+def load_registry(include_paths: Iterable[str] = (), wanted: Iterable[str] = ()) -> TaskRegistry:
     """Registry of the built-in tasks plus those in ``include_paths``.
 
     A task or group in an included folder with a built-in's name replaces the built-in one, with a warning (copy
@@ -241,9 +259,22 @@ def load_registry(include_paths: Iterable[str] = ()) -> TaskRegistry:
             "macro", or an aggregated group whose tasks share no mean metric (:func:`evalkit.stats.metrics.group_metrics`).
             A YAML file that fails is recorded in ``refused``, not raised. A group naming unknown tasks is refused when selected (:meth:`TaskRegistry.check_group`).
     """
-    folders = [str(builtin_task_dir())]
+    given_folders = []
     for given in include_paths:
         if symlink_loop(Path(given)):
             raise EvalkitError(f"--include-path {given}: a symbolic link that loops")
-        folders.append(str(Path(given).resolve()))
-    return _scan(tuple(folders))
+        given_folders.append(str(Path(given).resolve()))
+    folders = (str(builtin_task_dir()), *given_folders)
+    extra = lm_eval_folders_for(wanted, folders[1:])
+    registry = _scan((*folders, *extra))
+    root = lm_eval_task_dir()
+    for _ in range(3):  # a group of the installed lm-eval may list tasks of other folders (MMLU's categories)
+        missing = [m[len(PREFIX):] for name in wanted if name.split(":")[0].strip() in registry.groups
+                   for m in registry.unknown_members(name.split(":")[0].strip()) if m.startswith(PREFIX)]
+        more = [str(f) for f in folders_declaring(root, missing)] if missing and root and extra else []
+        more = [f for f in more if f not in extra]
+        if not more:
+            break
+        extra = sorted({*extra, *more})
+        registry = _scan((*folders, *extra))
+    return registry

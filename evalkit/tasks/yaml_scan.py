@@ -9,13 +9,20 @@ resolved here too.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from evalkit.stats.metrics import check_task_metrics
 from evalkit.tasks.user_files import symlink_loop
 from evalkit.types import EvalkitError, Task, TaskGroup
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_S = 10.0
+"""Seconds between the progress lines of a long folder scan."""
 
 
 def yaml_helper_modules(directory: Path) -> set[str]:
@@ -81,7 +88,13 @@ def scan_yaml(directory: Path, tasks: dict[str, Task], groups: dict[str, TaskGro
     """Load a folder's YAML task files into the registry's dicts; record refused files instead of stopping."""
     memberships: dict[str, list[str]] = {}
     member_files: dict[str, Path] = {}
-    for path in yaml_files(directory):
+    paths = yaml_files(directory)
+    shown = time.monotonic()
+    for count, path in enumerate(paths):
+        if time.monotonic() - shown >= PROGRESS_EVERY_S:  # lm-eval's whole task folder takes minutes
+            shown = time.monotonic()
+            log.info("reading task files in %s: %s of %s (%s loaded, %s refused)", directory, f"{count:,}",
+                     f"{len(paths):,}", f"{len(files):,}", f"{len(refused):,}")
         loop = symlink_loop(path)
         if loop:
             refused[str(path)] = f"{path}: a symbolic link that loops ({loop})"

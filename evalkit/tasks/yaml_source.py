@@ -49,7 +49,7 @@ class YamlFile:
 
 
 def _loader_for(path: Path) -> type:
-    class Loader(yaml.SafeLoader):
+    class Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when installed: 4x faster
         pass
 
     def function(loader: yaml.SafeLoader, node: yaml.Node) -> FunctionRef:
