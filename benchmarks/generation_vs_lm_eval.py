@@ -128,10 +128,14 @@ def side_lm_eval(args, work: Path) -> dict:
 
 def side_main(args) -> None:
     """Run one side in this process and write its figures as JSON to ``args.out``."""
-    start = time.perf_counter()
+    import torch
+
+    start, load_before = time.perf_counter(), os.getloadavg()
     work = Path(args.workdir)
     result = side_evalkit(args, work) if args.side == "evalkit" else side_lm_eval(args, work)
     result["wall_s"] = time.perf_counter() - start
+    result["threads"] = torch.get_num_threads()
+    result["load_average"] = {"start": load_before, "end": os.getloadavg()}  # 1, 5 and 15 minutes
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(result), encoding="utf-8")
 
@@ -211,7 +215,8 @@ def report(ek: dict, lm: dict, args) -> int:
     print(f"same generation: {same} of {total} documents ({same / total:.1%})")
     for side, data in (("lm_eval", lm), ("evalkit", ek)):
         print(f"{side:8s} wall {data['wall_s']:.1f} s, generation {data['generate_s']:.1f} s, "
-              f"{tokens / data['generate_s']:.1f} tokens/s ({tokens} tokens), peak RSS {data['peak_rss_mb']:.0f} MB")
+              f"{tokens / data['generate_s']:.1f} tokens/s ({tokens} tokens), peak RSS {data['peak_rss_mb']:.0f} MB, "
+              f"{data.get('threads', '?')} torch threads, load average {data.get('load_average', '?')}")
     print(f"speed ratio lm_eval / evalkit: wall {lm['wall_s'] / ek['wall_s']:.2f}x, "
           f"generation {lm['generate_s'] / ek['generate_s']:.2f}x; evalkit stop reasons {ek['stop_reasons']}")
     for line in lines:

