@@ -68,7 +68,7 @@ def test_every_run_flag_has_an_option():
 
     renamed = {"no_cache": "use_cache", "no_shared_context": "share_context", "include_path": "include_paths",
                "no_figure": "figure", "parallelize": "load_kwargs", "max_memory": "load_kwargs",
-               "dist_timeout": "dist_timeout_s"}
+               "dist_timeout": "dist_timeout_s", "no_prefix_cache": "prefix_cache"}
     not_options = {"help", "verbose", "quiet", "model", "tasks", "gguf_file", "no_progress"}  # arguments, or progress=
     parser = build_parser()
     [sub] = [a for a in parser._actions if a.dest == "command"]
