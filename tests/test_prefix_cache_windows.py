@@ -18,21 +18,12 @@ from evalkit.scoring.hf_backend import HFBackend, _last_position
 from evalkit.types import TokenizedRequest
 
 from .reference import naive_loglikelihood
+from .test_sliding_window import COMMON, VOCAB, windowed_architectures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 WINDOW = 24
-VOCAB = 96
-COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-              num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
-ARCHITECTURES = {
-    "mistral": dict(sliding_window=WINDOW),
-    "qwen2": dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1),
-    "gemma2": dict(sliding_window=WINDOW),
-    "gemma3_text": dict(sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"]),
-    "llama4_text": dict(attention_chunk_size=WINDOW, num_local_experts=1, intermediate_size_mlp=64,
-                        no_rope_layers=[1, 0]),
-}
+ARCHITECTURES = windowed_architectures(WINDOW)
 SKIP_WARNING = "shared-prefix reuse skips"
 
 

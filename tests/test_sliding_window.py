@@ -33,14 +33,21 @@ WINDOW = 4
 VOCAB = 96
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, head_dim=8, max_position_embeddings=256)
-ARCHITECTURES = {
-    "mistral": dict(sliding_window=WINDOW),
-    "qwen2": dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1),
-    "gemma2": dict(sliding_window=WINDOW),
-    "gemma3_text": dict(sliding_window=WINDOW, layer_types=["sliding_attention", "full_attention"]),
-    "llama4_text": dict(attention_chunk_size=WINDOW, num_local_experts=1, intermediate_size_mlp=64,
-                        no_rope_layers=[1, 0]),
-}
+
+
+def windowed_architectures(window: int) -> dict[str, dict]:
+    """Config keywords (beyond COMMON) of one tiny model per windowed family, every window ``window`` tokens."""
+    return {
+        "mistral": dict(sliding_window=window),
+        "qwen2": dict(use_sliding_window=True, sliding_window=window, max_window_layers=1),
+        "gemma2": dict(sliding_window=window),
+        "gemma3_text": dict(sliding_window=window, layer_types=["sliding_attention", "full_attention"]),
+        "llama4_text": dict(attention_chunk_size=window, num_local_experts=1, intermediate_size_mlp=64,
+                            no_rope_layers=[1, 0]),
+    }
+
+
+ARCHITECTURES = windowed_architectures(WINDOW)
 EXPECTED_PATTERNS = {
     "mistral": {"sliding_attention": ("sliding", WINDOW)},
     "qwen2": {"full_attention": ("full", None), "sliding_attention": ("sliding", WINDOW)},
