@@ -87,7 +87,6 @@ def test_close_progress_bars_closes_a_bar_left_open():
     assert stream.getvalue() == closed
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
 def test_interrupted_run_prints_no_progress_after_its_message(tmp_path, data_dir):
     """Ctrl-C while scoring: the run stops with status 130 and the message is the last thing on stderr."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
