@@ -452,7 +452,29 @@ class RequestCache:
         return self.conn.execute("SELECT COUNT(*) FROM responses WHERE model_key = ?", (key,)).fetchone()[0]
 
 
-class CachingBackend:
+class _DelegatesToInner:
+    """Shared by the caching wrappers: the progress switch and every other attribute are the wrapped object's
+    (``self.inner``): ``max_length``, ``share_context``, ``window``, ``batch_size`` and the counters
+    (``forward_calls``, ...), which :mod:`evalkit.scoring.distributed` and the run's timing read."""
+
+    inner: Any
+
+    @property
+    def progress(self) -> bool:
+        """The inner object's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
+        return self.inner.progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.inner.progress = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copying, unpickling): no delegation
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+class CachingBackend(_DelegatesToInner):
     """Wraps a backend: cache hits are answered from disk, misses are scored and committed batch by batch.
 
     Args:
@@ -516,24 +538,8 @@ class CachingBackend:
                 results[i] = response
         return results  # type: ignore[return-value]
 
-    @property
-    def progress(self) -> bool:
-        """The inner backend's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
-        return self.inner.progress
 
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.inner.progress = value
-
-    def __getattr__(self, name: str) -> Any:
-        """Every other attribute is the inner backend's: ``max_length`` and ``share_context`` (which decide how
-        :mod:`evalkit.scoring.distributed` splits requests over ranks) and its counters (``forward_calls``, ...)."""
-        if name == "inner":  # not set yet (copying, unpickling): no delegation
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-class CachingGenerator:
+class CachingGenerator(_DelegatesToInner):
     """Wraps a generator (:class:`evalkit.scoring.generation.HFGenerator`): cached answers come from disk, the
     rest are generated and each committed as soon as its row finishes, so ``kill -9`` loses only the rows in flight.
 
@@ -603,17 +609,3 @@ class CachingGenerator:
                 results[i] = response
         return results  # type: ignore[return-value]
 
-    @property
-    def progress(self) -> bool:
-        """The inner generator's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
-        return self.inner.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.inner.progress = value
-
-    def __getattr__(self, name: str) -> Any:
-        """Every other attribute is the inner generator's (its counters, ``window``, ``batch_size``)."""
-        if name == "inner":  # not set yet (copying, unpickling): no delegation
-            raise AttributeError(name)
-        return getattr(self.inner, name)
