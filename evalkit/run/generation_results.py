@@ -8,11 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict
 from typing import Any, Sequence
 
 from evalkit.run.prepare import PreparedTask
-from evalkit.run.task_results import aggregate, per_doc_arrays
+from evalkit.run.task_results import aggregate, per_doc_arrays, task_identity
 from evalkit.types import STOP_REASONS, DocResult, EvalkitError, GenerationRequest, GenerationResponse, RunConfig
 
 
@@ -72,15 +71,7 @@ def generation_summary(
     requests: Sequence[GenerationRequest] = p.requests  # type: ignore[assignment]
     reasons = {reason: sum(1 for r in responses if r.stop_reason == reason) for reason in STOP_REASONS}
     return {
-        "version": p.task.version,
-        "description": p.task.description,
-        "source": p.task.source,
-        "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
-        "n": len(docs),
-        "n_split": p.n_split,
-        "expected_n": p.task.dataset.n,
-        "subset": config.limit is not None and len(docs) < p.n_split,
-        "primary_metric": p.task.primary_metric,
+        **task_identity(p, docs, config),
         "output_type": "generate_until",
         "requests": len(requests),
         "until": list(p.task.until),

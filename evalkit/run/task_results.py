@@ -64,6 +64,24 @@ def aggregate(task: Task, results: Sequence[DocResult], iters: int, seed: int) -
     return out
 
 
+def task_identity(p: PreparedTask, docs: Sequence[DocResult], config: RunConfig) -> dict[str, Any]:
+    """The fields every task entry of the results starts with, scored or generated: the task's version,
+    description, source and dataset, documents scored (``n``) of the split's (``n_split``), whether they are a
+    ``--limit`` subset and its draw rule (:data:`evalkit.data.documents.SUBSET_RULE`), the primary metric."""
+    return {
+        "version": p.task.version,
+        "description": p.task.description,
+        "source": p.task.source,
+        "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
+        "n": len(docs),
+        "n_split": p.n_split,
+        "expected_n": p.task.dataset.n,
+        "subset": config.limit is not None and len(docs) < p.n_split,
+        "subset_rule": SUBSET_RULE,
+        "primary_metric": p.task.primary_metric,
+    }
+
+
 def task_summary(
     p: PreparedTask, docs: Sequence[DocResult], windows: Sequence[Sequence[TokenizedRequest]], config: RunConfig
 ) -> dict[str, Any]:
@@ -76,16 +94,7 @@ def task_summary(
     toks = [t for own in windows for t in own]
     replaced = {} if p.builtin_prompts_differ is None else {"builtin_prompts_differ": p.builtin_prompts_differ}
     return {
-        "version": p.task.version,
-        "description": p.task.description,
-        "source": p.task.source,
-        "dataset": asdict(p.task.dataset) | {"fields": sorted(p.task.dataset.fields)},
-        "n": len(docs),
-        "n_split": p.n_split,
-        "expected_n": p.task.dataset.n,
-        "subset": config.limit is not None and len(docs) < p.n_split,
-        "subset_rule": SUBSET_RULE,
-        "primary_metric": p.task.primary_metric,
+        **task_identity(p, docs, config),
         "requests": len(p.requests),
         "sequences": len(toks),
         "tokens": int(sum(len(t.context_ids) + len(t.continuation_ids) - 1 for t in toks)),
