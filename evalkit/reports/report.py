@@ -192,6 +192,29 @@ def generation_timing(timing: dict[str, Any]) -> dict[str, Any] | None:
     return {**gen, "tokens_per_s": rate}
 
 
+def scoring_rate(timing: dict[str, Any]) -> str:
+    """The report's wall-time line's parenthesis on the log-likelihood requests: their count, then the rate over
+    the scoring stage only when the model scored some (``456 requests, 12.5 requests/s while scoring``, with
+    ``, the 40 cached answers included`` when the cache answered part of them); ``456 requests, all 456 answers
+    from the request cache`` when the model scored none; ``no log-likelihood requests`` for a run that only
+    generated. Results written before the cache counters were recorded keep the rate as they recorded it.
+
+    Args:
+        timing: the results' ``timing`` (``requests``, ``requests_per_s``, optional ``requests_scored`` and
+            ``requests_cached``).
+    """
+    total, rate = timing.get("requests", 0), timing.get("requests_per_s")
+    scored, cached = timing.get("requests_scored"), timing.get("requests_cached") or 0
+    if not total:
+        return "no log-likelihood requests"
+    if scored == 0:
+        return f"{total} requests, all {total} answers from the request cache"
+    if rate is None:
+        return f"{total} requests"
+    return (f"{total} requests, {rate} requests/s while scoring"
+            + (f", the {cached} cached answers included" if cached else ""))
+
+
 def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
              "wilson": wilson_cell(m, v["value"], v["n"]), "closed_form": has_closed_form_stderr(m),
@@ -266,6 +289,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "config": results["config"],
         "timing": results["timing"],
         "generation": generation_timing(results["timing"]),
+        "scoring_rate": scoring_rate(results["timing"]),
         "tasks": tasks,
         "closed_tasks": [t for t in shown if any(m["closed_form"] for m in t["metrics"])],
         "bootstrap_tasks": [t for t in shown if any(not m["closed_form"] for m in t["metrics"])],
