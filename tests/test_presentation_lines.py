@@ -5,9 +5,27 @@ and a paired row per aggregated group."""
 from __future__ import annotations
 
 import copy
+import json
+
+import pytest
 
 from evalkit.reports.report import render_report
+from evalkit.run.pipeline import run
+from evalkit.types import RunConfig
+from tests.conftest import TOKENIZER_JSON
 from tests.test_suite_report import hand_results
+
+
+@pytest.fixture(scope="module")
+def mmlu_run(tmp_path_factory, data_dir):
+    """``--tasks mmlu --limit 1`` on random:pythia-14m: (results dict, report text, output)."""
+    out = tmp_path_factory.mktemp("mmlu")
+    config = RunConfig(model="random:pythia-14m", tasks=("mmlu",), tokenizer=str(TOKENIZER_JSON),
+                       data_dir=str(data_dir), limit=1, seed=1234, dtype="float32", device="cpu", bootstrap_iters=0,
+                       output_dir=str(out), use_cache=False)
+    output = run(config, progress=False)
+    results = json.loads(output.results_path.read_text(encoding="utf-8"))
+    return results, output.report_path.read_text(encoding="utf-8"), output
 
 
 def _wall_line(timing: dict) -> str:
@@ -28,3 +46,18 @@ def test_wall_time_line_gives_a_rate_only_when_the_model_scored():
                                        "cached answers included)")
     before_the_counters = {"requests": 10, "requests_per_s": 10.0}  # an older results file: the rate as recorded
     assert _wall_line(before_the_counters) == "- Wall time: 7.004 s (10 requests, 10.0 requests/s while scoring)"
+
+
+def test_mmlu_members_show_the_category_their_definition_gives(mmlu_run):
+    results, report, _ = mmlu_run
+    table = report.split("| Task | Category |", 1)[1].split("\n\n", 1)[0].splitlines()
+    category = {line.split(" | ")[0].lstrip("| ").split(" v")[0]: line.split(" | ")[1] for line in table[2:]}
+    assert len(category) == 57 and "—" not in category.values()
+    # categories.py of the MMLU authors: anatomy is under Other (lm-eval 0.4 moves it to STEM)
+    assert category["hendrycksTest-anatomy"] == "mmlu_other"
+    assert category["hendrycksTest-abstract_algebra"] == "mmlu_stem"
+    assert category["hendrycksTest-formal_logic"] == "mmlu_humanities"
+    assert category["hendrycksTest-econometrics"] == "mmlu_social_sciences"
+    counts = {c: list(category.values()).count(c) for c in set(category.values())}
+    assert counts == {"mmlu_stem": 18, "mmlu_humanities": 13, "mmlu_social_sciences": 12, "mmlu_other": 14}
+    assert results["tasks"]["hendrycksTest-anatomy"]["category"] == "mmlu_other"

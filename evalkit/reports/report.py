@@ -227,7 +227,8 @@ def group_blocks(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's aggregated groups (:func:`aggregated_groups`) as blocks: each group that no other group of the run
     contains (MMLU) with, after it, the groups whose tasks are a strict part of its own (its categories), and the
     member tasks that the report folds under it (each task in the first block that holds it) with the category each
-    falls in.
+    falls in: the category group of the run that holds it, else the category the run recorded from the task
+    definitions (results' ``category``: an MMLU subject's when only ``mmlu`` was aggregated), else an em dash.
 
     Returns:
         ``[{"name", "groups": [group names, the block's own first], "members": [task names in run order],
@@ -243,7 +244,8 @@ def group_blocks(results: dict[str, Any]) -> list[dict[str, Any]]:
         categories = [o for o in groups if name in inside[o]]
         members = [t for t in results["tasks"] if t in set(tasks[name]) - placed]
         placed.update(members)
-        category = {t: next((c for c in categories if t in tasks[c]), "—") for t in members}
+        category = {t: next((c for c in categories if t in tasks[c]), results["tasks"][t].get("category", "—"))
+                    for t in members}
         blocks.append({"name": name, "groups": [name, *categories], "members": members, "category": category})
     return blocks
 
