@@ -10,6 +10,7 @@ import json
 import pytest
 
 from evalkit.reports.report import render_report
+from evalkit.results.summary import folded_rows, format_summary
 from evalkit.run.pipeline import run
 from evalkit.types import RunConfig
 from tests.conftest import TOKENIZER_JSON
@@ -61,3 +62,24 @@ def test_mmlu_members_show_the_category_their_definition_gives(mmlu_run):
     counts = {c: list(category.values()).count(c) for c in set(category.values())}
     assert counts == {"mmlu_stem": 18, "mmlu_humanities": 13, "mmlu_social_sciences": 12, "mmlu_other": 14}
     assert results["tasks"]["hendrycksTest-anatomy"]["category"] == "mmlu_other"
+
+
+def test_mmlu_shows_its_category_rows_beside_its_total(mmlu_run):
+    results, _, _ = mmlu_run
+    rows, notes = folded_rows(results)
+    assert [(r["task"], r["metric"], r["n"]) for r in rows if r["metric"] == "acc"] == [
+        ("mmlu", "acc", 57), ("mmlu_stem", "acc", 18), ("mmlu_humanities", "acc", 13),
+        ("mmlu_social_sciences", "acc", 12), ("mmlu_other", "acc", 14)]
+    assert notes == ["mmlu: 57 member tasks folded (each task's rows are in the report; 4 categories shown as groups)"]
+    right = {}  # each category's right answers counted from its members' one document each
+    for name, task in results["tasks"].items():
+        right[task["category"]] = right.get(task["category"], 0) + task["documents"]["acc"][0]
+    by_name = {r["task"]: r for r in rows if r["metric"] == "acc"}
+    for category, n in (("mmlu_stem", 18), ("mmlu_humanities", 13), ("mmlu_social_sciences", 12), ("mmlu_other", 14)):
+        assert by_name[category]["value"] == pytest.approx(right[category] / n, abs=1e-12)
+    assert by_name["mmlu"]["value"] == pytest.approx(sum(right.values()) / 57, abs=1e-12)  # the total as before
+    table = format_summary(rows).splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == [
+        "mmlu (micro group)", "mmlu (micro group)", "mmlu_stem (micro group)", "mmlu_stem (micro group)",
+        "mmlu_humanities (micro group)", "mmlu_humanities (micro group)", "mmlu_social_sciences (micro group)",
+        "mmlu_social_sciences (micro group)", "mmlu_other (micro group)", "mmlu_other (micro group)"]
