@@ -10,11 +10,11 @@ import json
 import pytest
 
 from evalkit.reports.report import render_report
-from evalkit.results.summary import folded_rows, format_summary
+from evalkit.results.summary import folded_rows, format_summary, subset_banner
 from evalkit.run.pipeline import run
 from evalkit.types import RunConfig
 from tests.conftest import TOKENIZER_JSON
-from tests.test_suite_report import hand_results
+from tests.test_suite_report import _metric, _task, hand_results
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +83,39 @@ def test_mmlu_shows_its_category_rows_beside_its_total(mmlu_run):
         "mmlu (micro group)", "mmlu (micro group)", "mmlu_stem (micro group)", "mmlu_stem (micro group)",
         "mmlu_humanities (micro group)", "mmlu_humanities (micro group)", "mmlu_social_sciences (micro group)",
         "mmlu_social_sciences (micro group)", "mmlu_other (micro group)", "mmlu_other (micro group)"]
+
+
+def card_subset_results() -> dict:
+    """The GPT-NeoX-20B card's tasks at ``--limit 1000``: sciq's test split has exactly 1,000 documents."""
+    results = copy.deepcopy(hand_results())
+    splits = {"lambada_openai": 5153, "piqa": 1838, "sciq": 1000, "triviaqa": 11313, "arc_challenge": 1172}
+    results["tasks"] = {name: _task("acc", {"acc": _metric(0.5, 0.01, 0.0158, n=1000)}, n=1000) | {
+        "n_split": size, "subset": size > 1000, "subset_rule": 2} for name, size in splits.items()}
+    results["groups"] = {}
+    results["config"] = {"limit": 1000, "seed": 1234}
+    return results
+
+
+def test_subset_line_names_whole_splits_and_the_draw_rule():
+    results = card_subset_results()
+    assert subset_banner(results) == (
+        "subset (--limit 1000, seed 1234, rule v2): lambada_openai 1,000 of 5,153; piqa 1,000 of 1,838; sciq 1,000 "
+        "(whole split); triviaqa 1,000 of 11,313; arc_challenge 1,000 of 1,172")
+    [banner] = [line for line in render_report([results]).splitlines() if line.startswith("> **Subset:**")]
+    assert banner == (
+        "> **Subset:** toy (float32) scored a seeded random subset (`--limit 1000`, seed 1234, rule v2): "
+        "lambada_openai 1,000 of 5,153; piqa 1,000 of 1,838; sciq 1,000 (whole split); triviaqa 1,000 of 11,313; "
+        "arc_challenge 1,000 of 1,172; its numbers are not comparable to full-split rows without allowing for the "
+        "larger stderr.")
+
+
+def test_summarised_subset_line_counts_the_whole_splits():
+    # MMLU at --limit 100: subjects of exactly 100 test questions run whole, the others are cut to 100
+    results = card_subset_results()
+    sizes = [100] * 3 + [102, 135, 1534]
+    results["tasks"] = {f"hendrycksTest-subject_{i:02d}_with_a_long_name": _task(
+        "acc", {"acc": _metric(0.25, 0.04, 0.04, n=100)}, n=100) | {"n_split": size, "subset": size > 100,
+                                                                  "subset_rule": 2} for i, size in enumerate(sizes)}
+    results["config"] = {"limit": 100, "seed": 1234}
+    assert subset_banner(results) == ("subset (--limit 100, seed 1234, rule v2): 100 of 102-1,534 documents in each "
+                                      "of 3 tasks; 3 tasks on their whole split (100 documents)")

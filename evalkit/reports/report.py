@@ -300,7 +300,6 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "blocks": blocks,
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
-        "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
         "subset_many": subset_is_summarised(results),
         "subset_counts": subset_counts(results),
         "subset_rule": subset_rules(results),
