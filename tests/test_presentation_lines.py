@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from evalkit.reports.compare import paired_table
 from evalkit.reports.report import render_report
 from evalkit.results.summary import folded_rows, format_summary, subset_banner
 from evalkit.run.pipeline import run
@@ -119,3 +120,39 @@ def test_summarised_subset_line_counts_the_whole_splits():
     results["config"] = {"limit": 100, "seed": 1234}
     assert subset_banner(results) == ("subset (--limit 100, seed 1234, rule v2): 100 of 102-1,534 documents in each "
                                       "of 3 tasks; 3 tasks on their whole split (100 documents)")
+
+
+def _compare_run(t1: list[int], t2: list[int], aggregation: str = "micro", extra_group: bool = False) -> dict:
+    """Two tasks of a family by hand (acc per document) and their group."""
+    def task(acc: list[int]) -> dict:
+        return {"version": "1.0", "prompt_sha256": "p", "metrics": {"acc": {}},
+                "documents": {"doc_id": list(range(len(acc))), "acc": acc}}
+    pooled = t1 + t2
+    groups = {"fam": {"aggregation": aggregation, "tasks": ["t1", "t2"], "n": len(pooled),
+                      "metrics": {"acc": {"value": sum(pooled) / len(pooled)}}}}
+    if extra_group:
+        groups["fam_part"] = {"aggregation": "micro", "tasks": ["t1"], "n": len(t1), "metrics": {"acc": {}}}
+    return {"tasks": {"t1": task(t1), "t2": task(t2)}, "groups": groups}
+
+
+def test_compare_tests_a_micro_group_over_its_pooled_documents():
+    a = _compare_run([1, 0, 1], [0, 0, 1, 1])
+    b = _compare_run([1, 1, 1], [0, 1, 1, 1], extra_group=True)
+    table = paired_table(a, b, ("A", "B"), ("a.json", "b.json"), iters=200)
+    group = table.rows[-1]
+    # pooled: A right on 4 of 7, B on 6 of 7; B alone right on t1 doc 1 and t2 doc 1, A alone on none:
+    # McNemar exact p = 2 * 0.5**2 = 0.5; Holm over 3 rows: min(1, 3 * 0.5) = 1
+    assert (group.name, group.kind, group.n, group.only_a, group.only_b) == ("fam (group)", "group", 7, 0, 2)
+    assert (group.value_a, group.value_b, group.delta) == pytest.approx((4 / 7, 6 / 7, 2 / 7), abs=1e-12)
+    assert (group.p_value, group.p_holm) == pytest.approx((0.5, 1.0), abs=1e-12)
+    assert [(r.name, r.p_value) for r in table.rows[:2]] == [("t1", 1.0), ("t2", 1.0)]  # 0 / 1 discordant each
+    assert table.notes == ("group fam_part: aggregated in B only, so it has no paired row",)
+
+
+def test_compare_says_why_a_macro_group_has_no_row():
+    a = _compare_run([1, 0, 1], [0, 0, 1, 1], aggregation="macro")
+    b = _compare_run([1, 1, 1], [0, 1, 1, 1], aggregation="macro")
+    table = paired_table(a, b, ("A", "B"), ("a.json", "b.json"), iters=200)
+    assert [r.name for r in table.rows] == ["t1", "t2"]
+    assert table.notes == ("group fam: a macro mean of its tasks in A and macro in B; only a micro mean (over "
+                           "pooled documents) is tested paired here, so it has no paired row",)
