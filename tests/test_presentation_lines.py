@@ -38,7 +38,8 @@ def _wall_line(timing: dict) -> str:
 
 def test_wall_time_line_gives_a_rate_only_when_the_model_scored():
     every_answer_cached = {"requests": 456, "requests_per_s": 30013.24, "requests_scored": 0, "requests_cached": 456}
-    assert _wall_line(every_answer_cached) == "- Wall time: 7.004 s (456 requests, all 456 answers from the request cache)"
+    assert _wall_line(every_answer_cached) == ("- Wall time: 7.004 s (456 requests, all 456 answers from the request "
+                                               "cache)")
     generation_only = {"requests": 0, "requests_per_s": None, "requests_scored": 0, "requests_cached": 0}
     assert _wall_line(generation_only) == "- Wall time: 7.004 s (no log-likelihood requests)"
     scored = {"requests": 456, "requests_per_s": 65.14, "requests_scored": 456, "requests_cached": 0}
