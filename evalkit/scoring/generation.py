@@ -42,7 +42,6 @@ import inspect
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -50,8 +49,8 @@ import torch
 
 from evalkit.models.attention_windows import layer_patterns, windowed_attention
 from evalkit.scoring import prefix_cache as prefix_cache_lib
-from evalkit.scoring.hf_backend import (MASK_ERRORS, PROBE_TOLERANCE, _free_accelerator_memory, _progress,
-                                        execution_device, is_cuda_oom)
+from evalkit.scoring.hf_backend import MASK_ERRORS, PROBE_TOLERANCE, _progress, execution_device
+from evalkit.scoring.oom import free_accelerator_memory, is_cuda_oom, run_halving
 from evalkit.types import EvalkitError, GenerationCallback, GenerationResponse, TokenizedGeneration
 
 log = logging.getLogger(__name__)
@@ -289,28 +288,23 @@ class HFGenerator:
                        prefix: tuple[list[tuple[torch.Tensor, torch.Tensor]], dict[int, int]] | None) -> None:
         """Generate the distinct requests ``order`` in batches, halving the batch on out-of-memory; with ``prefix``
         (a cached prefix's per-layer states, and per request id the prefix tokens it shares), on that prefix."""
-        pending = deque(order)
-        while pending:
-            batch = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
-            rows = [_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch]
-            try:
-                self._run_batch(rows, finish, prefix)
-                continue
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                if len(batch) == 1:
-                    raise EvalkitError(
-                        f"out of memory generating for one context of {len(distinct[batch[0]].context_ids)} tokens; "
-                        f"lower --max-length or the task's max_gen_toks, or spread the model with --parallelize"
-                    ) from exc
-            # outside the except block, so the failed batch's tensors can be freed
-            unfinished = [uid for uid in batch if results[copies[uid][0]] is None]
-            self.oom_retries += 1
-            self.batch_size = max(1, len(batch) // 2)
-            log.warning("out of memory generating %d rows per batch; retrying with %d", len(batch), self.batch_size)
-            _free_accelerator_memory()
-            pending.extendleft(reversed(unfinished))
+        def attempt(batch: list[int]) -> None:
+            self._run_batch([_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch], finish, prefix)
+
+        def alone(batch: list[int], exc: BaseException) -> None:
+            raise EvalkitError(
+                f"out of memory generating for one context of {len(distinct[batch[0]].context_ids)} tokens; "
+                f"lower --max-length or the task's max_gen_toks, or spread the model with --parallelize"
+            ) from exc
+
+        def recut(left: list[int], size: int) -> list[list[int]]:
+            """The unfinished requests (finished rows of the failed batch keep their answers) in batches of size."""
+            unfinished = [uid for uid in left if results[copies[uid][0]] is None]
+            return [unfinished[k : k + size] for k in range(0, len(unfinished), size)]
+
+        run_halving(self, [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)], attempt,
+                    lambda batch, _: None, recut, alone, log,
+                    "out of memory generating %d rows per batch; retrying with %d")
 
     def _prefix_units(self, distinct: Sequence[TokenizedGeneration]) -> list[tuple[tuple[int, ...], dict[int, int]]]:
         """(prefix, {request id: prefix tokens it shares}) per unit of
@@ -358,7 +352,7 @@ class HFGenerator:
             out = None
         if out is None:
             self._prefix_off("out of memory while forwarding a shared prefix")
-            _free_accelerator_memory()
+            free_accelerator_memory()
             return None
         states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
         self.forward_calls += 1

@@ -32,7 +32,6 @@ one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +39,7 @@ import torch
 
 from evalkit.scoring import prefix_cache as prefix_cache_lib
 from evalkit.scoring.batching import PackedGroup, make_batches, pack_groups
+from evalkit.scoring.oom import free_accelerator_memory, is_cuda_oom, run_halving
 from evalkit.models.attention_windows import layer_patterns, unpackable_layer_types, windowed_attention
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodResponse, TokenizedRequest
 
@@ -71,14 +71,7 @@ PROBE_CONTEXT = 4
 or chunk plus this (within the model window), so that the probe's continuations lie past every window."""
 
 
-def is_cuda_oom(exc: BaseException) -> bool:
-    """True for ``torch.cuda.OutOfMemoryError`` (the default out-of-memory test of :class:`HFBackend`)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
-def _free_accelerator_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+OOM_WARNING = "out of memory with %d sequences per batch; retrying with %d"
 
 
 class HFBackend:
@@ -284,26 +277,17 @@ class HFBackend:
 
     def _score_plain(self, members: list[PackedGroup], finish: Callable[..., None]) -> None:
         """Score groups without prefix reuse, in length-sorted batches, halving the batch on out-of-memory."""
-        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
-        while queue:
-            batch = queue.popleft()
-            chosen = [members[i] for i in batch]
-            try:
-                scored = self.score_groups(chosen)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                if len(batch) == 1:
-                    raise EvalkitError(
-                        f"out of memory scoring one packed sequence of {chosen[0].length} tokens; lower "
-                        f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
-                        f"with --parallelize"
-                    ) from exc
-                scored = None
-            if scored is None:  # outside the except block, so the failed batch's tensors can be freed
-                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
-                continue
-            finish(chosen, scored)
+        def alone(batch: list[int], exc: BaseException) -> None:
+            raise EvalkitError(
+                f"out of memory scoring one packed sequence of {members[batch[0]].length} tokens; lower "
+                f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
+                f"with --parallelize"
+            ) from exc
+
+        run_halving(self, make_batches(members, self.batch_size, self.max_batch_tokens),
+                    lambda batch: self.score_groups([members[i] for i in batch]),
+                    lambda batch, scored: finish([members[i] for i in batch], scored),
+                    self._recut(members), alone, log, OOM_WARNING)
 
     def _score_on_prefix(self, unit: prefix_cache_lib.PrefixUnit, members: list[PackedGroup],
                          finish: Callable[..., None]) -> list[PackedGroup]:
@@ -323,29 +307,23 @@ class HFBackend:
             states = None
             self._prefix_off("out of memory while forwarding a shared prefix")
         if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
-            _free_accelerator_memory()
+            free_accelerator_memory()
             return members
-        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
-        while queue:
-            batch = queue.popleft()
+
+        def done(batch: list[int], scored: list[list[tuple[float, bool]]]) -> None:
             chosen = [members[i] for i in batch]
-            try:
-                scored = self.score_on_prefix(chosen, states, [used[id(g)] for g in chosen])
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                scored = None
-            if scored is None and len(batch) == 1:
-                del states
-                self._prefix_off("out of memory scoring one sequence on a cached prefix")
-                _free_accelerator_memory()
-                return [members[i] for b in [batch, *queue] for i in b]
-            if scored is None:
-                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
-                continue
             self.prefix_tokens_reused += sum(used[id(g)] for g in chosen)
             finish(chosen, scored)
-        return []
+
+        left = run_halving(self, make_batches(members, self.batch_size, self.max_batch_tokens),
+                           lambda batch: self.score_on_prefix([members[i] for i in batch], states,
+                                                              [used[id(members[i])] for i in batch]),
+                           done, self._recut(members), lambda batch, exc: None, log, OOM_WARNING)
+        if left:  # out of memory with one row
+            del states
+            self._prefix_off("out of memory scoring one sequence on a cached prefix")
+            free_accelerator_memory()
+        return [members[i] for i in left]
 
     def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """Run a shared prefix through the model body once; its per-layer (keys, values), each (1, heads, P, dim).
@@ -499,15 +477,12 @@ class HFBackend:
         log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
                     "(same numbers, slower)", why)
 
-    def _rebatch(self, groups: Sequence[PackedGroup], pending: list[list[int]], size: int) -> deque[list[int]]:
-        """Re-cut the pending batches (longest first, as before) at ``size`` sequences after an out-of-memory."""
-        self.oom_retries += 1
-        log.warning("out of memory with %d sequences per batch; retrying with %d", len(pending[0]), size)
-        self.batch_size = size
-        _free_accelerator_memory()
-        rest = [i for batch in pending for i in batch]
-        cut = make_batches([groups[i] for i in rest], size, self.max_batch_tokens)
-        return deque([rest[j] for j in b] for b in cut)
+    def _recut(self, groups: Sequence[PackedGroup]) -> Callable[[list[int], int], list[list[int]]]:
+        """Re-cut pending group indices (longest first, as before) at a new batch size after an out-of-memory."""
+        def recut(rest: list[int], size: int) -> list[list[int]]:
+            cut = make_batches([groups[i] for i in rest], size, self.max_batch_tokens)
+            return [[rest[j] for j in b] for b in cut]
+        return recut
 
     def score_groups(
         self, groups: Sequence[PackedGroup],
