@@ -49,8 +49,9 @@ import torch
 
 from evalkit.models.attention_windows import layer_patterns, windowed_attention
 from evalkit.scoring import prefix_cache as prefix_cache_lib
-from evalkit.scoring.hf_backend import MASK_ERRORS, PROBE_TOLERANCE, _progress, execution_device
+from evalkit.scoring.hf_backend import _progress, execution_device
 from evalkit.scoring.oom import free_accelerator_memory, is_cuda_oom, run_halving
+from evalkit.scoring.packed_inputs import MASK_ERRORS, PROBE_TOLERANCE
 from evalkit.types import EvalkitError, GenerationCallback, GenerationResponse, TokenizedGeneration
 
 log = logging.getLogger(__name__)
