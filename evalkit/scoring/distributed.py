@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "prefix_tokens_forwarded",
             "prefix_tokens_reused", "naive_tokens", "requests_scored", "requests_cached")
 """Backend counters that are summed over the ranks into the results' timing section (the last two: a
-:class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
+:class:`~evalkit.scoring.cache_wrappers.CachingBackend`'s requests scored by the model and answered from the cache)."""
 
 GENERATION_COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "generated_tokens", "requests_generated",
                        "requests_shared", "requests_cached")
 """Generator counters (:class:`~evalkit.scoring.generation.HFGenerator`, and a
-:class:`~evalkit.scoring.cache.CachingGenerator`'s answers from the cache) summed over the ranks likewise."""
+:class:`~evalkit.scoring.cache_wrappers.CachingGenerator`'s answers from the cache) summed over the ranks likewise."""
 
 DEFAULT_TIMEOUT_S = 3600
 """Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""
@@ -107,7 +107,7 @@ class Ranks:
         """Generate answers to ``requests`` over all ranks; the full list of answers, in order, on rank 0.
 
         ``generator`` is an :class:`~evalkit.scoring.generation.HFGenerator` or anything with its ``generate``
-        (a :class:`~evalkit.scoring.cache.CachingGenerator`). Each rank generates its share
+        (a :class:`~evalkit.scoring.cache_wrappers.CachingGenerator`). Each rank generates its share
         (:func:`~evalkit.scoring.batching.split_generations`: identical requests on one rank, about equal tokens);
         the progress bar is kept on rank 0 only and :data:`GENERATION_COUNTERS` are reported when present.
         ``close`` as for :meth:`loglikelihood`. With a single rank this is ``generator.generate(requests)``.

@@ -232,7 +232,7 @@ class HFGenerator:
             requests: tokenized requests that fit the window.
             on_done: called as rows finish with (indices into ``requests``, their responses), every copy of a
                 shared request included, so a caller can store each answer as soon as it exists
-                (:class:`evalkit.scoring.cache.CachingGenerator`).
+                (:class:`evalkit.scoring.cache_wrappers.CachingGenerator`).
 
         Raises:
             ValueError: a request without a context token, with ``max_new_tokens`` < 1, or longer than the window.

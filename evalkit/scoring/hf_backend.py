@@ -8,12 +8,12 @@ exactly as if it followed the context alone. Position ids are passed explicitly,
 Llama) see the positions the continuation would have alone. The arrays and masks are built in
 :mod:`evalkit.scoring.packed_inputs`.
 
-transformers hands a ready-made 4-D mask to every layer unchanged, so a model with sliding-window or chunked
-layers (Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``, Llama 4, ...; see
-:mod:`evalkit.models.attention_windows`) gets one mask per layer type, keyed by the config's layer type names, each restricted to that layer's window or
-chunk measured in position ids: the window a continuation token would have if the continuation followed the
-context alone. A model whose layers include a pattern no mask can reproduce (recurrent or sparse layers) is scored
-unshared from the start, with a warning.
+transformers hands a ready-made 4-D mask to every layer unchanged, so a model with sliding-window or chunked layers
+(Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``, Llama 4, ...; see :mod:`evalkit.models.attention_windows`)
+gets one mask per layer type, keyed by the config's layer type names, each restricted to that layer's window or
+chunk measured in position ids: the window a continuation token would have if the continuation followed the context
+alone. A model whose layers include a pattern no mask can reproduce (recurrent or sparse layers) is scored unshared
+from the start, with a warning.
 
 Before the first packed batch, a probe scores a group packed and unpacked, with a context longer than the
 model's largest window or chunk (so that a mask that reaches a windowed layer unwindowed shows): an attention
@@ -22,10 +22,10 @@ switches the backend to unshared scoring with a warning instead of returning wro
 
 Token prefixes shared by several packed sequences (few-shot examples) are forwarded once and the rest of each
 sequence is scored on top of their keys and values (:mod:`evalkit.scoring.prefix_scoring`, planned by
-:mod:`evalkit.scoring.prefix_cache`); a probe checks that this reproduces scoring without reuse. A model with windowed attention layers reuses prefixes only for sequences
-whose every position lies within its smallest window (there a window excludes nothing); longer ones forward their
-whole context, with a warning. A batch that runs out of memory is retried at half the size
-(:mod:`evalkit.scoring.oom`).
+:mod:`evalkit.scoring.prefix_cache`); a probe checks that this reproduces scoring without reuse. A model with
+windowed attention layers reuses prefixes only for sequences whose every position lies within its smallest window
+(there a window excludes nothing); longer ones forward their whole context, with a warning. A batch that runs out of
+memory is retried at half the size (:mod:`evalkit.scoring.oom`).
 
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
@@ -178,7 +178,7 @@ class HFBackend(PrefixScoring):
         Args:
             requests: tokenized requests that fit the window.
             on_batch: called after each batch with (indices into ``requests``, their responses), so the caller
-                can store finished work batch by batch (see :class:`evalkit.scoring.cache.CachingBackend`).
+                can store finished work batch by batch (see :class:`evalkit.scoring.cache_wrappers.CachingBackend`).
 
         When a batch runs out of memory (``is_oom``), the batch size is halved and the batch retried, down to
         one packed sequence; :attr:`batch_size` keeps the size that worked and :attr:`oom_retries` counts retries.
