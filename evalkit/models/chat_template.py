@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from evalkit.models.gguf_file import is_gguf_path, require_gguf
+from evalkit.models.gguf_file import is_gguf_path, parse_gguf, require_gguf
 from evalkit.types import EvalkitError
 
 SPECIAL = ("bos_token", "eos_token", "unk_token", "pad_token")
@@ -65,9 +65,9 @@ def _token_text(value: Any) -> str | None:
 
 
 def _from_gguf(path: str) -> ChatTemplate | None:
-    gguf = require_gguf()
+    require_gguf()
     try:
-        reader = gguf.GGUFReader(path)
+        reader = parse_gguf(path)
     except Exception as exc:  # noqa: BLE001 - the reader raises ValueError, struct errors, numpy errors
         raise EvalkitError(f"cannot parse GGUF file {path}: {type(exc).__name__}: {exc}") from None
     found = reader.fields.get("tokenizer.chat_template")

@@ -224,7 +224,13 @@ def sha256_of_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _stat_key(path: Path) -> str:
+def stat_key(path: Path) -> str:
+    """This version of the file ``path``: its absolute path, size, mtime, inode and ctime (nanoseconds), joined by
+    NULs; a file written again in any way gets another key.
+
+    Raises:
+        OSError: the file cannot be stat'ed.
+    """
     stat = path.stat()
     return f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}\0{stat.st_ctime_ns}"
 
@@ -250,7 +256,7 @@ def remembered(path: str | Path, memo_dir: str | Path | None, kind: str, compute
     if memo_dir is None:
         return compute(path)
     memo_path = Path(memo_dir) / FILE_MEMO_NAME
-    key = _stat_key(path)
+    key = stat_key(path)
     try:
         memo = json.loads(memo_path.read_text(encoding="utf-8"))
         if not isinstance(memo, dict):
@@ -261,7 +267,7 @@ def remembered(path: str | Path, memo_dir: str | Path | None, kind: str, compute
     if kind in entry:
         return entry[kind]
     value = compute(path)
-    if _stat_key(path) != key:  # changed while it was read: do not remember a fact about a moving target
+    if stat_key(path) != key:  # changed while it was read: do not remember a fact about a moving target
         return value
     memo[key] = dict(entry, **{kind: value})
     try:

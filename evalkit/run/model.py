@@ -78,6 +78,19 @@ def load_model(plan: RunPlan, requests: RunRequests, progress: bool = True) -> L
         hf_loading.import_model_support()
 
     ranks = distributed.start(config)  # a single rank unless launched by torchrun
+    if resolved["kind"] == "gguf":  # the tokenizer, config and weights below share one parse of the file
+        from evalkit.models.gguf_loading import parsed_once
+
+        with parsed_once():
+            return _load(plan, requests, ranks, progress)
+    return _load(plan, requests, ranks, progress)
+
+
+def _load(plan: RunPlan, requests: RunRequests, ranks: Any, progress: bool) -> LoadedModel:
+    """:func:`load_model` once ``ranks`` is known."""
+    config, resolved, hub = plan.config, plan.model, plan.hub
+    from evalkit.models import hf_loading
+
     t0 = time.perf_counter()
     tokenizer = tokenizer_loading.load_tokenizer(config.tokenizer, resolved.get("path"), hub["revision"],
                                                  hub["trust_remote_code"], hub["hub_kwargs"])
