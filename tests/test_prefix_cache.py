@@ -174,12 +174,12 @@ class FakeOOM(RuntimeError):
 def test_an_out_of_memory_on_a_prefix_batch_halves_it_then_scores_without_reuse(tiny_model, requests, caplog):
     calls = []
 
-    def tight(self, groups, states, used):
+    def tight(self, groups, states, owner, used):
         calls.append(len(groups))
         raise FakeOOM("out of memory (injected)")
 
     backend = HFBackend(tiny_model, 2048, batch_size=4, progress=False, is_oom=lambda e: isinstance(e, FakeOOM))
-    backend.score_on_prefix = tight.__get__(backend)
+    backend.score_on_prefixes = tight.__get__(backend)
     with caplog.at_level(logging.WARNING, logger="evalkit.scoring.hf_backend"):
         responses = backend.loglikelihood(requests)
     assert calls[0] > 1 and calls[-1] == 1  # halved down to one row, then reuse turned off
@@ -192,7 +192,7 @@ def test_a_model_that_mishandles_the_cache_is_caught_by_the_probe(tiny_model, re
     def forgetful(self, key_states, value_states, *args, **kwargs):  # drops the prefix: shapes no longer match
         return key_states, value_states
 
-    monkeypatch.setattr(prefix_cache.SharedPrefixLayer, "update", forgetful)
+    monkeypatch.setattr(prefix_cache.RowPrefixLayer, "update", forgetful)
     backend = HFBackend(tiny_model, 2048, batch_size=4, progress=False)
     with caplog.at_level(logging.WARNING, logger="evalkit.scoring.hf_backend"):
         responses = backend.loglikelihood(requests)
@@ -291,9 +291,70 @@ def test_a_kept_cache_decodes_as_the_full_sequence_would():
 
 
 def test_a_cache_of_another_kind_turns_reuse_off(tiny_model, requests, monkeypatch):
-    monkeypatch.setattr(prefix_cache, "prefix_states", lambda cache: None)  # e.g. linear-attention layers
+    monkeypatch.setattr(prefix_cache, "batch_prefix_states", lambda cache: None)  # e.g. linear-attention layers
     backend = HFBackend(tiny_model, 2048, batch_size=4, progress=False)
     responses = backend.loglikelihood(requests)
     assert backend.prefix_cache is False
     assert backend.prefix_fallback == "the model's key/value cache is not one full-attention entry per layer"
     _assert_matches(responses, [naive_loglikelihood(tiny_model, r) for r in requests])
+
+
+def _many_small_units(seed: int) -> list[TokenizedRequest]:
+    """v0.2.0 MMLU's shape: six prefixes of 60 tokens, each shared by two or three documents (3 answers each),
+    every document's own tail 8 tokens long (equal lengths: no batch is cut for its padding)."""
+    rng = random.Random(seed)
+    requests = []
+    for _ in range(6):
+        head = _tokens(rng, 60)
+        for _ in range(rng.randrange(2, 4)):
+            context = tuple(head + _tokens(rng, 8))
+            requests += [TokenizedRequest(context, tuple(_tokens(rng, 1)), 0) for _ in range(3)]
+    return requests
+
+
+def test_small_units_share_forward_passes_and_match_the_naive_reference(tiny_model):
+    """Rows of different prefixes are scored in one batch, each on its own prefix, and the prefixes are forwarded
+    together: 2 forward passes for 6 prefixes (not 12), the same numbers at every batch size."""
+    requests = _many_small_units(3)
+    units = [u for u in plan_prefixes(sorted({r.context_ids for r in requests})) if u.prefix]
+    assert len(units) == 6 and all(2 <= len(u.members) <= 3 for u in units)
+    naive = [naive_loglikelihood(tiny_model, r) for r in requests]
+    calls = []
+    for batch_size in (16, 5, 1):
+        backend = HFBackend(tiny_model, 2048, batch_size=batch_size, progress=False)
+        _assert_matches(backend.loglikelihood(requests), naive)
+        rows = len({r.context_ids for r in requests})
+        assert backend.prefix_tokens_forwarded == sum(len(u.prefix) for u in units)
+        calls.append(backend.forward_calls)
+        assert backend.forward_calls == -(-6 // batch_size) + -(-rows // batch_size)  # prefixes, then rows
+    assert calls[0] == 2
+
+
+def test_a_mixed_batch_row_reads_only_its_own_prefix():
+    """The cache layer of a mixed batch: each row's positions up to its ``used`` come from its own prefix, the rest
+    of the width is zeros (hidden by the mask), then the row's new states."""
+    a, b = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 3, 4)
+    layer = prefix_cache.RowPrefixLayer([(a, a + 1), (b, b + 1)], owner=[1, 0, 0], used=[3, 4, 2])
+    new = torch.randn(3, 2, 2, 4)
+    keys, values = layer.update(new, new * 2)
+    assert keys.shape == (3, 2, 6, 4) and layer.get_seq_length() == 4 and layer.get_mask_sizes(2) == (6, 0)
+    assert torch.equal(keys[0, :, :3], b[0]) and torch.equal(keys[0, :, 3], torch.zeros(2, 4))
+    assert torch.equal(keys[1, :, :4], a[0, :, :4]) and torch.equal(values[2, :, :2], a[0, :, :2] + 1)
+    assert torch.equal(keys[:, :, 4:], new) and torch.equal(values[:, :, 4:], new * 2)
+
+
+def test_batches_on_prefixes_keep_padding_small():
+    from evalkit.scoring.prefix_scoring import _prefix_batches, _row_batches
+
+    # prefixes sorted longest first: 600 and 80 tokens in one batch would be 520 tokens of padding
+    assert _prefix_batches([600, 590, 80, 75, 70], 16, None) == [[0, 1], [2, 3, 4]]
+    # (3 x 80 = 240 padded for 225 real: 6.7%; adding 600 or 5 x 80 > 1.25 x real is refused)
+    assert _prefix_batches([80, 75, 70, 10], 16, None) == [[0, 1, 2], [3]]
+    assert _prefix_batches([80, 75, 70], 2, None) == [[0, 1], [2]]
+    assert _prefix_batches([80, 75, 70], 16, 200) == [[0, 1], [2]]  # 3 x 80 = 240 padded tokens > 200
+    # rows by rest, longest first; rows 1 and 2 (rest 50) share a batch, row 0 (rest 100) is alone (2 x 100 > 1.25 x
+    # 150), row 3 (rest 45) joins them (3 x 50 = 150 <= 1.25 x 145)
+    rests, used = [100, 50, 50, 45], [10, 300, 20, 40]
+    assert _row_batches([0, 1, 2, 3], rests, used, 16, None) == [[0], [1, 2, 3]]
+    # key positions: 3 rows x (300 widest read + 50 longest rest) = 1050 > 1000: row 3 starts a batch
+    assert _row_batches([0, 1, 2, 3], rests, used, 16, 1000) == [[0], [1, 2], [3]]

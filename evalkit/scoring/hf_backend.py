@@ -215,14 +215,15 @@ class HFBackend(PrefixScoring):
                 on_batch(done_indices, done)
             bar.update(len(done))
 
-        for unit in self._plan(groups):
-            members = [groups[i] for i in unit.members]
-            if unit.prefix and self.prefix_cache:
-                left = self._score_on_prefix(unit, members, finish)
-                if not left:
-                    continue
-                members = left
-            self._score_plain(members, finish)
+        units = self._plan(groups)
+        plain = [m for unit in units if not unit.prefix for m in unit.members]
+        with_prefix = [unit for unit in units if unit.prefix]
+        if with_prefix and self.prefix_cache:
+            plain = self._score_on_prefixes(with_prefix, groups, finish) + plain
+        else:
+            plain = [m for unit in with_prefix for m in unit.members] + plain
+        if plain:
+            self._score_plain([groups[i] for i in plain], finish)
         bar.close()
         return results  # type: ignore[return-value]
 
@@ -239,17 +240,19 @@ class HFBackend(PrefixScoring):
                          lambda batch, scored: finish([members[i] for i in batch], scored), alone)
 
     def _in_batches(self, members: Sequence[PackedGroup], attempt: Callable[[list[int]], Any],
-                    done: Callable[[list[int], Any], None], alone: Callable[[list[int], BaseException], None]
-                    ) -> list[int]:
-        """Run ``attempt`` on length-sorted batches of indices into ``members`` (:func:`make_batches`), halving the
-        batch size on out-of-memory and re-cutting the batches left alike (:func:`evalkit.scoring.oom.run_halving`,
-        which says what ``done`` and ``alone`` are); returns the indices left undone."""
-        def recut(rest: list[int], size: int) -> list[list[int]]:
-            cut = make_batches([members[i] for i in rest], size, self.max_batch_tokens)
-            return [[rest[j] for j in b] for b in cut]
+                    done: Callable[[list[int], Any], None], alone: Callable[[list[int], BaseException], None],
+                    cut: Callable[[list[int], int], list[list[int]]] | None = None) -> list[int]:
+        """Run ``attempt`` on batches of indices into ``members`` (``cut(indices, batch size)``, by default
+        length-sorted by :func:`make_batches`), halving the batch size on out-of-memory and re-cutting the batches
+        left alike (:func:`evalkit.scoring.oom.run_halving`, which says what ``done`` and ``alone`` are); returns the
+        indices left undone."""
+        def by_length(rest: list[int], size: int) -> list[list[int]]:
+            batches = make_batches([members[i] for i in rest], size, self.max_batch_tokens)
+            return [[rest[j] for j in b] for b in batches]
 
-        return run_halving(self, make_batches(members, self.batch_size, self.max_batch_tokens), attempt, done, recut,
-                           alone, log, "out of memory with %d sequences per batch; retrying with %d")
+        cut = cut or by_length
+        return run_halving(self, cut(list(range(len(members))), self.batch_size), attempt, done, cut, alone, log,
+                           "out of memory with %d sequences per batch; retrying with %d")
 
     def _skip_windowed(self, skipped: int, total: int) -> None:
         """Note (and warn once) that ``skipped`` of ``total`` packed sequences reach past the model's smallest
@@ -322,28 +325,26 @@ class HFBackend(PrefixScoring):
         log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
                     "(same numbers, slower)", why)
 
-    def _probe_score(self, groups: Sequence[PackedGroup],
-                     prefix: tuple[Sequence[tuple[torch.Tensor, torch.Tensor]], Sequence[int]] | None = None,
+    def _probe_score(self, groups: Sequence[PackedGroup], prefix: PrefixRows | None = None,
                      ) -> list[list[tuple[float, bool]]]:
         """This class's own :meth:`score_groups`, for the probes: a wrapper put on an instance's ``score_groups``
         sees only real batches."""
         return HFBackend.score_groups(self, groups, prefix)
 
-    def score_groups(
-        self, groups: Sequence[PackedGroup],
-        prefix: tuple[Sequence[tuple[torch.Tensor, torch.Tensor]], Sequence[int]] | None = None,
-    ) -> list[list[tuple[float, bool]]]:
+    def score_groups(self, groups: Sequence[PackedGroup], prefix: PrefixRows | None = None
+                     ) -> list[list[tuple[float, bool]]]:
         """One forward pass over packed groups.
 
         Args:
             groups: packed groups, one row each.
-            prefix: None, or (a cached prefix's per-layer keys/values, per group the number of its leading
-                context tokens read from that cache instead of forwarded); see :meth:`score_on_prefix`.
+            prefix: None, or (cached prefixes, each its per-layer (keys, values); per group the index of the prefix
+                it reads; per group the number of its leading context tokens read from that prefix instead of
+                forwarded); see :meth:`score_on_prefixes`.
 
         Returns:
             per group, per continuation: (summed log-likelihood in nats, greedy flag).
         """
-        used = list(prefix[1]) if prefix is not None else [0] * len(groups)
+        used = list(prefix[2]) if prefix is not None else [0] * len(groups)
         layout = _layout(groups, self.pad_id, used)
         input_ids = torch.from_numpy(layout["input_ids"]).to(self.input_device)
         position_ids = torch.from_numpy(layout["position_ids"]).to(self.input_device)
@@ -355,8 +356,8 @@ class HFBackend(PrefixScoring):
             seen = torch.arange(width, device=self.input_device)[None] < shares
             mask = _packed_mask(segments, self.dtype, prefix_seen=seen)
             body = self.body if self.body is not None else self.model
-            cache_kwargs = {prefix_cache_lib.cache_argument(body): prefix_cache_lib.prefix_cache_for_batch(
-                prefix[0], width), "use_cache": True}
+            cache_kwargs = {prefix_cache_lib.cache_argument(body): prefix_cache_lib.row_prefix_cache(
+                prefix[0], prefix[1], used), "use_cache": True}
         elif max(len(g.continuations) for g in groups) > 1:
             mask = _packed_masks(segments, position_ids, self.dtype, self.patterns)
         else:
@@ -387,6 +388,10 @@ class HFBackend(PrefixScoring):
             out.append([(float(sums[k + j]), bool(misses[k + j] == 0)) for j in range(len(group.continuations))])
             k += len(group.continuations)
         return out
+
+
+PrefixRows = tuple[Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]], Sequence[int], Sequence[int]]
+"""(prefixes' per-layer keys/values, per row its prefix, per row the prefix tokens it reads)."""
 
 
 def execution_device(module: torch.nn.Module) -> torch.device:

@@ -195,9 +195,10 @@ class SharedPrefixLayer(CacheLayerMixin):
         return -1
 
 
-def prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-    """Per layer, the (keys, values) of a prefix forward's cache (each (1, heads, P, dim)), or None when the
-    cache is not one plain full-attention entry per layer (sliding, linear or quantized layers)."""
+def batch_prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the (keys, values) of a prefix forward's cache, each (rows, heads, P, dim) for a forward of
+    ``rows`` prefixes, or None when the cache is not one plain full-attention entry per layer (sliding, linear or
+    quantized layers)."""
     layers = getattr(cache, "layers", None)
     if not layers:
         return None
@@ -205,10 +206,86 @@ def prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     for layer in layers:
         if getattr(layer, "is_sliding", False) or not isinstance(getattr(layer, "keys", None), torch.Tensor):
             return None
-        if layer.keys.dim() != 4 or layer.keys.shape[0] != 1:
+        if layer.keys.dim() != 4:
             return None
         states.append((layer.keys, layer.values))
     return states
+
+
+def prefix_states(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+    """Per layer, the (keys, values) of a one-prefix forward's cache (each (1, heads, P, dim)), or None when the
+    cache is not one plain full-attention entry per layer or holds more than one row."""
+    states = batch_prefix_states(cache)
+    if states is None or any(k.shape[0] != 1 for k, _ in states):
+        return None
+    return states
+
+
+class RowPrefixLayer(CacheLayerMixin):
+    """One layer's cache for a scoring batch whose rows sit on different cached prefixes: row ``r`` reads the first
+    ``used[r]`` positions of the prefix ``units[owner[r]]``; positions up to the batch's widest ``used`` that a row
+    does not read are zeros, which its attention mask hides (:func:`evalkit.scoring.packed_inputs._packed_mask`
+    with ``prefix_seen``).
+
+    ``update`` returns (rows, heads, width + new, dim): the rows' prefixes, then the batch's new states, built in one
+    buffer per layer (one copy, as the ``torch.cat`` of a one-prefix batch makes); nothing is stored, so a forward
+    holds at most one layer's joined states at a time.
+    """
+
+    is_sliding = False
+
+    def __init__(self, units: Sequence[tuple[torch.Tensor, torch.Tensor]], owner: Sequence[int],
+                 used: Sequence[int]) -> None:
+        super().__init__()
+        self.units = units
+        self.width = max(used)
+        self.device = units[0][0].device
+        rows: dict[int, list[int]] = {}
+        for row, unit in enumerate(owner):
+            rows.setdefault(unit, []).append(row)
+        # per prefix: its rows (an index tensor) and the positions they read (the widest of them)
+        self.reads = [(unit, torch.tensor(r, device=self.device), max(used[i] for i in r)) for unit, r in rows.items()]
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Nothing to set up: the layer starts with the prefixes' states."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        """(rows, heads, width + new, dim) keys and values: each row's prefix positions, then its new states."""
+        joined = []
+        for part, new in ((0, key_states), (1, value_states)):
+            rows, heads, n, dim = new.shape
+            out = new.new_zeros(rows, heads, self.width + n, dim)
+            for unit, index, reads in self.reads:
+                source = self.units[unit][part][:, :, :reads].to(new.dtype)
+                if len(index) == rows:  # every row on this prefix: a broadcast copy
+                    out[:, :, :reads] = source
+                else:
+                    out[index, :, :reads] = source
+            out[:, :, self.width :] = new
+            joined.append(out)
+        return joined[0], joined[1]
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        """(key length, key offset) for mask building: the prefix width and the new tokens, from 0."""
+        return self.width + query_length, 0
+
+    def get_seq_length(self) -> int:
+        """Tokens already cached: the batch's prefix width."""
+        return self.width
+
+    def get_max_length(self) -> int:
+        """-1: no fixed size."""
+        return -1
+
+
+def row_prefix_cache(
+    units: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]], owner: Sequence[int], used: Sequence[int]
+) -> Cache:
+    """A cache for a scoring batch whose row ``r`` reads the first ``used[r]`` positions of the prefix
+    ``units[owner[r]]`` (each prefix's per-layer (keys, values), (1, heads, P, dim)); see :class:`RowPrefixLayer`."""
+    layers = len(units[0])
+    return Cache(layers=[RowPrefixLayer([u[layer] for u in units], owner, used) for layer in range(layers)])
 
 
 def prefix_cache_for_batch(

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 PREFIX_BUDGET_BYTES = 1 << 30
 """Default budget for the keys and values of one cached prefix (bytes)."""
 
+PADDING_SLACK = 0.25
+"""Most padding a batch on cached prefixes may carry, as a fraction of its real tokens: rows of very different
+lengths go to different batches (their matrix products run over the padding too)."""
+
 PREFIX_PROBE_POSITIONS = 10
 """Largest position id of the prefix-reuse probe's group; a windowed model whose window is not larger keeps
 reuse off."""
@@ -73,42 +77,64 @@ class PrefixScoring:
             self._check_prefix_reuse()
         return units if self.prefix_cache else everything
 
-    def _score_on_prefix(self, unit: prefix_cache_lib.PrefixUnit, members: list[PackedGroup],
-                         finish: Callable[..., None]) -> list[PackedGroup]:
-        """Forward ``unit.prefix`` once and score its groups on its cache, batches cut as without reuse (each row
-        costs its whole length, so a batch needs no more memory than it would without reuse).
+    def _score_on_prefixes(self, units: Sequence[prefix_cache_lib.PrefixUnit], groups: Sequence[PackedGroup],
+                           finish: Callable[..., None]) -> list[int]:
+        """Score the members of the prefix units: the prefixes forwarded once (several per forward pass), then the
+        members in batches that mix prefixes, each row on its own prefix's cache (:class:`RowPrefixLayer`), so
+        many small units (v0.2.0's MMLU: ~3 documents per shared prefix) take no more forward passes than scoring
+        without reuse. Units are taken in chunks whose prefixes' keys and values fit the budget together
+        (``prefix_max_tokens``); the batches of a chunk hold rows of similar rests (:func:`_row_batches`).
 
         Returns:
-            the groups left unscored after an out-of-memory with one row or in the prefix forward itself (prefix
-            reuse is then turned off; they are scored without it, which may itself run out of memory).
+            indices into ``groups`` left unscored: reuse was turned off (an out-of-memory in a prefix forward or
+            with one row, or a cache of another kind); they are scored without it, which may itself run out of
+            memory.
         """
-        used = dict(zip(map(id, members), unit.used))
-        try:
-            states = self._forward_prefix(unit.prefix)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-            if not self.is_oom(exc):
-                raise
-            states = None
-            self._prefix_off("out of memory while forwarding a shared prefix")
-        if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
-            free_accelerator_memory()
-            return members
+        left: list[int] = []
+        for chunk in _budget_chunks(units, self.prefix_max_tokens):
+            if not self.prefix_cache:
+                left.extend(m for unit in chunk for m in unit.members)
+                continue
+            try:
+                states = self._forward_prefixes([unit.prefix for unit in chunk])
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
+                if not self.is_oom(exc):
+                    raise
+                states = None
+                self._prefix_off("out of memory while forwarding shared prefixes")
+            if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
+                free_accelerator_memory()
+                left.extend(m for unit in chunk for m in unit.members)
+                continue
+            rows = [(m, k, u) for k, unit in enumerate(chunk) for m, u in zip(unit.members, unit.used)]
+            members = [groups[m] for m, _, _ in rows]
 
-        def done(batch: list[int], scored: list[list[tuple[float, bool]]]) -> None:
-            chosen = [members[i] for i in batch]
-            self.prefix_tokens_reused += sum(used[id(g)] for g in chosen)
-            finish(chosen, scored)
+            def attempt(batch: list[int], rows=rows, members=members, states=states) -> Any:
+                return self.score_on_prefixes([members[i] for i in batch], states, [rows[i][1] for i in batch],
+                                              [rows[i][2] for i in batch])
 
-        left = self._in_batches(members, lambda batch: self.score_on_prefix(
-            [members[i] for i in batch], states, [used[id(members[i])] for i in batch]), done, lambda batch, exc: None)
-        if left:  # out of memory with one row
+            def done(batch: list[int], scored: Any, rows=rows, members=members) -> None:
+                self.prefix_tokens_reused += sum(rows[i][2] for i in batch)
+                finish([members[i] for i in batch], scored)
+
+            def cut(indices: list[int], size: int, rows=rows, members=members) -> list[list[int]]:
+                return _row_batches(indices, [members[i].length - rows[i][2] for i in range(len(rows))],
+                                    [rows[i][2] for i in range(len(rows))], size, self.max_batch_tokens)
+
+            undone = self._in_batches(members, attempt, done, lambda batch, exc: None, cut)
             del states
-            self._prefix_off("out of memory scoring one sequence on a cached prefix")
-            free_accelerator_memory()
-        return [members[i] for i in left]
+            if undone:  # out of memory with one row
+                self._prefix_off("out of memory scoring one sequence on a cached prefix")
+                free_accelerator_memory()
+                left.extend(rows[i][0] for i in undone)
+        return left
 
-    def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Run a shared prefix through the model body once; its per-layer (keys, values), each (1, heads, P, dim).
+    def _forward_prefixes(
+        self, prefixes: Sequence[Sequence[int]]
+    ) -> list[list[tuple[torch.Tensor, torch.Tensor]]] | None:
+        """Run shared prefixes through the model body, ``batch_size`` at a time, each row padded on the right (its
+        real positions never attend to the padding after them); per prefix, its per-layer (keys, values), each
+        (1, heads, P, dim), views into the batch's cache.
 
         Counted in ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``.
         Turns prefix reuse off (returns None) when the cache is not one full-attention entry per layer.
@@ -116,23 +142,40 @@ class PrefixScoring:
         from transformers import DynamicCache
 
         body = self._prefix_body()
-        ids = torch.tensor([list(prefix)], device=self.input_device)
-        positions = torch.arange(len(prefix), device=self.input_device)[None]
-        # a cache of plain full layers (a windowed model's own would keep only its window); a prefix read by a
-        # windowed model lies within the window (:meth:`_plan`), so the full keys are the windowed ones
-        full = {prefix_cache_lib.cache_argument(body): DynamicCache()}
-        with torch.inference_mode():
-            out = body(input_ids=ids, position_ids=positions, use_cache=True, **full)
-        states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
-        del out
-        self.forward_calls += 1
-        self.forward_tokens += len(prefix)
-        self.padded_tokens += len(prefix)
-        self.prefix_tokens_forwarded += len(prefix)
-        if states is None:
-            self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
-            return None
-        return states
+        out_states: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        order = sorted(range(len(prefixes)), key=lambda i: -len(prefixes[i]))  # similar lengths share a batch
+        by_index: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for batch in _prefix_batches([len(prefixes[i]) for i in order], self.batch_size, self.max_batch_tokens):
+            chosen = [order[i] for i in batch]
+            width = max(len(prefixes[i]) for i in chosen)
+            ids = torch.full((len(chosen), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chosen), width), dtype=torch.long)
+            for row, i in enumerate(chosen):
+                ids[row, : len(prefixes[i])] = torch.tensor(prefixes[i])
+                mask[row, : len(prefixes[i])] = 1
+            positions = torch.arange(width)[None].expand(len(chosen), -1)
+            # a cache of plain full layers (a windowed model's own would keep only its window); a prefix read by a
+            # windowed model lies within the window (:meth:`_plan`), so the full keys are the windowed ones
+            full = {prefix_cache_lib.cache_argument(body): DynamicCache()}
+            with torch.inference_mode():
+                out = body(input_ids=ids.to(self.input_device), position_ids=positions.to(self.input_device),
+                           attention_mask=None if len(chosen) == 1 else mask.to(self.input_device), use_cache=True,
+                           **full)
+            states = prefix_cache_lib.batch_prefix_states(prefix_cache_lib.output_cache(out))
+            del out
+            real = sum(len(prefixes[i]) for i in chosen)
+            self.forward_calls += 1
+            self.forward_tokens += real
+            self.padded_tokens += len(chosen) * width
+            self.prefix_tokens_forwarded += real
+            if states is None or any(k.shape[0] != len(chosen) for k, _ in states):
+                self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
+                return None
+            for row, i in enumerate(chosen):
+                by_index[i] = [(k[row : row + 1, :, : len(prefixes[i])], v[row : row + 1, :, : len(prefixes[i])])
+                               for k, v in states]
+        out_states.extend(by_index[i] for i in range(len(prefixes)))
+        return out_states
 
     def _prefix_body(self) -> torch.nn.Module:
         """The module a prefix is forwarded through: the model body, or the base model, or the model itself."""
@@ -141,23 +184,27 @@ class PrefixScoring:
         base = getattr(self.model, "base_model", None)
         return base if base is not None else self.model
 
-    def score_on_prefix(
-        self, groups: Sequence[PackedGroup], states: Sequence[tuple[torch.Tensor, torch.Tensor]], used: Sequence[int]
+    def score_on_prefixes(
+        self, groups: Sequence[PackedGroup], states: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]],
+        owner: Sequence[int], used: Sequence[int],
     ) -> list[list[tuple[float, bool]]]:
-        """One forward pass over packed groups whose first ``used[i]`` context tokens are a cached prefix's.
+        """One forward pass over packed groups whose first ``used[i]`` context tokens are those of the cached
+        prefix ``states[owner[i]]``.
 
         Args:
-            groups: packed groups; group i's context starts with the prefix's first ``used[i]`` tokens.
-            states: the prefix's per-layer (keys, values) (:meth:`_forward_prefix`).
+            groups: packed groups; group i's context starts with its prefix's first ``used[i]`` tokens.
+            states: per prefix, its per-layer (keys, values), each (1, heads, P, dim) (:meth:`_forward_prefixes`).
+            owner: per group, the index of its prefix in ``states``.
             used: per group, the prefix tokens it shares (0 < used < its context length).
 
         Returns:
             per group, per continuation: (summed log-likelihood in nats, greedy flag), as :meth:`score_groups`.
         """
-        return self.score_groups(groups, prefix=(states, used))
+        return self.score_groups(groups, prefix=(states, owner, used))
 
     def _check_prefix_reuse(self) -> None:
-        """Score one small group with and without a cached prefix; on an error or a mismatch, turn reuse off.
+        """Score one small group without a cached prefix and on two (forwarded in one padded batch, read by one batch
+        at three widths); on an error or a mismatch, turn reuse off.
 
         The probe's forward passes are not counted in the benchmark counters.
         """
@@ -170,10 +217,10 @@ class PrefixScoring:
                     self.prefix_tokens_forwarded)
         try:
             plain = [ll for ll, _ in self._probe_score([group])[0]]
-            states = self._forward_prefix(context[:8])
+            states = self._forward_prefixes([context[:8], context[:5]])  # two lengths: one padded batch
             if states is None:
                 return
-            reused = self._probe_score([group, group], prefix=(states, [6, 8]))
+            reused = self._probe_score([group, group, group], prefix=(states, [0, 1, 0], [6, 4, 8]))
             tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
             worst = max(abs(a - b) for row in reused for a, (b, _) in zip(plain, row))
             reason = (None if worst <= tolerance else
@@ -221,3 +268,67 @@ def _prefix_token_budget(config: Any, budget_bytes: int, dtype: torch.dtype) -> 
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
     return max(0, int(budget_bytes // per_token))
+
+
+def _budget_chunks(units: Sequence[prefix_cache_lib.PrefixUnit], budget_tokens: int | None
+                   ) -> list[list[prefix_cache_lib.PrefixUnit]]:
+    """The units in order, cut into runs whose prefixes hold at most ``budget_tokens`` tokens together (each run at
+    least one unit; the plan already cut every prefix to the budget); one run without a budget."""
+    if budget_tokens is None:
+        return [list(units)] if units else []
+    chunks: list[list[prefix_cache_lib.PrefixUnit]] = []
+    total = 0
+    for unit in units:
+        if chunks and total + len(unit.prefix) <= budget_tokens:
+            chunks[-1].append(unit)
+            total += len(unit.prefix)
+        else:
+            chunks.append([unit])
+            total = len(unit.prefix)
+    return chunks
+
+
+def _prefix_batches(lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None) -> list[list[int]]:
+    """Consecutive batches of indices into ``lengths`` (sorted longest first): at most ``batch_size`` rows, at most
+    :data:`PADDING_SLACK` of a batch padding (prefixes of 80 and 600 tokens are not forwarded as two rows of 600),
+    and with ``max_batch_tokens`` at most that many padded tokens (rows x longest); a single longer row is its own
+    batch."""
+    batches: list[list[int]] = []
+    real = 0
+    for index, length in enumerate(lengths):
+        current = batches[-1] if batches else None
+        if current is not None:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if (len(current) < batch_size and padded <= (1 + PADDING_SLACK) * (real + length)
+                    and (max_batch_tokens is None or padded <= max_batch_tokens)):
+                current.append(index)
+                real += length
+                continue
+        batches.append([index])
+        real = length
+    return batches
+
+
+def _row_batches(indices: Sequence[int], rests: Sequence[int], used: Sequence[int], batch_size: int,
+                 max_batch_tokens: int | None) -> list[list[int]]:
+    """Batches of ``indices`` for scoring on cached prefixes, longest rest first (rests: tokens each row forwards;
+    used: prefix tokens it reads): at most ``batch_size`` rows, at most :data:`PADDING_SLACK` of the forwarded
+    tokens padding, and with ``max_batch_tokens`` at most that many key positions per batch (rows x (widest prefix
+    read + longest rest), which bounds the batch's keys, values and attention as rows x longest row bounds them
+    without reuse); a single longer row is its own batch."""
+    order = sorted(indices, key=lambda i: (-rests[i], i))
+    batches: list[list[int]] = []
+    width = real = 0
+    for index in order:
+        current = batches[-1] if batches else None
+        if current is not None:
+            wider, longest = max(width, used[index]), rests[current[0]]
+            padded = (len(current) + 1) * longest
+            if (len(current) < batch_size and padded <= (1 + PADDING_SLACK) * (real + rests[index])
+                    and (max_batch_tokens is None or (len(current) + 1) * (wider + longest) <= max_batch_tokens)):
+                current.append(index)
+                width, real = wider, real + rests[index]
+                continue
+        batches.append([index])
+        width, real = used[index], rests[index]
+    return batches
