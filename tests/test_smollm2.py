@@ -22,7 +22,7 @@ import pytest
 from evalkit.scoring.hf_backend import HFBackend
 from evalkit.stats.metrics import doc_metrics
 from evalkit.tasks.registry import load_registry
-from evalkit.models.resolve import resolve_model, resolve_package_path
+from evalkit.models.resolve import resolve_package_path
 from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 
@@ -35,14 +35,9 @@ DOCS = {"lambada_openai": 24, "sciq": 6, "piqa": 12, "arc_challenge": 8, "trivia
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU."""
-    from evalkit.models.hf_loading import load_model
-    from evalkit.models.tokenizer_loading import load_tokenizer
-
-    resolved = resolve_model(SMOLLM2)
-    model, identity = load_model(resolved, "float32", "cpu")
-    return model, identity, load_tokenizer(None, resolved["path"])
+def smollm2(smollm2_fp32):
+    """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU (the session's copy)."""
+    return smollm2_fp32
 
 
 @pytest.fixture(scope="module")
