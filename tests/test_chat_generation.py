@@ -36,6 +36,10 @@ SYSTEM = FIXTURE["system_instruction"]
 CASES = {(c["shots"], c["setting"]): c["docs"] for c in FIXTURE["cases"]}
 UNTIL = ["Question:", "</s>", "<|im_end|>"]
 
+# One torch thread: the generations are compared token for token, and on a busy 2-core machine two spinning threads
+# made the two CLI runs below take 250 s each instead of 33 s (measured at load 5 to 6).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def template() -> ChatTemplate:
@@ -122,7 +126,6 @@ def test_token_ids_equal_lm_evals(data, template):
     assert checked == 24
 
 
-@pytest.mark.usefixtures("one_thread")
 def test_generations_equal_lm_evals(smollm2_fp32, data, template):
     from evalkit.run.generation_stage import generate_tasks, tokenize_tasks
     from evalkit.types import RunConfig

@@ -33,6 +33,10 @@ DOCS = {"lambada_openai": 24, "sciq": 6, "piqa": 12, "arc_challenge": 8, "trivia
 """Documents per task (seed 1234): the naive reference scores every request alone, which bounds the test's time
 (SciQ's support paragraphs cost it 4x per document what the other tasks do)."""
 
+# One torch thread: on a busy 2-core machine two threads stall each other at every operation (the module's
+# fixtures took 450 s in a full suite at load 2 to 5).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_fp32):
