@@ -278,12 +278,15 @@ class TaskGroup:
         aggregation: None for a plain selection (the card's table), else the group's own row in results and
             reports: ``"micro"`` (mean over all documents of its tasks) or ``"macro"`` (unweighted mean of the
             task means).
+        categories: names of the groups that split this one's tasks into categories (MMLU's STEM, humanities,
+            social sciences, other), in display order; each member task falls in at most one of them.
     """
 
     name: str
     tasks: tuple[str, ...]
     description: str = ""
     aggregation: str | None = None
+    categories: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -178,5 +178,6 @@ GROUPS = [
         tasks=tuple(f"hendrycksTest-{s}" for s in SUBJECTS),
         description="MMLU, all 57 subjects, question-weighted mean (as the MMLU authors average)",
         aggregation="micro",
+        categories=tuple(f"mmlu_{category}" for category in CATEGORIES),
     ),
 ]

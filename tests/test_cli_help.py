@@ -161,7 +161,7 @@ def test_an_included_task_replaces_the_builtin_with_a_warning(tmp_path, data_dir
     out = capsys.readouterr().out.splitlines()  # the end-of-run summary: a table, then the subset line and paths
     assert out[0] == "| task | shots | metric   |  value |   | stderr | 95% CI           | n |"
     assert out[2].startswith("| piqa |     0 | acc      | ") and out[3].startswith("| piqa |     0 | acc_norm | ")
-    assert out[4] == "subset (--limit 2, seed 1234): piqa 2 of 1,838" and out[5].startswith("results: ")
+    assert out[4] == "subset (--limit 2, seed 1234, rule v2): piqa 2 of 1,838" and out[5].startswith("results: ")
 
 
 def test_the_override_warning_names_both_files(tmp_path, caplog):

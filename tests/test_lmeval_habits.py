@@ -258,7 +258,7 @@ def test_lm_eval_task_names_find_the_installed_folder_without_include_path(insta
                    "lm_eval.arc_easy", "--data-dir", str(data_dir), "--limit", "4", "--device", "cpu",
                    "--bootstrap-iters", "0", "--output-dir", str(tmp_path), "--no-figure", "--no-progress"])
     assert status == 0
-    assert "subset (--limit 4, seed 1234): lm_eval.arc_easy 4 of 2,376" in capsys.readouterr().out
+    assert "subset (--limit 4, seed 1234, rule v2): lm_eval.arc_easy 4 of 2,376" in capsys.readouterr().out
 
 
 def test_the_whole_lm_eval_folder_lists_and_skips_what_is_unsupported(installed_lm_eval, capsys):

@@ -61,7 +61,7 @@ def test_a_run_records_a_fraction_as_given_and_the_subset_rule(tmp_path, data_di
                    "--output-dir", str(tmp_path), "--no-figure", "--no-progress"])
     assert status == 0
     out = capsys.readouterr().out
-    assert "subset (--limit 0.005, seed 1234): piqa 10 of 1,838" in out  # ceil(1838 * 0.005) = ceil(9.19)
+    assert "subset (--limit 0.005, seed 1234, rule v2): piqa 10 of 1,838" in out  # ceil(1838 * 0.005) = ceil(9.19)
     results = json.loads(next((tmp_path / "results").rglob("*.json")).read_text())
     assert results["config"]["limit"] == 0.005
     task = results["tasks"]["piqa"]

@@ -113,12 +113,12 @@ def test_subset_line_is_one_short_line_for_many_tasks():
                                       "57 tasks")
     text = render_report([results])
     [banner] = [line for line in text.splitlines() if line.startswith("> **Subset:**")]
-    assert banner.startswith("> **Subset:** toy (float32) scored a seeded random subset: 4-5 of 100-1,444 documents "
-                             "in each of 57 tasks (`--limit 5`, seed 1234, rule v2;")
+    assert banner.startswith("> **Subset:** toy (float32) scored a seeded random subset (`--limit 5`, seed 1234, "
+                             "rule v2): 4-5 of 100-1,444 documents in each of 57 tasks (each task's count")
     assert len(banner) < 300
-    # few tasks keep the listing by name (and its old wording)
+    # few tasks keep the listing by name, with the same rule
     results["tasks"] = dict(list(results["tasks"].items())[:2])
-    assert subset_banner(results) == ("subset (--limit 5, seed 1234): hendrycksTest-subject_00 5 of 100; "
+    assert subset_banner(results) == ("subset (--limit 5, seed 1234, rule v2): hendrycksTest-subject_00 5 of 100; "
                                       "hendrycksTest-subject_01 5 of 124")
 
 

@@ -66,19 +66,19 @@ def test_numbers_read_well():
     assert format_number(float("inf")) == "inf"
 
 
-def test_subset_banner_names_only_the_subset_tasks():
+def test_subset_banner_says_which_tasks_ran_on_their_whole_split():
     data = small()
-    data["tasks"]["lambada_openai"]["subset"] = False
-    assert subset_banner(data) == "subset (--limit 4, seed 1234): piqa 4 of 1,838"
+    data["tasks"]["lambada_openai"].update(subset=False, n_split=4)  # a split no larger than the limit
+    assert subset_banner(data) == "subset (--limit 4, seed 1234): piqa 4 of 1,838; lambada_openai 4 (whole split)"
     data["tasks"]["piqa"]["subset"] = False
     assert subset_banner(data) is None
 
 
-def test_report_banner_names_only_the_subset_tasks(tmp_path):
+def test_report_banner_says_which_tasks_ran_on_their_whole_split(tmp_path):
     from evalkit.reports.report import render_report
 
     data = small()
-    data["tasks"]["lambada_openai"]["subset"] = False
+    data["tasks"]["lambada_openai"].update(subset=False, n_split=4)
     for task in data["tasks"].values():  # the report reads these too
         task.setdefault("n_split", task["n"])
         task.update(expected_n=task["n_split"], requests=8, truncated_requests=0, warnings=[])
@@ -88,8 +88,8 @@ def test_report_banner_names_only_the_subset_tasks(tmp_path):
                         "batch_size_final": 16, "oom_retries": 0, "requests_cached": 0, "requests_scored": 16})
     text = render_report([data])
     [banner] = [line for line in text.splitlines() if line.startswith("> **Subset:**")]
-    assert "a seeded random subset of the documents of piqa (4 of 1,838) (`--limit 4`, seed 1234)" in banner
-    assert "lambada_openai" not in banner
+    assert ("a seeded random subset (`--limit 4`, seed 1234): piqa 4 of 1,838; lambada_openai 4 (whole split); "
+            "its numbers") in banner
 
 
 def test_report_cells_write_large_perplexities_in_scientific_notation():

@@ -154,7 +154,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for r in rows:
             verdict = "significant" if r.significant else "not significant"
             delta, low, high = (format_signed(x, r.metric) for x in (r.delta, r.low, r.high))
-            print(f"  {r.task:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
+            print(f"  {r.name:16s} {r.metric:10s} Δ {delta} [{low}, {high}] "
                   f"{r.test} p={r.p_value:.3g} Holm p={r.p_holm:.3g} {verdict}")
         for line in folded:
             print(f"  {line}")

@@ -2,8 +2,10 @@
 
 * Runs over the same documents are compared *paired*: per task and metric, the difference (second run minus
   first) with a paired bootstrap percentile interval, McNemar's exact test for 0/1 metrics and the paired
-  bootstrap p-value for perplexity, Holm-corrected across the rows of the table. Runs over different
-  documents are refused: a paired test needs the same documents.
+  bootstrap p-value for perplexity, Holm-corrected across the rows of the table. An aggregated micro group
+  (MMLU, its categories) present in both runs gets a row of its own, tested the same way over its member tasks'
+  pooled documents; a group that cannot be (a macro mean, other members, one run only) is named in a note.
+  Runs over different documents are refused: a paired test needs the same documents.
 * Published rows have no per-document results, so a run is compared with them *unpaired*: the difference,
   a two-sample z-test from the two stderrs (a published stderr, or sqrt(p(1-p)/(n-1)) from the published
   value and the column's n), Holm-corrected within each published model's row, and whether the published
@@ -19,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 
 from evalkit.reports.figure import DeltaPanel, DeltaPoint, draw_deltas
 from evalkit.stats.metrics import PER_DOC_KEYS, aggregator, has_closed_form_stderr, per_doc_values
@@ -56,6 +59,13 @@ class PairedRow:
     significant: bool
     only_a: int | None
     only_b: int | None
+    kind: str = "task"
+    """``"task"``, or ``"group"`` for an aggregated group's row over its member tasks' pooled documents."""
+
+    @property
+    def name(self) -> str:
+        """The row's name as tables print it: the task, or ``mmlu (group)``."""
+        return self.task if self.kind == "task" else f"{self.task} (group)"
 
 
 @dataclass(frozen=True)
@@ -173,7 +183,8 @@ def paired_table(
     a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str], paths: tuple[str, str], iters: int = 10000,
     seed: int = 1234, alpha: float = 0.05, confidence: float = 0.95,
 ) -> PairedTable:
-    """Paired comparison of run b against run a over every task and metric they share.
+    """Paired comparison of run b against run a over every task and metric they share, then over every aggregated
+    group they share (:func:`_group_rows`).
 
     Raises:
         EvalkitError: no common task, or a common task scored on different documents.
@@ -206,18 +217,66 @@ def paired_table(
             if metric not in b["tasks"][task]["metrics"]:
                 continue
             xa, xb = per_doc_values(metric, docs_a), per_doc_values(metric, docs_b)
-            statistic = aggregator(metric)
-            boot = paired_bootstrap(xa, xb, statistic, iters, seed, confidence)
-            row = {"task": task, "metric": metric, "n": int(xa.shape[0]), "value_a": float(statistic(xa)),
-                   "value_b": float(statistic(xb)), "delta": boot.delta, "low": boot.low, "high": boot.high,
-                   "test": "paired bootstrap", "p_value": boot.p_value, "only_a": None, "only_b": None}
-            if has_closed_form_stderr(metric):
-                exact = mcnemar_exact(xa, xb)
-                row.update(test="McNemar exact", p_value=exact.p_value, only_a=exact.only_a, only_b=exact.only_b)
-            rows.append(row)
+            rows.append(_paired_row(task, metric, xa, xb, iters, seed, confidence))
+    group_rows, group_notes = _group_rows(a, b, common, iters, seed, confidence)
+    rows += group_rows
+    notes += group_notes
     adjusted = holm([r["p_value"] for r in rows])
     final = tuple(PairedRow(**r, p_holm=p, significant=p < alpha) for r, p in zip(rows, adjusted))
     return PairedTable(labels[0], labels[1], paths[0], paths[1], final, tuple(notes))
+
+
+def _paired_row(name: str, metric: str, xa: np.ndarray, xb: np.ndarray, iters: int, seed: int, confidence: float,
+                kind: str = "task") -> dict[str, Any]:
+    """One row of a paired table (without its Holm p): the paired bootstrap interval of Δ, and McNemar's exact test
+    for a 0/1 metric (the paired bootstrap p otherwise), over documents aligned in ``xa`` and ``xb``."""
+    statistic = aggregator(metric)
+    boot = paired_bootstrap(xa, xb, statistic, iters, seed, confidence)
+    row = {"task": name, "metric": metric, "n": int(xa.shape[0]), "value_a": float(statistic(xa)),
+           "value_b": float(statistic(xb)), "delta": boot.delta, "low": boot.low, "high": boot.high,
+           "test": "paired bootstrap", "p_value": boot.p_value, "only_a": None, "only_b": None, "kind": kind}
+    if has_closed_form_stderr(metric):
+        exact = mcnemar_exact(xa, xb)
+        row.update(test="McNemar exact", p_value=exact.p_value, only_a=exact.only_a, only_b=exact.only_b)
+    return row
+
+
+def _group_rows(a: dict[str, Any], b: dict[str, Any], common: list[str], iters: int, seed: int,
+                confidence: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows for the aggregated groups of run a (MMLU and its categories): a micro group's value is the mean over
+    its member tasks' pooled documents, so when both runs aggregated it over the same member tasks (each already
+    checked to hold the same documents) it is tested as one task over those pooled documents, in the same Holm
+    family as the tasks. Otherwise a note says why the group has no row.
+
+    Returns:
+        (rows without their Holm p, notes).
+    """
+    rows, notes = [], []
+    groups_a = {n: g for n, g in (a.get("groups") or {}).items() if g.get("metrics")}
+    groups_b = {n: g for n, g in (b.get("groups") or {}).items() if g.get("metrics")}
+    only_b = [n for n in groups_b if n not in groups_a]
+    if only_b:
+        notes.append(f"group{'s' if len(only_b) > 1 else ''} {', '.join(only_b)}: aggregated in B only, so "
+                     f"{'they have' if len(only_b) > 1 else 'it has'} no paired row")
+    for name, group in groups_a.items():
+        other = groups_b.get(name)
+        if other is None:
+            notes.append(f"group {name}: aggregated in A only, so it has no paired row")
+            continue
+        members = [t for t in group.get("tasks", ()) if t in a["tasks"]]
+        if members != [t for t in other.get("tasks", ()) if t in b["tasks"]] or any(t not in common for t in members):
+            notes.append(f"group {name}: its member tasks differ between A and B, so it has no paired row")
+            continue
+        if (group.get("aggregation"), other.get("aggregation")) != ("micro", "micro"):
+            notes.append(f"group {name}: a {group.get('aggregation')} mean of its tasks in A and "
+                         f"{other.get('aggregation')} in B; only a micro mean (over pooled documents) is tested "
+                         "paired here, so it has no paired row")
+            continue
+        for metric in [m for m in group["metrics"] if m in other["metrics"]]:
+            xa = np.concatenate([per_doc_values(metric, a["tasks"][t]["documents"]) for t in members])
+            xb = np.concatenate([per_doc_values(metric, b["tasks"][t]["documents"]) for t in members])
+            rows.append(_paired_row(name, metric, xa, xb, iters, seed, confidence, kind="group"))
+    return rows, notes
 
 
 def _tokenization(run: dict[str, Any], task: str) -> str:
@@ -333,7 +392,7 @@ def render_comparison(paired: Sequence[PairedTable], references: Sequence[Refere
         discordant = f"{r.only_a} / {r.only_b}" if r.only_a is not None else "—"
         wilson = (f"{wilson_cell(r.metric, r.value_a, r.n)} / {wilson_cell(r.metric, r.value_b, r.n)}"
                   if has_closed_form_stderr(r.metric) else "—")
-        return [r.task, r.metric, str(r.n), _plain(r.value_a, r.metric), _plain(r.value_b, r.metric),
+        return [r.name, r.metric, str(r.n), _plain(r.value_a, r.metric), _plain(r.value_b, r.metric),
                 _signed(r.delta, r.metric), f"[{_signed(r.low, r.metric)}, {_signed(r.high, r.metric)}]", r.test,
                 discordant, _p(r.p_value), _p(r.p_holm), "**yes**" if r.significant else "no", wilson]
 
@@ -367,7 +426,7 @@ def delta_panels(paired: Sequence[PairedTable]) -> list[DeltaPanel]:
         for r in table.rows:
             unit = "accuracy" if has_closed_form_stderr(r.metric) else r.metric
             by_unit.setdefault(unit, []).append(
-                DeltaPoint(f"{prefix}{r.task} {r.metric}", r.delta, r.low, r.high, r.significant))
+                DeltaPoint(f"{prefix}{r.name} {r.metric}", r.delta, r.low, r.high, r.significant))
     titles = {"accuracy": "accuracy (fraction of documents)"}
     return [DeltaPanel(titles.get(unit, unit), unit, tuple(reversed(points))) for unit, points in by_unit.items()]
 

@@ -192,6 +192,29 @@ def generation_timing(timing: dict[str, Any]) -> dict[str, Any] | None:
     return {**gen, "tokens_per_s": rate}
 
 
+def scoring_rate(timing: dict[str, Any]) -> str:
+    """The report's wall-time line's parenthesis on the log-likelihood requests: their count, then the rate over
+    the scoring stage only when the model scored some (``456 requests, 12.5 requests/s while scoring``, with
+    ``, the 40 cached answers included`` when the cache answered part of them); ``456 requests, all 456 answers
+    from the request cache`` when the model scored none; ``no log-likelihood requests`` for a run that only
+    generated. Results written before the cache counters were recorded keep the rate as they recorded it.
+
+    Args:
+        timing: the results' ``timing`` (``requests``, ``requests_per_s``, optional ``requests_scored`` and
+            ``requests_cached``).
+    """
+    total, rate = timing.get("requests", 0), timing.get("requests_per_s")
+    scored, cached = timing.get("requests_scored"), timing.get("requests_cached") or 0
+    if not total:
+        return "no log-likelihood requests"
+    if scored == 0:
+        return f"{total} requests, all {total} answers from the request cache"
+    if rate is None:
+        return f"{total} requests"
+    return (f"{total} requests, {rate} requests/s while scoring"
+            + (f", the {cached} cached answers included" if cached else ""))
+
+
 def _metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": m, "value": fmt(v["value"], 4), "stderr": fmt(v["stderr"], 4),
              "wilson": wilson_cell(m, v["value"], v["n"]), "closed_form": has_closed_form_stderr(m),
@@ -204,7 +227,8 @@ def group_blocks(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The run's aggregated groups (:func:`aggregated_groups`) as blocks: each group that no other group of the run
     contains (MMLU) with, after it, the groups whose tasks are a strict part of its own (its categories), and the
     member tasks that the report folds under it (each task in the first block that holds it) with the category each
-    falls in.
+    falls in: the category group of the run that holds it, else the category the run recorded from the task
+    definitions (results' ``category``: an MMLU subject's when only ``mmlu`` was aggregated), else an em dash.
 
     Returns:
         ``[{"name", "groups": [group names, the block's own first], "members": [task names in run order],
@@ -220,7 +244,8 @@ def group_blocks(results: dict[str, Any]) -> list[dict[str, Any]]:
         categories = [o for o in groups if name in inside[o]]
         members = [t for t in results["tasks"] if t in set(tasks[name]) - placed]
         placed.update(members)
-        category = {t: next((c for c in categories if t in tasks[c]), "—") for t in members}
+        category = {t: next((c for c in categories if t in tasks[c]), results["tasks"][t].get("category", "—"))
+                    for t in members}
         blocks.append({"name": name, "groups": [name, *categories], "members": members, "category": category})
     return blocks
 
@@ -266,6 +291,7 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "config": results["config"],
         "timing": results["timing"],
         "generation": generation_timing(results["timing"]),
+        "scoring_rate": scoring_rate(results["timing"]),
         "tasks": tasks,
         "closed_tasks": [t for t in shown if any(m["closed_form"] for m in t["metrics"])],
         "bootstrap_tasks": [t for t in shown if any(not m["closed_form"] for m in t["metrics"])],
@@ -274,7 +300,6 @@ def run_context(results: dict[str, Any], source: str | None) -> dict[str, Any]:
         "blocks": blocks,
         "subset": any(t["subset"] for t in tasks),
         "skipped": list(results.get("skipped_tasks", {})),
-        "subset_tasks": [f"{t['name']} ({t['n']:,} of {t['n_split']:,})" for t in tasks if t["subset"]],
         "subset_many": subset_is_summarised(results),
         "subset_counts": subset_counts(results),
         "subset_rule": subset_rules(results),

@@ -35,7 +35,8 @@ TASK = {
     },
     "optional": {"joint_fallback_requests": "int", "duplicate_documents": "int", "non_finite_requests": "int",
                  "non_finite_documents": "int", "source": "str",
-                 "builtin_prompts_differ": "int", "tokenization": "str", "chance": "number?"},
+                 "builtin_prompts_differ": "int", "tokenization": "str", "chance": "number?",
+                 "category": "str"},
 }
 
 SCHEMA = {

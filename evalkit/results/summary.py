@@ -167,34 +167,56 @@ SUBSET_LISTED_CHARS = 160
 summarised as ranges."""
 
 
+def whole_splits(results: Mapping[str, Any]) -> list[str]:
+    """Tasks of a ``--limit`` run that were scored on their whole split (the limit reached or passed their size:
+    sciq's 1,000 test documents under ``--limit 1000``), in run order; empty for a run without ``--limit``."""
+    if results.get("config", {}).get("limit") is None:
+        return []
+    return [name for name, task in results.get("tasks", {}).items() if not task.get("subset")]
+
+
 def subset_listed(results: Mapping[str, Any]) -> str | None:
-    """``piqa 100 of 1,838; sciq 100 of 1,000``: every subset task with its documents, or None when there is none."""
-    parts = [f"{name} {task['n']:,} of {task['n_split']:,}" for name, task in results.get("tasks", {}).items()
-             if task.get("subset")]
-    return "; ".join(parts) if parts else None
+    """``piqa 100 of 1,838; sciq 1,000 (whole split)``: every task of a subset run in run order, the subset ones
+    with their documents of the split's, those scored on their whole split (:func:`whole_splits`) said so; None
+    when no task was scored on a subset."""
+    tasks = results.get("tasks", {})
+    if not any(task.get("subset") for task in tasks.values()):
+        return None
+    whole = set(whole_splits(results))
+    parts = [f"{name} {task['n']:,} of {task['n_split']:,}" if task.get("subset") else
+             f"{name} {task['n']:,} (whole split)" for name, task in tasks.items()
+             if task.get("subset") or name in whole]
+    return "; ".join(parts)
 
 
 def subset_is_summarised(results: Mapping[str, Any]) -> bool:
-    """True when the subset tasks are too many to name on one line (:data:`SUBSET_LISTED_CHARS`)."""
+    """True when the tasks are too many to name on one line (:data:`SUBSET_LISTED_CHARS`)."""
     listed = subset_listed(results)
     return listed is not None and len(listed) > SUBSET_LISTED_CHARS
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
 
 
 def subset_counts(results: Mapping[str, Any]) -> str | None:
     """The documents scored per task of a subset run, short enough for one line: the tasks by name
     (:func:`subset_listed`) when that fits in :data:`SUBSET_LISTED_CHARS`, else ranges (``5 of 100-1,534 documents
-    in each of 57 tasks``; ``5-8 of ...`` when the counts differ); None when every task ran on its whole split."""
+    in each of 57 tasks``; ``5-8 of ...`` when the counts differ), followed by the tasks scored on their whole split
+    (``; 17 tasks on their whole split (100 documents)``); None when every task ran on its whole split."""
     subset = [(name, task) for name, task in results.get("tasks", {}).items() if task.get("subset")]
     if not subset:
         return None
     if not subset_is_summarised(results):
         return subset_listed(results)
-
-    def span(values: list[int]) -> str:
-        return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
-
-    return (f"{span([t['n'] for _, t in subset])} of {span([t['n_split'] for _, t in subset])} documents in each of "
-            f"{len(subset)} tasks")
+    tasks = results["tasks"]
+    whole = whole_splits(results)
+    text = (f"{_span([t['n'] for _, t in subset])} of {_span([t['n_split'] for _, t in subset])} documents in each "
+            f"of {len(subset)} tasks")
+    if whole:
+        text += (f"; {len(whole)} task{'s' if len(whole) != 1 else ''} on {'their' if len(whole) != 1 else 'its'} "
+                 f"whole split ({_span([tasks[name]['n'] for name in whole])} documents)")
+    return text
 
 
 def subset_rules(results: Mapping[str, Any]) -> str:
@@ -206,13 +228,12 @@ def subset_rules(results: Mapping[str, Any]) -> str:
 
 
 def subset_banner(results: Mapping[str, Any]) -> str | None:
-    """``subset (--limit N, seed S): piqa 100 of 1,838; sciq 100 of 1,000`` naming only the tasks that were
-    scored on a subset (:func:`subset_counts`: too many for one line are ranges with the draw's rule,
-    ``subset (--limit 5, seed 1234, rule v2): 5 of 100-1,534 documents in each of 57 tasks``), or None when
-    every task ran on its whole split."""
+    """``subset (--limit N, seed S, rule v2): piqa 100 of 1,838; sciq 1,000 (whole split)``: the run's subset with
+    the draw's rule (:func:`subset_rules`) and every task's documents (:func:`subset_counts`: too many for one line
+    are ranges, ``subset (--limit 5, seed 1234, rule v2): 5 of 100-1,534 documents in each of 57 tasks``), or None
+    when every task ran on its whole split."""
     counts = subset_counts(results)
     if counts is None:
         return None
     config = results.get("config", {})
-    rule = subset_rules(results) if subset_is_summarised(results) else ""
-    return f"subset (--limit {config.get('limit')}, seed {config.get('seed')}{rule}): {counts}"
+    return f"subset (--limit {config.get('limit')}, seed {config.get('seed')}{subset_rules(results)}): {counts}"

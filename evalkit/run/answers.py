@@ -16,7 +16,8 @@ from evalkit.run.model import LoadedModel, loglikelihood_tasks
 from evalkit.run.plan import RunPlan
 from evalkit.run.requests import RunRequests
 from evalkit.scoring.batching import initial_batch_size, join_windows
-from evalkit.scoring.cache import CachingBackend, RequestCache, model_key, resolve_cache_dir
+from evalkit.scoring.cache import RequestCache, model_key, resolve_cache_dir
+from evalkit.scoring.cache_wrappers import CachingBackend
 from evalkit.scoring.finite import FiniteGuard, NonFiniteScore, non_finite
 from evalkit.types import EvalkitError, GenerationResponse, LoglikelihoodRequest, LoglikelihoodResponse, RunConfig
 from evalkit.types import TokenizedRequest

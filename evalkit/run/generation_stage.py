@@ -1,7 +1,8 @@
 """The answers of a run's generation tasks: their requests tokenized and cut to the window
 (:func:`evalkit.scoring.generation_tokens.tokenize_generations`), generated greedily
-(:class:`evalkit.scoring.generation.HFGenerator`) through the request cache (:class:`evalkit.scoring.cache.
-CachingGenerator`, the same model key as the log-likelihoods), and handed back task by task.
+(:class:`evalkit.scoring.generation.HFGenerator`) through the request cache
+(:class:`evalkit.scoring.cache_wrappers.CachingGenerator`, the same model key as the log-likelihoods), and handed back
+task by task.
 
 Under ``torchrun`` every rank generates a share of the requests (:meth:`evalkit.scoring.distributed.Ranks.generate`:
 identical requests on one rank, shares of about equal cost), each through the request cache, and rank 0 gathers
@@ -92,7 +93,8 @@ def generate_tasks(
     Raises:
         EvalkitError: a rank built other requests than rank 0, or a gather that failed (another rank failed).
     """
-    from evalkit.scoring.cache import CachingGenerator, RequestCache, resolve_cache_dir
+    from evalkit.scoring.cache import RequestCache, resolve_cache_dir
+    from evalkit.scoring.cache_wrappers import CachingGenerator
     from evalkit.scoring.generation import HFGenerator
 
     tasks = generation_tasks(prepared)

@@ -80,7 +80,8 @@ def plan_run(config: RunConfig) -> RunPlan:
     check_config(config)
     registry = load_registry(config.include_paths, config.tasks)  # lm_eval.* names: the installed lm-eval's
     tasks = registry.expand(config.tasks)
-    groups = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
+    selected = [g for g in registry.selected_groups(config.tasks) if g.aggregation is not None]
+    groups = with_categories(selected, registry.groups)
     resolved = resolve_model(config.model)
     if resolved["kind"] == "random" and config.extra.get("revision") is not None:
         raise EvalkitError(f"--revision {config.extra['revision']}: {config.model} has random weights, no hub "
@@ -100,7 +101,7 @@ def plan_run(config: RunConfig) -> RunPlan:
     hub = hub_options(config)
     check_hub(tasks, data_dir, resolved, config.model, config.tokenizer,  # one message for all that is missing
               hub["hub_kwargs"].get("cache_dir"))
-    warnings = [w for g in groups if (w := mixed_shots_warning(g, registry.members(g), shots))]
+    warnings = [w for g in selected if (w := mixed_shots_warning(g, registry.members(g), shots))]
     for warning in warnings:
         log.warning(warning)
     if config.use_cache:  # a broken cache fails here, before the model is loaded
@@ -110,6 +111,21 @@ def plan_run(config: RunConfig) -> RunPlan:
     chat = plan_chat(config, resolved, hub)  # reads the chat template (a small file read), refuses a model without
     return RunPlan(config, registry, tasks, groups, resolved, data_dir, shots, skipped, hub, library_versions(),
                    warnings, chat)
+
+
+def with_categories(selected: list[TaskGroup], defined: dict[str, TaskGroup]) -> list[TaskGroup]:
+    """The selected aggregating groups, each followed by its categories (``TaskGroup.categories`` that aggregate:
+    ``--tasks mmlu`` also gives STEM, humanities, social sciences and other their rows, as lm-eval's table
+    does), without repeats; a category selected by name keeps its place.
+    """
+    chosen: dict[str, TaskGroup] = {}
+    for group in selected:
+        chosen.setdefault(group.name, group)
+        for name in group.categories:
+            category = defined.get(name)
+            if category is not None and category.aggregation is not None:
+                chosen.setdefault(name, category)
+    return list(chosen.values())
 
 
 SEED_LIMIT = 2 ** 64

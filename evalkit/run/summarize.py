@@ -65,6 +65,13 @@ def summarize(plan: RunPlan, requests: RunRequests, model: LoadedModel, answers:
     members = plan.registry.members
     group_results = {g.name: aggregate_group(g, members(g), task_results, config.bootstrap_iters, config.seed)
                      for g in plan.groups if all(name in task_results for name in members(g))}
+    for group in plan.groups:  # each member's category as the task definitions give it (MMLU's subjects)
+        for name in group.categories:
+            category = plan.registry.groups.get(name)
+            inside = set(members(group))
+            for task in members(category) if category is not None else ():
+                if task in task_results and task in inside:
+                    task_results[task].setdefault("category", name)
     timing = {"wall_time_s": round(time.perf_counter() - started, 3),
               **{name: round(model.timing[name], 3) for name in ("load_tokenizer_s", "load_model_s", "tokenize_s")},
               **answers.timing}

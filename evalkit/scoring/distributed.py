@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
@@ -44,12 +44,12 @@ log = logging.getLogger(__name__)
 COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "scored_positions", "prefix_tokens_forwarded",
             "prefix_tokens_reused", "naive_tokens", "requests_scored", "requests_cached")
 """Backend counters that are summed over the ranks into the results' timing section (the last two: a
-:class:`~evalkit.cache.CachingBackend`'s requests scored by the model and answered from the cache)."""
+:class:`~evalkit.scoring.cache_wrappers.CachingBackend`'s requests scored by the model and answered from the cache)."""
 
 GENERATION_COUNTERS = ("forward_calls", "forward_tokens", "padded_tokens", "generated_tokens", "requests_generated",
                        "requests_shared", "requests_cached")
 """Generator counters (:class:`~evalkit.scoring.generation.HFGenerator`, and a
-:class:`~evalkit.scoring.cache.CachingGenerator`'s answers from the cache) summed over the ranks likewise."""
+:class:`~evalkit.scoring.cache_wrappers.CachingGenerator`'s answers from the cache) summed over the ranks likewise."""
 
 DEFAULT_TIMEOUT_S = 3600
 """Longest wait in a collective (joining, the gather): covers ranks that finish at slightly different times."""
@@ -98,32 +98,8 @@ class Ranks:
         """
         if not self.info.is_distributed:
             return backend.loglikelihood(requests)
-        rank, world = self.info.rank, self.info.world_size
-        mine = split_requests(requests, backend.max_length, backend.share_context, world)[rank]
-        if hasattr(backend, "progress"):
-            backend.progress = backend.progress and self.info.is_main
-        share = [requests[i] for i in mine]
-        started = time.perf_counter()
-        answered = backend.loglikelihood(share)
-        payload = {
-            "rank": rank,
-            "digest": requests_digest(requests),
-            "indices": mine,
-            "responses": [(r.loglikelihood, r.greedy, r.continuation_tokens, r.truncated_tokens) for r in answered],
-            "stats": {
-                "rank": rank,
-                "device": self.device or "auto",
-                "requests": len(share),
-                "tokens": sum(g.length for g in pack_groups(share, backend.max_length, backend.share_context)),
-                "score_s": round(time.perf_counter() - started, 3),
-            } | {name: getattr(backend, name) for name in COUNTERS if hasattr(backend, name)},
-        }
-        log.info("%s scored %d requests in %.1f s; waiting for the other ranks", self.info.label, len(share),
-                 payload["stats"]["score_s"])
-        gathered = self._gather(payload, close)
-        if gathered is None:
-            return None
-        return self._merge(gathered, len(requests), payload["digest"], LoglikelihoodResponse, self.per_rank)
+        mine = split_requests(requests, backend.max_length, backend.share_context, self.info.world_size)[self.info.rank]
+        return self._run_share(backend, requests, mine, backend.loglikelihood, SCORING, self.per_rank, close)
 
     def generate(
         self, generator: Any, requests: Sequence[TokenizedGeneration], close: bool = True
@@ -131,7 +107,7 @@ class Ranks:
         """Generate answers to ``requests`` over all ranks; the full list of answers, in order, on rank 0.
 
         ``generator`` is an :class:`~evalkit.scoring.generation.HFGenerator` or anything with its ``generate``
-        (a :class:`~evalkit.scoring.cache.CachingGenerator`). Each rank generates its share
+        (a :class:`~evalkit.scoring.cache_wrappers.CachingGenerator`). Each rank generates its share
         (:func:`~evalkit.scoring.batching.split_generations`: identical requests on one rank, about equal tokens);
         the progress bar is kept on rank 0 only and :data:`GENERATION_COUNTERS` are reported when present.
         ``close`` as for :meth:`loglikelihood`. With a single rank this is ``generator.generate(requests)``.
@@ -144,31 +120,41 @@ class Ranks:
         """
         if not self.info.is_distributed:
             return generator.generate(requests)
-        rank, world = self.info.rank, self.info.world_size
-        mine = split_generations(requests, world)[rank]
-        if hasattr(generator, "progress"):
-            generator.progress = generator.progress and self.info.is_main
+        mine = split_generations(requests, self.info.world_size)[self.info.rank]
+        return self._run_share(generator, requests, mine, generator.generate, GENERATING, self.per_rank_generation,
+                               close)
+
+    def _run_share(self, worker: Any, requests: Sequence[Any], mine: list[int], work: Callable[[list[Any]], list[Any]],
+                   kind: _ShareKind, per_rank: list[dict[str, Any]], close: bool) -> list[Any] | None:
+        """Run ``work`` (the worker's ``loglikelihood`` or ``generate``) on this rank's share ``mine`` (indices into
+        ``requests``), gather every rank's answers and figures on rank 0 and merge them there (the figures appended
+        to ``per_rank``).
+
+        The worker's progress bar is kept on rank 0 only. Returns the answers in request order on rank 0, None on
+        every other rank; raises as :meth:`_merge` does.
+        """
+        rank = self.info.rank
+        if hasattr(worker, "progress"):
+            worker.progress = worker.progress and self.info.is_main
         share = [requests[i] for i in mine]
         started = time.perf_counter()
-        answered = generator.generate(share)
+        answered = work(share)
         payload = {
             "rank": rank,
-            "digest": generations_digest(requests),
+            "digest": kind.digest(requests),
             "indices": mine,
-            "responses": [(r.text, r.tokens, r.stop_reason, r.truncated_tokens) for r in answered],
-            "stats": {
-                "rank": rank,
-                "device": self.device or "auto",
-                "requests": len(share),
-                "generate_s": round(time.perf_counter() - started, 3),
-            } | {name: getattr(generator, name) for name in GENERATION_COUNTERS if hasattr(generator, name)},
+            "responses": [kind.values(r) for r in answered],
+            "stats": {"rank": rank, "device": self.device or "auto", "requests": len(share)}
+            | kind.extra_stats(worker, share)
+            | {kind.seconds: round(time.perf_counter() - started, 3)}
+            | {name: getattr(worker, name) for name in kind.counters if hasattr(worker, name)},
         }
-        log.info("%s generated %d answers in %.1f s; waiting for the other ranks", self.info.label, len(share),
-                 payload["stats"]["generate_s"])
+        log.info(f"%s {kind.done} in %.1f s; waiting for the other ranks", self.info.label, len(share),
+                 payload["stats"][kind.seconds])
         gathered = self._gather(payload, close)
         if gathered is None:
             return None
-        return self._merge(gathered, len(requests), payload["digest"], GenerationResponse, self.per_rank_generation)
+        return self._merge(gathered, len(requests), payload["digest"], kind.response_type, per_rank)
 
     def _gather(self, payload: dict[str, Any], close: bool) -> list[Any] | None:
         """Every rank's payload on rank 0 (None elsewhere); leaves the process group after it when ``close``."""
@@ -245,6 +231,39 @@ def requests_digest(requests: Sequence[TokenizedRequest]) -> str:
     for r in requests:
         digest.update(repr((r.context_ids, r.continuation_ids)).encode("ascii"))
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class _ShareKind:
+    """What differs between scoring and generating over the ranks (:meth:`Ranks._run_share`).
+
+    Attributes:
+        digest: requests -> the sha256 hex digest by which rank 0 checks that every rank built the same requests.
+        values: a response -> its fields in constructor order (what travels in the gather).
+        response_type: the response class rebuilt from those fields on rank 0.
+        counters: the worker's counters reported per rank when present.
+        seconds: the key of this rank's wall time (seconds, 3 decimals) in its figures.
+        done: the log line's middle, formatted with the share's size ("scored %d requests").
+        extra_stats: (worker, share) -> more figures, placed before the wall time.
+    """
+
+    digest: Callable[[Sequence[Any]], str]
+    values: Callable[[Any], tuple[Any, ...]]
+    response_type: type
+    counters: tuple[str, ...]
+    seconds: str
+    done: str
+    extra_stats: Callable[[Any, list[Any]], dict[str, Any]] = lambda worker, share: {}
+
+
+SCORING = _ShareKind(
+    requests_digest, lambda r: (r.loglikelihood, r.greedy, r.continuation_tokens, r.truncated_tokens),
+    LoglikelihoodResponse, COUNTERS, "score_s", "scored %d requests",
+    lambda backend, share: {"tokens": sum(g.length for g in pack_groups(share, backend.max_length,
+                                                                        backend.share_context))})
+GENERATING = _ShareKind(
+    generations_digest, lambda r: (r.text, r.tokens, r.stop_reason, r.truncated_tokens), GenerationResponse,
+    GENERATION_COUNTERS, "generate_s", "generated %d answers")
 
 
 def start(config: RunConfig, environ: dict[str, str] | None = None) -> Ranks:

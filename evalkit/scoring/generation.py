@@ -22,10 +22,12 @@ differ: SentencePiece drops a leading space, a split UTF-8 character decodes as 
 that the new token can have completed is searched.
 
 Out of memory (``is_oom``): the batch size is halved and the unfinished rows of the batch retried (finished rows
-keep their answers), down to one row, as :class:`evalkit.scoring.hf_backend.HFBackend` does for scoring.
+keep their answers), down to one row, as :class:`evalkit.scoring.hf_backend.HFBackend` does for scoring
+(:func:`evalkit.scoring.oom.run_halving`).
 
 With ``prefix_cache=True``, prompt prefixes shared by several distinct requests (few-shot examples) are forwarded
-once (:mod:`evalkit.scoring.prefix_cache`): each batch holds requests of one prefix, feeds only the rest of each
+once (planned by :mod:`evalkit.scoring.prefix_cache`, forwarded and probed by
+:mod:`evalkit.scoring.generation_prefix`): each batch holds requests of one prefix, feeds only the rest of each
 context on the prefix's keys and values (a row's 4-D mask hides the prefix positions it does not share; its position
 ids continue from the part it shares) and decodes on them. A probe compares next-token log-probabilities with and
 without a cached prefix first; a model that rejects the masks or disagrees, or one with windowed layers of unknown
@@ -42,7 +44,6 @@ import inspect
 import logging
 import os
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -50,8 +51,9 @@ import torch
 
 from evalkit.models.attention_windows import layer_patterns, windowed_attention
 from evalkit.scoring import prefix_cache as prefix_cache_lib
-from evalkit.scoring.hf_backend import (MASK_ERRORS, PROBE_TOLERANCE, _free_accelerator_memory, _progress,
-                                        execution_device, is_cuda_oom)
+from evalkit.scoring.hf_backend import _progress, execution_device
+from evalkit.scoring.generation_prefix import GenerationPrefixReuse, _prefix_mask
+from evalkit.scoring.oom import is_cuda_oom, run_halving
 from evalkit.types import EvalkitError, GenerationCallback, GenerationResponse, TokenizedGeneration
 
 log = logging.getLogger(__name__)
@@ -138,7 +140,7 @@ class _Row:
         return GenerationResponse(cut_at_stop(text, self.stops), len(self.ids), reason, self.request.truncated_tokens)
 
 
-class HFGenerator:
+class HFGenerator(GenerationPrefixReuse):
     """Greedy generation for tokenized requests with a causal LM (see the module docstring for the semantics).
 
     Args:
@@ -232,7 +234,7 @@ class HFGenerator:
             requests: tokenized requests that fit the window.
             on_done: called as rows finish with (indices into ``requests``, their responses), every copy of a
                 shared request included, so a caller can store each answer as soon as it exists
-                (:class:`evalkit.scoring.cache.CachingGenerator`).
+                (:class:`evalkit.scoring.cache_wrappers.CachingGenerator`).
 
         Raises:
             ValueError: a request without a context token, with ``max_new_tokens`` < 1, or longer than the window.
@@ -289,28 +291,23 @@ class HFGenerator:
                        prefix: tuple[list[tuple[torch.Tensor, torch.Tensor]], dict[int, int]] | None) -> None:
         """Generate the distinct requests ``order`` in batches, halving the batch on out-of-memory; with ``prefix``
         (a cached prefix's per-layer states, and per request id the prefix tokens it shares), on that prefix."""
-        pending = deque(order)
-        while pending:
-            batch = [pending.popleft() for _ in range(min(self.batch_size, len(pending)))]
-            rows = [_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch]
-            try:
-                self._run_batch(rows, finish, prefix)
-                continue
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                if len(batch) == 1:
-                    raise EvalkitError(
-                        f"out of memory generating for one context of {len(distinct[batch[0]].context_ids)} tokens; "
-                        f"lower --max-length or the task's max_gen_toks, or spread the model with --parallelize"
-                    ) from exc
-            # outside the except block, so the failed batch's tensors can be freed
-            unfinished = [uid for uid in batch if results[copies[uid][0]] is None]
-            self.oom_retries += 1
-            self.batch_size = max(1, len(batch) // 2)
-            log.warning("out of memory generating %d rows per batch; retrying with %d", len(batch), self.batch_size)
-            _free_accelerator_memory()
-            pending.extendleft(reversed(unfinished))
+        def attempt(batch: list[int]) -> None:
+            self._run_batch([_Row(uid, distinct[uid], self._stops(distinct[uid])) for uid in batch], finish, prefix)
+
+        def alone(batch: list[int], exc: BaseException) -> None:
+            raise EvalkitError(
+                f"out of memory generating for one context of {len(distinct[batch[0]].context_ids)} tokens; "
+                f"lower --max-length or the task's max_gen_toks, or spread the model with --parallelize"
+            ) from exc
+
+        def recut(left: list[int], size: int) -> list[list[int]]:
+            """The unfinished requests (finished rows of the failed batch keep their answers) in batches of size."""
+            unfinished = [uid for uid in left if results[copies[uid][0]] is None]
+            return [unfinished[k : k + size] for k in range(0, len(unfinished), size)]
+
+        run_halving(self, [order[k : k + self.batch_size] for k in range(0, len(order), self.batch_size)], attempt,
+                    lambda batch, _: None, recut, alone, log,
+                    "out of memory generating %d rows per batch; retrying with %d")
 
     def _prefix_units(self, distinct: Sequence[TokenizedGeneration]) -> list[tuple[tuple[int, ...], dict[int, int]]]:
         """(prefix, {request id: prefix tokens it shares}) per unit of
@@ -337,81 +334,6 @@ class HFGenerator:
         out = [(unit.prefix, {fits[m]: n for m, n in zip(unit.members, unit.used)}) for unit in units if unit.prefix]
         plain = set(range(len(distinct))) - {uid for _, used in out for uid in used}
         return out + ([((), {uid: 0 for uid in sorted(plain)})] if plain else [])
-
-    def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Forward a shared prefix once; its per-layer (keys, values), each (1, heads, P, dim). Counted in
-        ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``. On out of memory
-        or a cache of another kind, reuse is turned off (with a warning) and None returned."""
-        from transformers import DynamicCache
-
-        ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.input_device)
-        positions = torch.arange(len(prefix), device=self.input_device)[None]
-        kwargs = {self._cache_arg: DynamicCache(), "use_cache": True}  # full layers: every prefix key kept
-        if self._keep_arg is not None:
-            kwargs[self._keep_arg] = 1
-        try:
-            with torch.inference_mode():
-                out = self.model(input_ids=ids, position_ids=positions, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-            if not self.is_oom(exc):
-                raise
-            out = None
-        if out is None:
-            self._prefix_off("out of memory while forwarding a shared prefix")
-            _free_accelerator_memory()
-            return None
-        states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
-        self.forward_calls += 1
-        self.forward_tokens += len(prefix)
-        self.padded_tokens += len(prefix)
-        self.prefix_tokens_forwarded += len(prefix)
-        if states is None:
-            self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
-        return states
-
-    def _check_prefix_reuse(self) -> None:
-        """Next-token log-probabilities of a 10-token context fed whole, and fed as 2 tokens on an 8-token cached
-        prefix (then one decoding step each); on an error or a difference beyond the dtype's probe tolerance, reuse
-        is turned off. Not counted in the counters."""
-        from transformers import DynamicCache
-
-        self._prefix_checked = True
-        vocab = self.model.get_input_embeddings().weight.shape[0]
-        ids = torch.tensor([[(self.pad_id + 1 + 3 * k) % vocab for k in range(11)]], device=self.input_device)
-        dtype = self.model.get_input_embeddings().weight.dtype
-        counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.prefix_tokens_forwarded)
-        try:
-            with torch.inference_mode():
-                cache = DynamicCache()
-                whole = self._logprobs(ids[:, :10], torch.ones_like(ids[:, :10]), torch.arange(10)[None], cache)
-                step = self._logprobs(ids[:, 10:], torch.ones_like(ids), torch.tensor([[10]]), cache)
-                states = self._forward_prefix(ids[0, :8].tolist())
-                if states is None:
-                    return
-                cache = prefix_cache_lib.prefix_cache_for_batch(states, 8, keep=True)
-                mask = torch.ones((1, 10), dtype=torch.long, device=self.input_device)
-                rest = self._logprobs(ids[:, 8:10], _prefix_mask(mask, 2, dtype), torch.arange(8, 10)[None], cache)
-                mask = torch.ones_like(ids)
-                again = self._logprobs(ids[:, 10:], _prefix_mask(mask, 1, dtype), torch.tensor([[10]]), cache)
-            worst = max(float((whole - rest).abs().max()), float((step - again).abs().max()))
-            tolerance = PROBE_TOLERANCE.get(dtype, 0.1)
-            reason = (None if worst <= tolerance else f"next-token log-probabilities on a cached prefix differ from "
-                                                      f"whole ones by {worst:.3g} (tolerance {tolerance:g})")
-        except MASK_ERRORS as exc:
-            if self.is_oom(exc):
-                return
-            reason = f"the model rejected a cached prefix ({type(exc).__name__}: {exc})"
-        finally:
-            (self.forward_calls, self.forward_tokens, self.padded_tokens, self.prefix_tokens_forwarded) = counters
-        if reason is not None:
-            self._prefix_off(f"{reason}; attention implementation "
-                             f"{getattr(self.model.config, '_attn_implementation', None)!r}")
-
-    def _logprobs(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
-        """Log-softmax (float32) of the last position's logits of one uncounted model call (the probe's)."""
-        kwargs = {self._cache_arg: cache, "use_cache": True}
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions.to(self.input_device), **kwargs)
-        return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
 
     def _prefix_off(self, reason: str) -> None:
         self.prefix_cache = False
@@ -509,16 +431,3 @@ class HFGenerator:
                 mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=device)], dim=1)
                 logits = self._forward(step, mask, next_position, cache, dtype)
                 next_position = next_position + 1
-
-
-def _prefix_mask(mask: torch.Tensor, queries: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask (rows, 1, queries, keys) for a batch on a cached prefix: the last ``queries`` key columns are
-    this call's tokens; a query sees the columns up to its own where ``mask`` (rows, keys; 1 seen, 0 hidden: a
-    prefix position the row does not share, or padding) holds."""
-    keys = mask.shape[1]
-    columns = torch.arange(keys, device=mask.device)
-    own = keys - queries + torch.arange(queries, device=mask.device)
-    allowed = (mask[:, None, :] > 0) & (columns[None, None, :] <= own[None, :, None])
-    out = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
-    out.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return out[:, None]

@@ -5,14 +5,15 @@ layer and the log-softmax are applied only at the positions that predict a conti
 several continuations uses a 4-D additive attention mask in which each continuation segment sees the shared
 context and itself only, with position ids restarting after the context, so each continuation is scored
 exactly as if it followed the context alone. Position ids are passed explicitly, so rotary models (GPT-NeoX,
-Llama) see the positions the continuation would have alone.
+Llama) see the positions the continuation would have alone. The arrays and masks are built in
+:mod:`evalkit.scoring.packed_inputs`.
 
-transformers hands a ready-made 4-D mask to every layer unchanged, so a model with sliding-window or chunked
-layers (Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``, Llama 4, ...; see :mod:`evalkit.models.attention_windows`)
+transformers hands a ready-made 4-D mask to every layer unchanged, so a model with sliding-window or chunked layers
+(Gemma 2/3, Mistral, Qwen2 with ``use_sliding_window``, Llama 4, ...; see :mod:`evalkit.models.attention_windows`)
 gets one mask per layer type, keyed by the config's layer type names, each restricted to that layer's window or
-chunk measured in position ids: the window a continuation token would have if the continuation followed the
-context alone. A model whose layers include a pattern no mask can reproduce (recurrent or sparse layers) is scored
-unshared from the start, with a warning.
+chunk measured in position ids: the window a continuation token would have if the continuation followed the context
+alone. A model whose layers include a pattern no mask can reproduce (recurrent or sparse layers) is scored unshared
+from the start, with a warning.
 
 Before the first packed batch, a probe scores a group packed and unpacked, with a context longer than the
 model's largest window or chunk (so that a mask that reaches a windowed layer unwindowed shows): an attention
@@ -20,10 +21,11 @@ implementation that ignores or rejects the masks (e.g. flash attention, a model 
 switches the backend to unshared scoring with a warning instead of returning wrong numbers.
 
 Token prefixes shared by several packed sequences (few-shot examples) are forwarded once and the rest of each
-sequence is scored on top of their keys and values (:mod:`evalkit.scoring.prefix_cache`); a probe checks that
-this reproduces scoring without reuse. A model with windowed attention layers reuses prefixes only for sequences
-whose every position lies within its smallest window (there a window excludes nothing); longer ones forward their
-whole context, with a warning.
+sequence is scored on top of their keys and values (:mod:`evalkit.scoring.prefix_scoring`, planned by
+:mod:`evalkit.scoring.prefix_cache`); a probe checks that this reproduces scoring without reuse. A model with
+windowed attention layers reuses prefixes only for sequences whose every position lies within its smallest window
+(there a window excludes nothing); longer ones forward their whole context, with a warning. A batch that runs out of
+memory is retried at half the size (:mod:`evalkit.scoring.oom`).
 
 The result per request is the summed natural-log probability of its continuation tokens and whether every
 one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in lm-evaluation-harness.
@@ -32,7 +34,6 @@ one of them is the argmax (ties resolved as ``torch.argmax``, lowest id), as in 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -40,6 +41,11 @@ import torch
 
 from evalkit.scoring import prefix_cache as prefix_cache_lib
 from evalkit.scoring.batching import PackedGroup, make_batches, pack_groups
+from evalkit.scoring.oom import is_cuda_oom, run_halving
+from evalkit.scoring.packed_inputs import (  # noqa: F401 - _last_position: tests import it from here
+    MASK_ERRORS, PROBE_TOLERANCE, _describe, _last_position, _layout, _packed_mask, _packed_masks)
+from evalkit.scoring.prefix_scoring import (  # noqa: F401 - prefix_timing: tests and benchmarks import it from here
+    PREFIX_BUDGET_BYTES, PREFIX_PROBE_POSITIONS, PrefixScoring, _prefix_token_budget, prefix_timing)
 from evalkit.models.attention_windows import layer_patterns, unpackable_layer_types, windowed_attention
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodResponse, TokenizedRequest
 
@@ -48,40 +54,13 @@ log = logging.getLogger(__name__)
 HEAD_CHUNK = 2048
 """Scored positions per output-layer call: bounds the (positions x vocab) float32 logits in memory."""
 
-PROBE_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
-"""Largest |log-likelihood difference| (nats) between packed and unpacked scoring of the mask probe, per dtype;
-other dtypes (float16, bfloat16) allow 0.1. A mask that is ignored moves a continuation by far more."""
-
-PREFIX_BUDGET_BYTES = 1 << 30
-"""Default budget for the keys and values of one cached prefix (bytes)."""
-
-PREFIX_PROBE_POSITIONS = 10
-"""Largest position id of the prefix-reuse probe's group; a windowed model whose window is not larger keeps
-reuse off."""
-
-
-MASK_ERRORS = (ValueError, TypeError, RuntimeError, NotImplementedError, IndexError, AssertionError, KeyError,
-               AttributeError)
-"""Errors by which an attention implementation refuses a custom 4-D mask (flash attention raises ValueError or
-RuntimeError; a model that takes no per-layer-type masks, AttributeError or KeyError on the dict); others (an
-interrupt) propagate from the probe as from any batch."""
 
 PROBE_CONTEXT = 4
 """Context tokens of the mask probe for a model without windowed layers; with windowed layers, the largest window
 or chunk plus this (within the model window), so that the probe's continuations lie past every window."""
 
 
-def is_cuda_oom(exc: BaseException) -> bool:
-    """True for ``torch.cuda.OutOfMemoryError`` (the default out-of-memory test of :class:`HFBackend`)."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
-def _free_accelerator_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-class HFBackend:
+class HFBackend(PrefixScoring):
     """Scores tokenized requests with a causal LM.
 
     Args:
@@ -199,7 +178,7 @@ class HFBackend:
         Args:
             requests: tokenized requests that fit the window.
             on_batch: called after each batch with (indices into ``requests``, their responses), so the caller
-                can store finished work batch by batch (see :class:`evalkit.scoring.cache.CachingBackend`).
+                can store finished work batch by batch (see :class:`evalkit.scoring.cache_wrappers.CachingBackend`).
 
         When a batch runs out of memory (``is_oom``), the batch size is halved and the batch retried, down to
         one packed sequence; :attr:`batch_size` keeps the size that worked and :attr:`oom_retries` counts retries.
@@ -247,153 +226,30 @@ class HFBackend:
         bar.close()
         return results  # type: ignore[return-value]
 
-    @property
-    def work_fraction(self) -> float | None:
-        """Input tokens forwarded over those scoring without prefix reuse would forward (None before any)."""
-        return self.forward_tokens / self.naive_tokens if self.naive_tokens else None
-
-    def _plan(self, groups: Sequence[PackedGroup]) -> list[prefix_cache_lib.PrefixUnit]:
-        """Prefix units of the groups (:func:`evalkit.scoring.prefix_cache.plan_prefixes`); one unit without a
-        prefix when reuse is off, the model cannot take 4-D masks, or the prefix probe fails."""
-        everything = [prefix_cache_lib.PrefixUnit((), list(range(len(groups))), [0] * len(groups))]
-        if not self.prefix_cache or not groups:
-            return everything
-        fits = [i for i, g in enumerate(groups) if self.window is None or _last_position(g) < self.window]
-        units = prefix_cache_lib.plan_prefixes([groups[i].context_ids for i in fits], self.prefix_min_tokens,
-                                               max_prefix_tokens=self.prefix_max_tokens)
-        if len(fits) < len(groups):
-            self._skip_windowed(len(groups) - len(fits), len(groups))
-        if not any(u.prefix for u in units):
-            return everything
-        for unit in units:
-            unit.members = [fits[m] for m in unit.members]
-        longer = sorted(set(range(len(groups))) - set(fits))
-        if longer:
-            if units[-1].prefix:
-                units.append(prefix_cache_lib.PrefixUnit(()))
-            units[-1].members.extend(longer)
-            units[-1].used.extend([0] * len(longer))
-        if not self._mask_checked:
-            self._check_packed_masks()
-        if not self.share_context:
-            self._prefix_off(f"it needs custom 4-D attention masks ({self.mask_fallback or 'shared context is off'})")
-            return everything
-        if not self._prefix_checked:
-            self._check_prefix_reuse()
-        return units if self.prefix_cache else everything
-
     def _score_plain(self, members: list[PackedGroup], finish: Callable[..., None]) -> None:
         """Score groups without prefix reuse, in length-sorted batches, halving the batch on out-of-memory."""
-        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
-        while queue:
-            batch = queue.popleft()
-            chosen = [members[i] for i in batch]
-            try:
-                scored = self.score_groups(chosen)
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                if len(batch) == 1:
-                    raise EvalkitError(
-                        f"out of memory scoring one packed sequence of {chosen[0].length} tokens; lower "
-                        f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
-                        f"with --parallelize"
-                    ) from exc
-                scored = None
-            if scored is None:  # outside the except block, so the failed batch's tensors can be freed
-                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
-                continue
-            finish(chosen, scored)
+        def alone(batch: list[int], exc: BaseException) -> None:
+            raise EvalkitError(
+                f"out of memory scoring one packed sequence of {members[batch[0]].length} tokens; lower "
+                f"--max-length or --max-batch-tokens, use --no-shared-context, or spread the model "
+                f"with --parallelize"
+            ) from exc
 
-    def _score_on_prefix(self, unit: prefix_cache_lib.PrefixUnit, members: list[PackedGroup],
-                         finish: Callable[..., None]) -> list[PackedGroup]:
-        """Forward ``unit.prefix`` once and score its groups on its cache, batches cut as without reuse (each row
-        costs its whole length, so a batch needs no more memory than it would without reuse).
+        self._in_batches(members, lambda batch: self.score_groups([members[i] for i in batch]),
+                         lambda batch, scored: finish([members[i] for i in batch], scored), alone)
 
-        Returns:
-            the groups left unscored after an out-of-memory with one row or in the prefix forward itself (prefix
-            reuse is then turned off; they are scored without it, which may itself run out of memory).
-        """
-        used = dict(zip(map(id, members), unit.used))
-        try:
-            states = self._forward_prefix(unit.prefix)
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-            if not self.is_oom(exc):
-                raise
-            states = None
-            self._prefix_off("out of memory while forwarding a shared prefix")
-        if states is None:  # out of memory, or a cache of another kind (reuse is off either way)
-            _free_accelerator_memory()
-            return members
-        queue = deque(make_batches(members, self.batch_size, self.max_batch_tokens))
-        while queue:
-            batch = queue.popleft()
-            chosen = [members[i] for i in batch]
-            try:
-                scored = self.score_on_prefix(chosen, states, [used[id(g)] for g in chosen])
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled, the rest re-raised
-                if not self.is_oom(exc):
-                    raise
-                scored = None
-            if scored is None and len(batch) == 1:
-                del states
-                self._prefix_off("out of memory scoring one sequence on a cached prefix")
-                _free_accelerator_memory()
-                return [members[i] for b in [batch, *queue] for i in b]
-            if scored is None:
-                queue = self._rebatch(members, [batch, *queue], max(1, len(batch) // 2))
-                continue
-            self.prefix_tokens_reused += sum(used[id(g)] for g in chosen)
-            finish(chosen, scored)
-        return []
+    def _in_batches(self, members: Sequence[PackedGroup], attempt: Callable[[list[int]], Any],
+                    done: Callable[[list[int], Any], None], alone: Callable[[list[int], BaseException], None]
+                    ) -> list[int]:
+        """Run ``attempt`` on length-sorted batches of indices into ``members`` (:func:`make_batches`), halving the
+        batch size on out-of-memory and re-cutting the batches left alike (:func:`evalkit.scoring.oom.run_halving`,
+        which says what ``done`` and ``alone`` are); returns the indices left undone."""
+        def recut(rest: list[int], size: int) -> list[list[int]]:
+            cut = make_batches([members[i] for i in rest], size, self.max_batch_tokens)
+            return [[rest[j] for j in b] for b in cut]
 
-    def _forward_prefix(self, prefix: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Run a shared prefix through the model body once; its per-layer (keys, values), each (1, heads, P, dim).
-
-        Counted in ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``.
-        Turns prefix reuse off (returns None) when the cache is not one full-attention entry per layer.
-        """
-        from transformers import DynamicCache
-
-        body = self._prefix_body()
-        ids = torch.tensor([list(prefix)], device=self.input_device)
-        positions = torch.arange(len(prefix), device=self.input_device)[None]
-        # a cache of plain full layers (a windowed model's own would keep only its window); a prefix read by a
-        # windowed model lies within the window (:meth:`_plan`), so the full keys are the windowed ones
-        full = {prefix_cache_lib.cache_argument(body): DynamicCache()}
-        with torch.inference_mode():
-            out = body(input_ids=ids, position_ids=positions, use_cache=True, **full)
-        states = prefix_cache_lib.prefix_states(prefix_cache_lib.output_cache(out))
-        del out
-        self.forward_calls += 1
-        self.forward_tokens += len(prefix)
-        self.padded_tokens += len(prefix)
-        self.prefix_tokens_forwarded += len(prefix)
-        if states is None:
-            self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
-            return None
-        return states
-
-    def _prefix_body(self) -> torch.nn.Module:
-        if self.body is not None:
-            return self.body
-        base = getattr(self.model, "base_model", None)
-        return base if base is not None else self.model
-
-    def score_on_prefix(
-        self, groups: Sequence[PackedGroup], states: Sequence[tuple[torch.Tensor, torch.Tensor]], used: Sequence[int]
-    ) -> list[list[tuple[float, bool]]]:
-        """One forward pass over packed groups whose first ``used[i]`` context tokens are a cached prefix's.
-
-        Args:
-            groups: packed groups; group i's context starts with the prefix's first ``used[i]`` tokens.
-            states: the prefix's per-layer (keys, values) (:meth:`_forward_prefix`).
-            used: per group, the prefix tokens it shares (0 < used < its context length).
-
-        Returns:
-            per group, per continuation: (summed log-likelihood in nats, greedy flag), as :meth:`score_groups`.
-        """
-        return self.score_groups(groups, prefix=(states, used))
+        return run_halving(self, make_batches(members, self.batch_size, self.max_batch_tokens), attempt, done, recut,
+                           alone, log, "out of memory with %d sequences per batch; retrying with %d")
 
     def _skip_windowed(self, skipped: int, total: int) -> None:
         """Note (and warn once) that ``skipped`` of ``total`` packed sequences reach past the model's smallest
@@ -412,39 +268,6 @@ class HFBackend:
         self.prefix_fallback = reason
         log.warning("shared-prefix reuse is off: %s; every sequence forwards its whole context (same numbers, "
                     "slower)", reason)
-
-    def _check_prefix_reuse(self) -> None:
-        """Score one small group with and without a cached prefix; on an error or a mismatch, turn reuse off.
-
-        The probe's forward passes are not counted in the benchmark counters.
-        """
-        self._prefix_checked = True
-        vocab = self.model.get_input_embeddings().weight.shape[0]
-        ids = [(self.pad_id + 1 + 3 * k) % vocab for k in range(14)]
-        context, conts = tuple(ids[:10]), (tuple(ids[10:12]), tuple(ids[12:14]))
-        group = PackedGroup(context, conts, ((0,), (1,)))
-        counters = (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions,
-                    self.prefix_tokens_forwarded)
-        try:
-            plain = [ll for ll, _ in HFBackend.score_groups(self, [group])[0]]
-            states = self._forward_prefix(context[:8])
-            if states is None:
-                return
-            reused = HFBackend.score_groups(self, [group, group], prefix=(states, [6, 8]))
-            tolerance = PROBE_TOLERANCE.get(self.dtype, 0.1)
-            worst = max(abs(a - b) for row in reused for a, (b, _) in zip(plain, row))
-            reason = (None if worst <= tolerance else
-                      f"scores on a cached prefix differ from full ones by {worst:.3g} nats (tolerance {tolerance:g})")
-        except MASK_ERRORS as exc:
-            if self.is_oom(exc):
-                return
-            reason = f"the model rejected a cached prefix ({type(exc).__name__}: {exc})"
-        finally:
-            (self.forward_calls, self.forward_tokens, self.padded_tokens, self.scored_positions,
-             self.prefix_tokens_forwarded) = counters
-        if reason is not None:
-            attn = getattr(self.model.config, "_attn_implementation", None)
-            self._prefix_off(f"{reason}; attention implementation {attn!r}")
 
     @staticmethod
     def _has_shared_contexts(requests: Sequence[TokenizedRequest]) -> bool:
@@ -499,15 +322,12 @@ class HFBackend:
         log.warning("shared-context scoring is off: %s; every request is scored as its own sequence "
                     "(same numbers, slower)", why)
 
-    def _rebatch(self, groups: Sequence[PackedGroup], pending: list[list[int]], size: int) -> deque[list[int]]:
-        """Re-cut the pending batches (longest first, as before) at ``size`` sequences after an out-of-memory."""
-        self.oom_retries += 1
-        log.warning("out of memory with %d sequences per batch; retrying with %d", len(pending[0]), size)
-        self.batch_size = size
-        _free_accelerator_memory()
-        rest = [i for batch in pending for i in batch]
-        cut = make_batches([groups[i] for i in rest], size, self.max_batch_tokens)
-        return deque([rest[j] for j in b] for b in cut)
+    def _probe_score(self, groups: Sequence[PackedGroup],
+                     prefix: tuple[Sequence[tuple[torch.Tensor, torch.Tensor]], Sequence[int]] | None = None,
+                     ) -> list[list[tuple[float, bool]]]:
+        """This class's own :meth:`score_groups`, for the probes: a wrapper put on an instance's ``score_groups``
+        sees only real batches."""
+        return HFBackend.score_groups(self, groups, prefix)
 
     def score_groups(
         self, groups: Sequence[PackedGroup],
@@ -569,25 +389,6 @@ class HFBackend:
         return out
 
 
-def prefix_timing(backend: HFBackend) -> dict[str, Any]:
-    """The prefix-reuse figures for a results file's ``timing`` section, from a backend after scoring.
-
-    Keys: ``prefix_cache`` (whether reuse stayed on), ``prefix_fallback`` (None, or why it was turned off),
-    ``prefix_tokens_forwarded`` (shared prefixes' tokens, once each), ``prefix_tokens_reused`` (prefix tokens read
-    from a cache instead of forwarded), ``naive_tokens`` (input tokens without reuse) and ``work_fraction``
-    (``forward_tokens / naive_tokens``, rounded to 4 digits; None when nothing was scored).
-    """
-    fraction = backend.work_fraction
-    return {
-        "prefix_cache": backend.prefix_cache,
-        "prefix_fallback": backend.prefix_fallback,
-        "prefix_tokens_forwarded": backend.prefix_tokens_forwarded,
-        "prefix_tokens_reused": backend.prefix_tokens_reused,
-        "naive_tokens": backend.naive_tokens,
-        "work_fraction": round(fraction, 4) if fraction is not None else None,
-    }
-
-
 def execution_device(module: torch.nn.Module) -> torch.device:
     """The device a module computes on: its weight's, or, for a layer offloaded by accelerate (weights on
     the meta device until its forward), the execution device of its dispatch hook."""
@@ -612,126 +413,6 @@ def _score_positions(
         lls.append(logprobs.gather(1, tgt[:, None])[:, 0].double().cpu())
         hits.append((logits.argmax(dim=-1) == tgt).cpu())
     return torch.cat(lls).numpy(), torch.cat(hits).numpy()
-
-
-def _layout(groups: Sequence[PackedGroup], pad_id: int, used: Sequence[int] | None = None) -> dict[str, np.ndarray]:
-    """Arrays for a batch: inputs, positions, segment ids (0 context, i+1 continuation i, -1 padding),
-    the (row, column) that predicts each continuation token, the target ids, and per-continuation offsets.
-
-    ``used[row]`` leading context tokens of a row come from a cached prefix: the row holds the rest, and its
-    position ids start at ``used[row]``."""
-    used = [0] * len(groups) if used is None else list(used)
-    width = max(g.length - u for g, u in zip(groups, used))
-    input_ids = np.full((len(groups), width), pad_id, dtype=np.int64)
-    position_ids = np.zeros((len(groups), width), dtype=np.int64)
-    segments = np.full((len(groups), width), -1, dtype=np.int64)
-    pred_rows: list[int] = []
-    pred_cols: list[int] = []
-    targets: list[int] = []
-    offsets = [0]
-    for row, (group, skip) in enumerate(zip(groups, used)):
-        n_ctx = len(group.context_ids) - skip
-        input_ids[row, :n_ctx] = group.context_ids[skip:]
-        position_ids[row, :n_ctx] = np.arange(skip, skip + n_ctx)
-        segments[row, :n_ctx] = 0
-        start = n_ctx
-        for index, cont in enumerate(group.continuations):
-            n_in = len(cont) - 1
-            input_ids[row, start : start + n_in] = cont[:-1]
-            position_ids[row, start : start + n_in] = np.arange(skip + n_ctx, skip + n_ctx + n_in)
-            segments[row, start : start + n_in] = index + 1
-            pred_cols.append(n_ctx - 1)
-            pred_cols.extend(range(start, start + n_in))
-            pred_rows.extend([row] * len(cont))
-            targets.extend(cont)
-            offsets.append(offsets[-1] + len(cont))
-            start += n_in
-    return {
-        "input_ids": input_ids,
-        "position_ids": position_ids,
-        "segments": segments,
-        "pred_rows": np.asarray(pred_rows, dtype=np.int64),
-        "pred_cols": np.asarray(pred_cols, dtype=np.int64),
-        "targets": np.asarray(targets, dtype=np.int64),
-        "cont_offsets": np.asarray(offsets, dtype=np.int64),
-    }
-
-
-def _packed_mask(
-    segments: torch.Tensor, dtype: torch.dtype, allowed_extra: torch.Tensor | None = None,
-    prefix_seen: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Additive mask (batch, 1, L, P + L): a token sees earlier tokens of the context and of its own segment (and,
-    when given, only where the boolean (batch, L, L) ``allowed_extra`` holds), and, with ``prefix_seen`` ((batch, P)
-    bool: the cached prefix positions each row shares), those prefix positions (P = 0 without a prefix)."""
-    width = segments.shape[1]
-    causal = torch.ones(width, width, dtype=torch.bool, device=segments.device).tril()
-    keys = segments[:, None, :]
-    allowed = causal[None] & ((keys == 0) | (keys == segments[:, :, None]))
-    if allowed_extra is not None:
-        allowed &= allowed_extra
-    if prefix_seen is not None:
-        allowed = torch.cat([prefix_seen[:, None, :].expand(-1, width, -1), allowed], dim=-1)
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device)
-    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask[:, None]
-
-
-def _window_rule(kind: str, size: int | None, positions: torch.Tensor) -> torch.Tensor | None:
-    """Boolean (batch, L, L): which keys a query may see under a layer's window, from the position ids (the
-    positions a continuation has when it follows the context alone); None when the rule excludes nothing here."""
-    if kind == "full" or size is None or int(positions.max()) < size:
-        return None  # every key of a causal row lies within the window / the first chunk
-    q, k = positions[:, :, None], positions[:, None, :]
-    if kind == "sliding":  # transformers' sliding_window_overlay: q - window < k
-        return k > q - size
-    return torch.div(k, size, rounding_mode="floor") == torch.div(q, size, rounding_mode="floor")  # chunked
-
-
-def _packed_masks(
-    segments: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype,
-    patterns: dict[str, tuple[str, int | None]],
-) -> torch.Tensor | dict[str, torch.Tensor]:
-    """The packed mask of :func:`_packed_mask` for each layer type, restricted to that type's window or chunk.
-
-    Returns one tensor when every layer type gets the same mask (no windowed layers, or no position reaches a
-    window), else ``{layer type: mask}`` as transformers' models with ``config.layer_types`` accept it; masks
-    equal between types are one tensor shared."""
-    built: dict[tuple[str, int | None], torch.Tensor] = {}
-    by_type: dict[str, torch.Tensor] = {}
-    for layer_type, (kind, size) in patterns.items():
-        rule = _window_rule(kind, size, positions)
-        key = ("full", None) if rule is None else (kind, size)
-        if key not in built:
-            built[key] = _packed_mask(segments, dtype, rule)
-        by_type[layer_type] = built[key]
-    if len(built) == 1:
-        return next(iter(built.values()))
-    return by_type
-
-
-def _describe(patterns: dict[str, tuple[str, int | None]]) -> str:
-    return ", ".join(f"{name}: {kind} {size}" for name, (kind, size) in patterns.items() if size is not None)
-
-
-def _last_position(group: PackedGroup) -> int:
-    """The largest position id of a packed group's input tokens (its context, then each continuation but its last
-    token, positions restarting after the context)."""
-    return len(group.context_ids) - 2 + max(1, max(len(c) for c in group.continuations))
-
-
-def _prefix_token_budget(config: Any, budget_bytes: int, dtype: torch.dtype) -> int | None:
-    """Longest prefix whose keys and values fit ``budget_bytes`` (2 x layers x key/value heads x head size x
-    element size per token), from the model config; None when the config does not say."""
-    layers = getattr(config, "num_hidden_layers", None)
-    heads = getattr(config, "num_attention_heads", None)
-    hidden = getattr(config, "hidden_size", None)
-    if not (layers and heads and hidden):
-        return None
-    kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or hidden // heads
-    per_token = 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
-    return max(0, int(budget_bytes // per_token))
 
 
 LOG_INTERVAL_S = 10.0
