@@ -8,8 +8,8 @@ above chance.
 Measured on these subsets (seed 1234, fp32, CPU): LAMBADA greedy 2 of 12 (acc 0.17), SciQ acc 5/6, PIQA acc 7/12
 (chance 0.5). Twelve PIQA documents cannot tell a trained model from chance, so PIQA's accuracy is asserted on a
 larger subset scored by the fast backend alone (itself checked against the naive reference above): 0.73 on 100
-documents (0.673 on 150, 0.665 on 200, the whole-run figure of ``evalkit run --limit 200``). About 60 s on 2 idle
-cores (loading the GGUF file: ~16 s).
+documents (0.673 on 150, 0.665 on 200, the whole-run figure of ``evalkit run --limit 200``). About 120 s with one
+torch thread on the 2-core machine at load 2 to 3 (the model is the session's, loaded once: tests/conftest.py).
 """
 
 from __future__ import annotations
