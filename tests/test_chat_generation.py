@@ -36,6 +36,10 @@ SYSTEM = FIXTURE["system_instruction"]
 CASES = {(c["shots"], c["setting"]): c["docs"] for c in FIXTURE["cases"]}
 UNTIL = ["Question:", "</s>", "<|im_end|>"]
 
+# One torch thread: the generations are compared token for token, and on a busy 2-core machine two spinning threads
+# made the two CLI runs below take 250 s each instead of 33 s (measured at load 5 to 6).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
 def template() -> ChatTemplate:
@@ -122,24 +126,11 @@ def test_token_ids_equal_lm_evals(data, template):
     assert checked == 24
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    """(model, tokenizer) of SmolLM2 from the installed package, fp32 on CPU."""
-    from evalkit.models.hf_loading import load_model
-    from evalkit.models.resolve import resolve_model
-    from evalkit.models.tokenizer_loading import load_tokenizer
-
-    resolved = resolve_model(SMOLLM2)
-    model, _ = load_model(resolved, "float32", "cpu")
-    return model, load_tokenizer(None, resolved["path"])
-
-
-@pytest.mark.usefixtures("one_thread")
-def test_generations_equal_lm_evals(smollm2, data, template):
+def test_generations_equal_lm_evals(smollm2_fp32, data, template):
     from evalkit.run.generation_stage import generate_tasks, tokenize_tasks
     from evalkit.types import RunConfig
 
-    model, tokenizer = smollm2
+    model, _, tokenizer = smollm2_fp32
     recorded = [case for case, docs in CASES.items() if "generation" in docs[0]]
     assert sorted(recorded) == [(0, "multiturn"), (3, "multiturn_system"), (3, "single_turn")]
     config = RunConfig(SMOLLM2, ("lm_eval.gsm8k",), use_cache=False)

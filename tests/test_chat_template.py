@@ -240,6 +240,7 @@ def test_cli_flags_reach_the_run_config():
     assert not {"apply_chat_template", "system_instruction", "fewshot_as_multiturn"} & set(plain)
 
 
+@pytest.mark.usefixtures("one_thread")  # two threads on a busy 2-core machine stall each other
 def test_a_run_records_the_rendered_prompts_and_the_settings(tmp_path):
     """An end-to-end run on SmolLM2 (2-shot, multiturn, system instruction) over the first three test documents:
     the samples hold lm-eval's exact prompts and chat continuations and its log-likelihoods (measured: all 12

@@ -8,8 +8,8 @@ above chance.
 Measured on these subsets (seed 1234, fp32, CPU): LAMBADA greedy 2 of 12 (acc 0.17), SciQ acc 5/6, PIQA acc 7/12
 (chance 0.5). Twelve PIQA documents cannot tell a trained model from chance, so PIQA's accuracy is asserted on a
 larger subset scored by the fast backend alone (itself checked against the naive reference above): 0.73 on 100
-documents (0.673 on 150, 0.665 on 200, the whole-run figure of ``evalkit run --limit 200``). About 60 s on 2 idle
-cores (loading the GGUF file: ~16 s).
+documents (0.673 on 150, 0.665 on 200, the whole-run figure of ``evalkit run --limit 200``). About 120 s with one
+torch thread on the 2-core machine at load 2 to 3 (the model is the session's, loaded once: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from evalkit.scoring.hf_backend import HFBackend
 from evalkit.stats.metrics import doc_metrics
 from evalkit.tasks.registry import load_registry
-from evalkit.models.resolve import resolve_model, resolve_package_path
+from evalkit.models.resolve import resolve_package_path
 from evalkit.run.prepare import prepare_task
 from evalkit.scoring.tokenization import context_prefix, tokenize_requests
 
@@ -33,16 +33,15 @@ DOCS = {"lambada_openai": 24, "sciq": 6, "piqa": 12, "arc_challenge": 8, "trivia
 """Documents per task (seed 1234): the naive reference scores every request alone, which bounds the test's time
 (SciQ's support paragraphs cost it 4x per document what the other tasks do)."""
 
+# One torch thread: on a busy 2-core machine two threads stall each other at every operation (the module's
+# fixtures took 450 s in a full suite at load 2 to 5).
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 @pytest.fixture(scope="module")
-def smollm2():
-    """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU."""
-    from evalkit.models.hf_loading import load_model
-    from evalkit.models.tokenizer_loading import load_tokenizer
-
-    resolved = resolve_model(SMOLLM2)
-    model, identity = load_model(resolved, "float32", "cpu")
-    return model, identity, load_tokenizer(None, resolved["path"])
+def smollm2(smollm2_fp32):
+    """(model, identity, tokenizer) of SmolLM2 from the installed package, fp32 on CPU (the session's copy)."""
+    return smollm2_fp32
 
 
 @pytest.fixture(scope="module")

