@@ -2,18 +2,20 @@
 
 Few-shot prompts put the same text before many documents (lm-eval 0.4's MMLU gives every document of a subject
 the same five dev examples; gsm8k_cot eight fixed ones). :func:`plan_prefixes` finds such prefixes among packed
-groups' contexts; the backend forwards each prefix once (``use_cache=True``) and scores every group's remainder
-(the rest of its context and its packed continuations) on top of the prefix's keys and values, which
-:class:`SharedPrefixLayer` hands to every row of a batch as an ``expand``-ed view (no per-row copy is stored).
+groups' contexts; the backend forwards each prefix once (``use_cache=True``, several prefixes per forward pass)
+and scores every group's remainder (the rest of its context and its packed continuations) on top of its prefix's
+keys and values: :class:`RowPrefixLayer` gives each row of a batch the prefix it reads, so rows of different
+prefixes share a batch (:mod:`evalkit.scoring.prefix_scoring`).
 
 Causal attention makes the key/value states of positions ``0..u-1`` of a prefix forward the same as those of a
 forward of the first ``u`` tokens alone, so a group that shares only part of a forwarded prefix uses that part:
 its row's attention mask hides the prefix positions it does not share, and its position ids continue from ``u``.
 
-Log-likelihood scoring (:mod:`evalkit.scoring.hf_backend`) and greedy generation
+Log-likelihood scoring (:mod:`evalkit.scoring.prefix_scoring`) and greedy generation
 (:mod:`evalkit.scoring.generation`) use it: the generator groups its prompts with :func:`plan_prefixes`, forwards
 each prefix once (:func:`prefix_states` of the returned cache), and decodes a batch on
-:func:`prefix_cache_for_batch` with ``keep=True``: every row then sees the prefix and its own tokens since.
+:func:`prefix_cache_for_batch` with ``keep=True`` (:class:`SharedPrefixLayer`: the prefix as an ``expand``-ed view,
+no per-row copy stored): every row then sees the prefix and its own tokens since.
 """
 
 from __future__ import annotations
