@@ -358,3 +358,16 @@ def test_batches_on_prefixes_keep_padding_small():
     assert _row_batches([0, 1, 2, 3], rests, used, 16, None) == [[0], [1, 2, 3]]
     # key positions: 3 rows x (300 widest read + 50 longest rest) = 1050 > 1000: row 3 starts a batch
     assert _row_batches([0, 1, 2, 3], rests, used, 16, 1000) == [[0], [1, 2], [3]]
+
+
+def test_prefixes_held_at_once_fit_the_budget():
+    from evalkit.scoring.prefix_cache import PrefixUnit
+    from evalkit.scoring.prefix_scoring import _budget_chunks
+
+    units = [PrefixUnit(tuple(range(n))) for n in (40, 30, 20, 48, 5)]
+    # at most 48 tokens at once: every neighbouring pair is over (70, 50, 68, 53), so each prefix is held alone;
+    # at most 75: 40 + 30, then 20 + 48 + 5 = 73
+    assert [[len(u.prefix) for u in c] for c in _budget_chunks(units, 48)] == [[40], [30], [20], [48], [5]]
+    assert [[len(u.prefix) for u in c] for c in _budget_chunks(units, 75)] == [[40, 30], [20, 48, 5]]
+    assert [[len(u.prefix) for u in c] for c in _budget_chunks(units, None)] == [[40, 30, 20, 48, 5]]
+    assert _budget_chunks([], 10) == []

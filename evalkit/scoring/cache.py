@@ -440,7 +440,7 @@ class RequestCache:
         return self.conn.execute("SELECT COUNT(*) FROM responses WHERE model_key = ?", (key,)).fetchone()[0]
 
 
-_WRAPPERS = ("CachingBackend", "CachingGenerator", "_DelegatesToInner")
+_WRAPPERS = ("CachingBackend", "CachingGenerator")
 
 
 def __getattr__(name: str) -> Any:

@@ -16,6 +16,7 @@ import math
 from typing import Any, Sequence
 
 from evalkit.scoring.cache import RequestCache, generation_request_key, plausible_loglikelihood, request_key
+from evalkit.scoring.delegation import DelegatesToInner
 from evalkit.types import (
     STOP_REASONS,
     BatchCallback,
@@ -30,29 +31,7 @@ from evalkit.types import (
 log = logging.getLogger("evalkit.scoring.cache")  # the name these warnings have always carried in the log lines
 
 
-class _DelegatesToInner:
-    """Shared by the caching wrappers: the progress switch and every other attribute are the wrapped object's
-    (``self.inner``): ``max_length``, ``share_context``, ``window``, ``batch_size`` and the counters
-    (``forward_calls``, ...), which :mod:`evalkit.scoring.distributed` and the run's timing read."""
-
-    inner: Any
-
-    @property
-    def progress(self) -> bool:
-        """The inner object's progress-bar switch (settable: a data-parallel rank other than 0 turns it off)."""
-        return self.inner.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.inner.progress = value
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":  # not set yet (copying, unpickling): no delegation
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-
-class CachingBackend(_DelegatesToInner):
+class CachingBackend(DelegatesToInner):
     """Wraps a backend: cache hits are answered from disk, misses are scored and committed batch by batch.
 
     Args:
@@ -117,7 +96,7 @@ class CachingBackend(_DelegatesToInner):
         return results  # type: ignore[return-value]
 
 
-class CachingGenerator(_DelegatesToInner):
+class CachingGenerator(DelegatesToInner):
     """Wraps a generator (:class:`evalkit.scoring.generation.HFGenerator`): cached answers come from disk, the
     rest are generated and each committed as soon as its row finishes, so ``kill -9`` loses only the rows in flight.
 

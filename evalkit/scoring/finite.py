@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from evalkit.scoring.delegation import DelegatesToInner
 from evalkit.types import BatchCallback, EvalkitError, LoglikelihoodBackend, LoglikelihoodResponse, TokenizedRequest
 
 
@@ -34,7 +35,7 @@ def non_finite(responses: Sequence[LoglikelihoodResponse]) -> list[int]:
     return [i for i, r in enumerate(responses) if not math.isfinite(r.loglikelihood)]
 
 
-class FiniteGuard:
+class FiniteGuard(DelegatesToInner):
     """Wraps a backend; raises :class:`NonFiniteScore` at the first batch with a non-finite answer.
 
     Args:
@@ -42,7 +43,8 @@ class FiniteGuard:
         allow: let non-finite answers through instead (``--allow-non-finite``).
 
     The caller's ``on_batch`` sees the whole batch first (the request cache stores its finite answers), then the
-    error is raised, so finished work is kept.
+    error is raised, so finished work is kept. Every other attribute (``max_length``, ``share_context``, counters)
+    and the progress switch are the inner backend's (:class:`evalkit.scoring.delegation.DelegatesToInner`).
     """
 
     def __init__(self, inner: LoglikelihoodBackend, allow: bool = False) -> None:
@@ -68,18 +70,3 @@ class FiniteGuard:
         if bad and not self.allow:  # a backend that does not report batches
             raise NonFiniteScore(requests[bad[0]], out[bad[0]].loglikelihood)
         return out
-
-    @property
-    def progress(self) -> bool:
-        """The inner backend's progress-bar switch."""
-        return self.inner.progress
-
-    @progress.setter
-    def progress(self, value: bool) -> None:
-        self.inner.progress = value
-
-    def __getattr__(self, name: str) -> Any:
-        """Every other attribute (``max_length``, ``share_context``, counters) is the inner backend's."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
