@@ -1,0 +1,209 @@
+"""Shared-prefix reuse (evalkit.scoring.prefix_scoring) under hostile inputs and settings: seeded random mixtures of
+prefixes (very different lengths, a context that is a prefix of another, single-token contexts, many continuations,
+duplicated requests, contexts split across groups by a small window) scored at random batch sizes, token limits,
+prefix budgets and minimum prefix lengths, on tiny random GPT-NeoX, Llama and sliding-window (Mistral) models.
+
+Every log-likelihood and greedy flag must equal the slow naive reference (tests/reference.py); every request must be
+handed to ``on_batch`` exactly once; the counters must add up; and each batch must keep the promised limits (rows,
+padding, key positions, prefixes held at once)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from evalkit.scoring import prefix_scoring
+from evalkit.scoring.batching import pack_groups
+from evalkit.scoring.hf_backend import HFBackend
+from evalkit.types import TokenizedRequest
+
+from .conftest import make_tiny_llama, make_tiny_model
+from .reference import naive_loglikelihood
+from .test_prefix_cache import make_tiny_mistral
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SLACK = prefix_scoring.PADDING_SLACK
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"gpt_neox": make_tiny_model(0), "llama": make_tiny_llama(0), "mistral": make_tiny_mistral(0, window=48)}
+
+
+def _ids(rng: random.Random, n: int) -> list[int]:
+    return [rng.randrange(1, 50000) for _ in range(n)]
+
+
+def _hostile_requests(rng: random.Random, max_context: int) -> list[TokenizedRequest]:
+    """Up to 10 contexts drawn over 1 to 4 heads of 1 to 110 tokens: a head plus own tokens, a head cut anywhere
+    (single tokens included), a context extended from another, a context cut one token short of another, a lone
+    token; 1 to 6 continuations of 1 to 4 tokens each, some requests repeated, in shuffled order."""
+    heads = [_ids(rng, rng.choice([1, 2, 3, 5, 8, 20, 40, 70, 110])) for _ in range(rng.randint(1, 4))]
+    contexts: list[tuple[int, ...]] = []
+    for _ in range(rng.randint(1, 10)):
+        head, kind = rng.choice(heads), rng.random()
+        if kind < 0.15:
+            context = head[: rng.randint(1, len(head))]
+        elif kind < 0.3 and contexts:
+            context = list(rng.choice(contexts)) + _ids(rng, rng.randint(0, 3))
+        elif kind < 0.4 and contexts:
+            other = rng.choice(contexts)
+            context = list(other[: max(1, len(other) - 1)])
+        elif kind < 0.45:
+            context = _ids(rng, 1)
+        else:
+            context = head + _ids(rng, rng.randint(1, 12))
+        contexts.append(tuple(context[:max_context]))
+    requests = [TokenizedRequest(c, tuple(_ids(rng, rng.randint(1, 4))), 0)
+                for c in contexts for _ in range(rng.choice([1, 1, 2, 3, 6]))]
+    if rng.random() < 0.4:
+        requests += [rng.choice(requests) for _ in range(3)]
+    rng.shuffle(requests)
+    return requests
+
+
+class Recorder:
+    """Wraps a backend: records every scoring batch on cached prefixes (rows' ``used`` and rests), every prefix
+    forward's chunk and batches (outside the reuse probe), and every ``on_batch`` call."""
+
+    def __init__(self, backend: HFBackend, monkeypatch) -> None:
+        self.row_batches: list[tuple[list[int], list[int]]] = []
+        self.chunks: list[list[int]] = []
+        self.prefix_batches: list[list[int]] = []
+        self.handed: list[int] = []
+        self.in_probe = False
+        score, forward, probe = backend.score_groups, backend._forward_prefixes, backend._check_prefix_reuse
+
+        def scored(groups, prefix=None):
+            if prefix is not None:
+                self.row_batches.append((list(prefix[2]), [g.length - u for g, u in zip(groups, prefix[2])]))
+            return score(groups, prefix)
+
+        def forwarded(prefixes):
+            if not self.in_probe:
+                self.chunks.append([len(p) for p in prefixes])
+            return forward(prefixes)
+
+        def probed():
+            self.in_probe = True
+            try:
+                probe()
+            finally:
+                self.in_probe = False
+
+        real_batches = prefix_scoring._prefix_batches
+
+        def prefix_batches(lengths, batch_size, max_batch_tokens):
+            out = real_batches(lengths, batch_size, max_batch_tokens)
+            if not self.in_probe:
+                self.prefix_batches.extend([lengths[i] for i in b] for b in out)
+            return out
+
+        backend.score_groups, backend._forward_prefixes, backend._check_prefix_reuse = scored, forwarded, probed
+        monkeypatch.setattr(prefix_scoring, "_prefix_batches", prefix_batches)
+
+    def on_batch(self, indices, responses) -> None:
+        assert len(indices) == len(responses)
+        self.handed.extend(indices)
+
+
+def _check_limits(rec: Recorder, backend: HFBackend, batch_size: int, max_batch_tokens: int | None) -> None:
+    """Each batch on cached prefixes: at most ``batch_size`` rows; with more than one row, at most ``SLACK`` of its
+    forwarded tokens padding and rows x (widest prefix read + longest rest) within ``max_batch_tokens``. Each prefix
+    forward batch alike (rows x longest prefix); the prefixes forwarded together fit the token budget."""
+    for used, rests in rec.row_batches:
+        assert len(used) <= batch_size
+        if len(used) > 1:
+            assert len(rests) * max(rests) <= (1 + SLACK) * sum(rests), (used, rests)
+            if max_batch_tokens is not None:
+                assert len(used) * (max(used) + max(rests)) <= max_batch_tokens, (used, rests)
+    for lengths in rec.prefix_batches:
+        assert len(lengths) <= batch_size and lengths == sorted(lengths, reverse=True)
+        if len(lengths) > 1:
+            assert len(lengths) * lengths[0] <= (1 + SLACK) * sum(lengths), lengths
+            if max_batch_tokens is not None:
+                assert len(lengths) * lengths[0] <= max_batch_tokens, lengths
+    for chunk in rec.chunks:
+        assert len(chunk) == 1 or sum(chunk) <= backend.prefix_max_tokens, chunk
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_prefix_mixtures_match_the_naive_reference(models, seed, monkeypatch):
+    rng = random.Random(seed)
+    name = ("gpt_neox", "llama", "mistral")[seed % 3]
+    model = models[name]
+    max_length = rng.choice([2048, 60, 20])
+    requests = _hostile_requests(rng, max_length - 4)
+    batch_size = rng.choice([1, 2, 3, 5, 64])
+    max_batch_tokens = rng.choice([None, 1, 8, 40, 150])
+    # the tiny models keep 1 KiB (GPT-NeoX) or 512 bytes (Llama, Mistral) of keys and values per token
+    budget = rng.choice([1 << 30, 1024, 8 * 1024, 40 * 1024])
+    min_tokens = rng.choice([1, 2, 4, 32])
+    backend = HFBackend(model, max_length, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+                        progress=False, prefix_budget_bytes=budget, prefix_min_tokens=min_tokens)
+    rec = Recorder(backend, monkeypatch)
+    responses = backend.loglikelihood(requests, on_batch=rec.on_batch)
+    assert sorted(rec.handed) == list(range(len(requests)))  # every request handed on exactly once
+    for index, (request, response) in enumerate(zip(requests, responses, strict=True)):
+        ll, greedy = naive_loglikelihood(model, request)
+        assert abs(response.loglikelihood - ll) <= 1e-4, (index, response.loglikelihood, ll)
+        assert response.greedy == greedy, index
+    groups = pack_groups(requests, max_length, True)
+    assert backend.naive_tokens == sum(g.length for g in groups)  # each packed sequence finished once
+    assert backend.forward_tokens == (backend.naive_tokens - backend.prefix_tokens_reused
+                                      + backend.prefix_tokens_forwarded)
+    _check_limits(rec, backend, batch_size, max_batch_tokens)
+
+
+def test_the_random_mixtures_do_reuse_prefixes(models, monkeypatch):
+    """The random draws above are not vacuous: with reuse at its loosest, most seeds read cached prefixes."""
+    reused = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        requests = _hostile_requests(rng, 2044)
+        backend = HFBackend(models["llama"], 2048, batch_size=4, progress=False, prefix_min_tokens=1)
+        backend.loglikelihood(requests)
+        reused += backend.prefix_tokens_reused > 0
+    assert reused >= 8
+
+
+class FakeOOM(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_out_of_memory_anywhere_leaves_every_number_right(models, seed, monkeypatch):
+    """Out-of-memory errors injected at random into forward passes (prefix forwards, batches on cached prefixes,
+    batches without reuse; never a lone row without reuse, which is a real error): batches are halved, reuse may
+    turn off part way through the chunks, and still every request gets the naive reference's numbers, once."""
+    rng = random.Random(100 + seed)
+    model = models[("gpt_neox", "llama", "mistral")[seed % 3]]
+    requests = _hostile_requests(rng, 200) + _hostile_requests(rng, 200)
+    backend = HFBackend(model, 2048, batch_size=rng.choice([2, 4, 16]), progress=False,
+                        prefix_budget_bytes=rng.choice([1 << 30, 40 * 1024]), prefix_min_tokens=rng.choice([1, 4]),
+                        is_oom=lambda e: isinstance(e, FakeOOM))
+    score, forward = backend.score_groups, backend._forward_prefixes
+    fails = random.Random(seed)
+
+    def flaky_score(groups, prefix=None):
+        if (prefix is not None or len(groups) > 1) and fails.random() < 0.3:
+            raise FakeOOM("out of memory (injected)")
+        return score(groups, prefix)
+
+    def flaky_forward(prefixes):
+        if backend._prefix_checked and fails.random() < 0.15:
+            raise FakeOOM("out of memory (injected)")
+        return forward(prefixes)
+
+    backend.score_groups, backend._forward_prefixes = flaky_score, flaky_forward
+    handed: list[int] = []
+    responses = backend.loglikelihood(requests, on_batch=lambda indices, _: handed.extend(indices))
+    assert sorted(handed) == list(range(len(requests)))
+    assert backend.naive_tokens == sum(g.length for g in pack_groups(requests, 2048, True))
+    for index, (request, response) in enumerate(zip(requests, responses, strict=True)):
+        ll, greedy = naive_loglikelihood(model, request)
+        assert abs(response.loglikelihood - ll) <= 1e-4, (index, response.loglikelihood, ll)
+        assert response.greedy == greedy, index
