@@ -170,3 +170,74 @@ def test_a_run_parses_its_gguf_model_once(tmp_path, counted):
     assert counted == {"parses": 1, "name_maps": 1}
     assert results["model"]["kind"] == "gguf"
     assert len(results["tasks"]["lambada_openai"]["documents"]["loglikelihood"]) == 2
+
+
+def _patched_names():
+    import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+    return gguf.GGUFReader, gguf.get_tensor_name_map, hf_gguf.load_gguf_checkpoint, gguf.gguf_reader.GGUFReader
+
+
+def test_nested_contexts_restore_each_level_even_after_an_error(tmp_path, counted):
+    from evalkit.models import gguf_file
+    from evalkit.models.gguf_loading import parsed_once
+
+    path = tiny_llama_gguf(tmp_path / "tiny.gguf")
+    before = _patched_names()
+    with parsed_once():
+        outer = _patched_names()
+        assert outer[:3] != before[:3] and outer[3] is before[3]  # the reader class itself is never replaced
+        with pytest.raises(ValueError, match="inner"):
+            with parsed_once():
+                assert gguf.GGUFReader(path) is gguf.GGUFReader(str(path))  # one parse, str or Path
+                raise ValueError("inner")
+        assert _patched_names() == outer
+        assert gguf_file._last_parsed is None
+        assert gguf.GGUFReader(path) is gguf_file.parse_gguf(path)  # the outer level still shares
+    assert _patched_names() == before and gguf_file._last_parsed is None
+    assert counted["parses"] == 2  # the inner level's reader was dropped on its exit
+
+
+def test_a_file_that_fails_to_load_restores_everything(tmp_path, counted):
+    """A file cut short: transformers' read fails inside the context; the error escapes unchanged and nothing
+    patched or parsed is left behind."""
+    import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+    from evalkit.models import gguf_file
+    from evalkit.models.gguf_loading import parsed_once
+
+    path = tiny_llama_gguf(tmp_path / "tiny.gguf")
+    path.write_bytes(path.read_bytes()[:300])
+    before = _patched_names()
+    with pytest.raises(Exception) as plain:
+        hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+    with pytest.raises(type(plain.value)) as shared:
+        with parsed_once():
+            hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+    assert str(shared.value) == str(plain.value)  # the reader's own error (an IndexError here), unchanged
+    assert _patched_names() == before and gguf_file._last_parsed is None
+
+
+def test_metadata_is_a_private_copy_and_a_rewritten_file_is_read_again(tmp_path, counted):
+    """Inside the context, each metadata read gets its own copy (changing one changes no later read), a writable
+    reader is never the shared one, and a file written again while the context is open is parsed again."""
+    import transformers.modeling_gguf_pytorch_utils as hf_gguf
+
+    from evalkit.models.gguf_loading import parsed_once
+
+    path = tiny_llama_gguf(tmp_path / "tiny.gguf")
+    plain = hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+    counted.update(parses=0)
+    with parsed_once():
+        first = hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+        assert first == plain
+        first["config"]["num_hidden_layers"] = 99
+        first["tokenizer"].clear()
+        second = hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+        assert second == plain and second["config"]["num_hidden_layers"] == 2
+        assert counted["parses"] == 1
+        assert gguf.GGUFReader(path, "r+") is not gguf.GGUFReader(path)  # writable: a reader of its own
+        assert counted["parses"] == 2
+        tiny_llama_gguf(path)  # written again (another ctime), same bytes
+        third = hf_gguf.load_gguf_checkpoint(str(path), return_tensors=False)
+        assert third == plain and counted["parses"] == 3
