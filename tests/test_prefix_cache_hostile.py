@@ -317,3 +317,35 @@ def test_the_keys_and_values_held_at_once_fit_the_budget(models):
     tokens, nbytes = held[-1]
     assert tokens == 73
     assert nbytes <= 73 * 1024
+
+
+def test_a_chunk_of_prefixes_is_released_before_the_next_is_forwarded(models):
+    """A 40 KiB budget on the tiny GPT-NeoX (1 KiB per token) holds one of the 40 and 33-token prefixes at a time:
+    when the second is forwarded, no key or value tensor of the first may still be alive (two chunks held at once
+    would be twice the budget)."""
+    import gc
+    import weakref
+
+    rng = random.Random(9)
+    requests = []
+    for n in (40, 33):
+        head = _ids(rng, n)
+        requests += [TokenizedRequest(tuple(head + _ids(rng, 3)), tuple(_ids(rng, 2)), 0) for _ in range(2)]
+    backend = HFBackend(models["gpt_neox"], 2048, batch_size=8, progress=False, prefix_budget_bytes=40 * 1024)
+    backend._check_prefix_reuse()  # the probe first, so that only real chunks are watched
+    refs: list[weakref.ref] = []
+    alive: list[int] = []
+    forward = backend._forward_prefixes
+
+    def watched(prefixes):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in refs))
+        states = forward(prefixes)
+        refs.extend(weakref.ref(t) for unit in states for pair in unit for t in pair)
+        return states
+
+    backend._forward_prefixes = watched
+    responses = backend.loglikelihood(requests)
+    _matches(models["gpt_neox"], requests, responses)
+    assert len(refs) == 2 * 2 * 2  # two chunks of one prefix: 2 layers x (keys, values) each
+    assert alive == [0, 0]

@@ -122,7 +122,7 @@ class PrefixScoring:
                                     [rows[i][2] for i in range(len(rows))], size, self.max_batch_tokens)
 
             undone = self._in_batches(members, attempt, done, lambda batch, exc: None, cut)
-            del states
+            del states, attempt  # ``attempt`` holds the chunk's prefixes too: free them before the next chunk's
             if undone:  # out of memory with one row
                 self._prefix_off("out of memory scoring one sequence on a cached prefix")
                 free_accelerator_memory()
