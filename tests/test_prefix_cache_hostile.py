@@ -349,3 +349,16 @@ def test_a_chunk_of_prefixes_is_released_before_the_next_is_forwarded(models):
     _matches(models["gpt_neox"], requests, responses)
     assert len(refs) == 2 * 2 * 2  # two chunks of one prefix: 2 layers x (keys, values) each
     assert alive == [0, 0]
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_a_batch_size_below_one_is_refused_with_or_without_reuse(models, prefix_cache):
+    """Every request on a cached prefix took no path through :func:`make_batches`, whose check alone refused a batch
+    size of 0 before: the same error with reuse on as with it off."""
+    head = list(range(100, 140))
+    requests = [TokenizedRequest(tuple(head + [own]), (5, 6), 0) for own in (1, 2, 3)]
+    for size in (0, -1):
+        backend = HFBackend(models["llama"], 2048, batch_size=size, progress=False, prefix_cache=prefix_cache)
+        with pytest.raises(ValueError, match=f"batch size must be >= 1, got {size}"):
+            backend.loglikelihood(requests)
+        assert backend.forward_calls == 0

@@ -185,7 +185,7 @@ class HFBackend(PrefixScoring):
 
         Raises:
             ValueError: a request longer than the window or without a context token (tokenize with
-                evalkit.tokenization first).
+                evalkit.tokenization first), or a batch size below 1.
             EvalkitError: out of memory with a single packed sequence.
         """
         for index, request in enumerate(requests):
@@ -193,6 +193,8 @@ class HFBackend(PrefixScoring):
                 raise ValueError(f"request {index} has no context token; an empty context is the end-of-text token")
             if len(request.context_ids) + len(request.continuation_ids) - 1 > self.max_length:
                 raise ValueError("request longer than the model window; truncate it first")
+        if requests and self.batch_size < 1:  # the batches on cached prefixes would take any size
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not self._mask_checked and self._has_shared_contexts(requests):
             self._check_packed_masks()
         groups = pack_groups(requests, self.max_length, self.share_context)
