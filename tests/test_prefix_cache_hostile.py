@@ -362,3 +362,34 @@ def test_a_batch_size_below_one_is_refused_with_or_without_reuse(models, prefix_
         with pytest.raises(ValueError, match=f"batch size must be >= 1, got {size}"):
             backend.loglikelihood(requests)
         assert backend.forward_calls == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_plan_depends_on_the_set_of_contexts_not_their_order(seed):
+    """plan_prefixes on the same contexts (duplicates, prefixes of one another, single tokens) in two orders: the
+    same prefixes, each context reading the same prefix and the same number of its tokens; every context in exactly
+    one unit; a context reads at most all but its last token, and only tokens it has."""
+    from evalkit.scoring.prefix_cache import plan_prefixes
+
+    rng = random.Random(seed)
+    contexts = [r.context_ids for r in _hostile_requests(rng, 400)]
+    min_tokens, budget = rng.choice([1, 2, 8, 32]), rng.choice([None, 1, 10, 50])
+    order = list(range(len(contexts)))
+    rng.shuffle(order)
+
+    def reads(cs):
+        units = plan_prefixes(cs, min_tokens, max_prefix_tokens=budget)
+        members = sorted(m for u in units for m in u.members)
+        assert members == list(range(len(cs)))
+        out = {}
+        for unit in units:
+            assert len(unit.prefix) <= (budget if budget is not None else len(unit.prefix))
+            for m, used in zip(unit.members, unit.used):
+                assert used == 0 if not unit.prefix else min_tokens <= used <= len(unit.prefix)
+                assert used <= len(cs[m]) - 1 and tuple(cs[m][:used]) == unit.prefix[:used]
+                out.setdefault(cs[m], set()).add((unit.prefix, used))
+        assert all(len(read) == 1 for read in out.values())  # equal contexts read alike
+        return out, sorted(u.prefix for u in units)
+
+    first = reads(contexts)
+    assert reads([contexts[i] for i in order]) == first
