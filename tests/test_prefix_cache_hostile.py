@@ -393,3 +393,22 @@ def test_the_plan_depends_on_the_set_of_contexts_not_their_order(seed):
 
     first = reads(contexts)
     assert reads([contexts[i] for i in order]) == first
+
+
+@pytest.mark.parametrize("name", ["gpt_neox", "llama", "mistral"])
+def test_left_truncated_contexts_that_still_share_a_prefix(models, name):
+    """Contexts longer than a 32-token window, cut from the left by how long each continuation is (lm-eval's rule):
+    a run of one repeated token keeps the cut contexts sharing a prefix of different lengths (each cut context is a
+    prefix of a longer one), and every number still equals the naive reference on the cut request."""
+    from evalkit.scoring.tokenization import truncate_left
+
+    rng = random.Random(11)
+    context = [7] * 50 + _ids(rng, 3)
+    requests = [truncate_left(context, _ids(rng, n), 32) for n in (1, 2, 3, 4, 5, 5, 1)]
+    requests += [truncate_left([7] * 40 + _ids(rng, 2), _ids(rng, 2), 32)]
+    assert [r.truncated_tokens for r in requests] == [21, 22, 23, 24, 25, 25, 21, 11]
+    backend = HFBackend(models[name], 32, batch_size=3, progress=False, prefix_min_tokens=4)
+    responses = backend.loglikelihood(requests)
+    _matches(models[name], requests, responses)
+    assert backend.prefix_tokens_reused > 0
+    assert [r.truncated_tokens for r in responses] == [r.truncated_tokens for r in requests]
