@@ -39,7 +39,8 @@ class FiniteGuard(DelegatesToInner):
     """Wraps a backend; raises :class:`NonFiniteScore` at the first batch with a non-finite answer.
 
     Args:
-        inner: the scoring backend (calls ``on_batch`` after each batch, as :class:`evalkit.scoring.hf_backend.HFBackend`).
+        inner: the scoring backend (calls ``on_batch`` after each batch, as
+            :class:`evalkit.scoring.hf_backend.HFBackend`).
         allow: let non-finite answers through instead (``--allow-non-finite``).
 
     The caller's ``on_batch`` sees the whole batch first (the request cache stores its finite answers), then the

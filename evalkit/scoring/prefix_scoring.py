@@ -142,7 +142,6 @@ class PrefixScoring:
         from transformers import DynamicCache
 
         body = self._prefix_body()
-        out_states: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         order = sorted(range(len(prefixes)), key=lambda i: -len(prefixes[i]))  # similar lengths share a batch
         by_index: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         for batch in _prefix_batches([len(prefixes[i]) for i in order], self.batch_size, self.max_batch_tokens):
@@ -174,8 +173,7 @@ class PrefixScoring:
             for row, i in enumerate(chosen):
                 by_index[i] = [(k[row : row + 1, :, : len(prefixes[i])], v[row : row + 1, :, : len(prefixes[i])])
                                for k, v in states]
-        out_states.extend(by_index[i] for i in range(len(prefixes)))
-        return out_states
+        return [by_index[i] for i in range(len(prefixes))]
 
     def _prefix_body(self) -> torch.nn.Module:
         """The module a prefix is forwarded through: the model body, or the base model, or the model itself."""
