@@ -134,7 +134,8 @@ class PrefixScoring:
     ) -> list[list[tuple[torch.Tensor, torch.Tensor]]] | None:
         """Run shared prefixes through the model body, ``batch_size`` at a time, each row padded on the right (its
         real positions never attend to the padding after them); per prefix, its per-layer (keys, values), each
-        (1, heads, P, dim), views into the batch's cache.
+        (1, heads, P, dim): a view of the cache of a batch of one, copies out of a batch of several (which would
+        otherwise stay alive, padding included).
 
         Counted in ``forward_calls``, ``forward_tokens``, ``padded_tokens`` and ``prefix_tokens_forwarded``.
         Turns prefix reuse off (returns None) when the cache is not one full-attention entry per layer.
@@ -171,8 +172,12 @@ class PrefixScoring:
                 self._prefix_off("the model's key/value cache is not one full-attention entry per layer")
                 return None
             for row, i in enumerate(chosen):
-                by_index[i] = [(k[row : row + 1, :, : len(prefixes[i])], v[row : row + 1, :, : len(prefixes[i])])
-                               for k, v in states]
+                n = len(prefixes[i])
+                # one prefix: a view of its cache; several: copies, so the padded batch cache is freed and what is
+                # held is the prefixes' own positions (what the budget counts)
+                by_index[i] = [(k[row : row + 1, :, :n], v[row : row + 1, :, :n]) if len(chosen) == 1 else
+                               (k[row : row + 1, :, :n].clone(), v[row : row + 1, :, :n].clone()) for k, v in states]
+            del states
         return [by_index[i] for i in range(len(prefixes))]
 
     def _prefix_body(self) -> torch.nn.Module:
