@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli.main import main
-from evalkit.reports.compare import compare
+from evalkit.reports.compare import compare, paired_table
 from evalkit.reports.report import reference_tables
 from evalkit.results.files import load_results
 from evalkit.run.pipeline import run
@@ -127,9 +127,35 @@ def test_compare_refuses_different_documents(two_runs, tmp_path):
         compare([str(a), str(moved)], tmp_path / "x.md", iters=10)
     assert str(info.value) == (
         f"cannot compare task 'piqa': {a} scored 12 documents and {moved} scored 12 (11 in common; they first "
-        f"differ at position 3); a paired comparison needs the same documents: run both with the same --limit and "
-        f"--seed, or without --limit")
+        f"differ at position 3); a paired comparison needs the same documents, or one run's all among the other's: "
+        f"run both with the same --seed, or without --limit")
     assert not (tmp_path / "x.md").exists()
+
+
+def test_compare_pairs_a_pilot_run_with_its_larger_run_on_their_common_documents(two_runs, tmp_path):
+    """Nested subsets (docs/subsets.md): a --limit 6 pilot of PIQA is compared with the 12-document run of another
+    model on the pilot's 6 documents; the row's values are worked out from both files' per-document accs."""
+    a, b = two_runs
+    root = Path(a).parents[3]  # <root>/seed1/results/<model>/<time>.json
+    config = RunConfig(model="random:pythia-14m", tasks=("piqa",), tokenizer=str(TOKENIZER_JSON),
+                       data_dir=str(root / "data"), seed=1, limit=6, dtype="float32", device="cpu",
+                       bootstrap_iters=0, output_dir=str(tmp_path / "pilot"))
+    pilot = run(config, progress=False).results_path
+    small = json.loads(Path(pilot).read_text(encoding="utf-8"))["tasks"]["piqa"]["documents"]
+    full = json.loads(Path(b).read_text(encoding="utf-8"))["tasks"]["piqa"]["documents"]
+    where = {d: i for i, d in enumerate(full["doc_id"])}
+    acc_a, acc_b = small["acc"], [full["acc"][where[d]] for d in small["doc_id"]]
+    assert len(acc_a) == 6 and len(full["acc"]) == 12
+    out = compare([str(pilot), str(b)], tmp_path / "x.md", iters=200)
+    row = next(r for r in out.paired[0].rows if (r.task, r.metric) == ("piqa", "acc"))
+    assert (row.n, row.value_a, row.value_b) == (6, pytest.approx(sum(acc_a) / 6), pytest.approx(sum(acc_b) / 6))
+    better_a, better_b = sum(x > y for x, y in zip(acc_a, acc_b)), sum(y > x for x, y in zip(acc_a, acc_b))
+    assert (row.only_a, row.only_b) == (better_a, better_b)
+    assert ("piqa: compared on the 6 documents both runs scored (A 6, B 12: nested subsets); the A and B columns are "
+            "those documents' values, not each run's own result") in out.paired[0].notes
+    with pytest.raises(EvalkitError, match="6 in common"):  # evalkit check compares the same documents only
+        paired_table(json.loads(Path(pilot).read_text(encoding="utf-8")), json.loads(Path(b).read_text("utf-8")),
+                     ("A", "B"), (str(pilot), str(b)), iters=10, nested=False)
 
 
 def test_compare_figure_is_a_png_linked_from_the_report(two_runs, tmp_path, capsys):

@@ -203,7 +203,8 @@ def _statistical(baseline: dict[str, Any], results: dict[str, Any], path: str, n
                  iters: int, seed: int) -> tuple[bool, list[str]]:
     shaped = {"tasks": baseline["tasks"]}
     try:
-        table = paired_table(shaped, results, ("baseline", "new run"), (path, new_path), iters, seed, alpha)
+        table = paired_table(shaped, results, ("baseline", "new run"), (path, new_path), iters, seed, alpha,
+                             nested=False)
     except EvalkitError as exc:
         return False, [f"FAIL {exc}"]
     lines = [f"note: {n}" for n in table.notes]

@@ -150,8 +150,37 @@ def check_same_documents(task: str, docs_a: dict[str, list], docs_b: dict[str, l
     raise EvalkitError(
         f"cannot compare task '{task}': {path_a} scored {len(ids_a)} documents and {path_b} scored {len(ids_b)} "
         f"({common} in common; they first differ at position {first}); a paired comparison needs the same "
-        f"documents: run both with the same --limit and --seed, or without --limit"
+        f"documents, or one run's all among the other's: run both with the same --seed, or without --limit"
     )
+
+
+def common_documents(task: str, docs_a: dict[str, list], docs_b: dict[str, list], path_a: str, path_b: str,
+                     ) -> tuple[dict[str, list], dict[str, list], str | None]:
+    """Both runs' per-document values of ``task`` on the documents they share, in the smaller run's order, when one
+    run's documents all lie in the other's (nested subsets: ``--limit 100`` and ``--limit 1000`` with one seed draw
+    the first 100 of the same permutation, docs/subsets.md); with the note saying so. The same documents: both
+    unchanged, no note.
+
+    Raises:
+        EvalkitError: documents that are neither the same nor nested (:func:`check_same_documents`).
+    """
+    ids_a, ids_b = list(docs_a["doc_id"]), list(docs_b["doc_id"])
+    if ids_a == ids_b:
+        return docs_a, docs_b, None
+    small, large = (ids_a, ids_b) if len(ids_a) <= len(ids_b) else (ids_b, ids_a)
+    if len(set(small)) != len(small) or not set(small) <= set(large) or len(small) == len(large):
+        check_same_documents(task, docs_a, docs_b, path_a, path_b)
+    keep = small
+
+    def restrict(docs: dict[str, list]) -> dict[str, list]:
+        where = {doc_id: i for i, doc_id in enumerate(docs["doc_id"])}
+        rows = [where[doc_id] for doc_id in keep]
+        return {key: [values[i] for i in rows] if isinstance(values, list) and len(values) == len(where) else values
+                for key, values in docs.items()}
+
+    note = (f"{task}: compared on the {len(keep)} documents both runs scored (A {len(ids_a)}, B {len(ids_b)}: "
+            f"nested subsets); the A and B columns are those documents' values, not each run's own result")
+    return restrict(docs_a), restrict(docs_b), note
 
 
 def generation_notes(task: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -181,13 +210,15 @@ def generation_notes(task: str, a: dict[str, Any], b: dict[str, Any]) -> list[st
 
 def paired_table(
     a: dict[str, Any], b: dict[str, Any], labels: tuple[str, str], paths: tuple[str, str], iters: int = 10000,
-    seed: int = 1234, alpha: float = 0.05, confidence: float = 0.95,
+    seed: int = 1234, alpha: float = 0.05, confidence: float = 0.95, nested: bool = True,
 ) -> PairedTable:
     """Paired comparison of run b against run a over every task and metric they share, then over every aggregated
-    group they share (:func:`_group_rows`).
+    group they share (:func:`_group_rows`). With ``nested`` (``evalkit compare``), a task whose documents in one run
+    all lie among the other's is compared on those documents, with a note (:func:`common_documents`); without it
+    (``evalkit check``), only the same documents are compared.
 
     Raises:
-        EvalkitError: no common task, or a common task scored on different documents.
+        EvalkitError: no common task, or a common task scored on documents neither the same nor nested.
     """
     common = [t for t in a["tasks"] if t in b["tasks"]]
     if not common:
@@ -198,9 +229,16 @@ def paired_table(
     if tokenizer_note:
         notes.append(tokenizer_note)
     rows: list[dict[str, Any]] = []
+    documents: dict[str, tuple[dict[str, list], dict[str, list]]] = {}
     for task in common:
         docs_a, docs_b = _documents(a, task, paths[0]), _documents(b, task, paths[1])
-        check_same_documents(task, docs_a, docs_b, *paths)
+        if nested:
+            docs_a, docs_b, shared = common_documents(task, docs_a, docs_b, *paths)
+            if shared:
+                notes.append(shared)
+        else:
+            check_same_documents(task, docs_a, docs_b, *paths)
+        documents[task] = docs_a, docs_b
         settings = generation_notes(task, a["tasks"][task], b["tasks"][task])
         notes += settings
         if a["tasks"][task]["prompt_sha256"] != b["tasks"][task]["prompt_sha256"] and not settings:
@@ -218,7 +256,7 @@ def paired_table(
                 continue
             xa, xb = per_doc_values(metric, docs_a), per_doc_values(metric, docs_b)
             rows.append(_paired_row(task, metric, xa, xb, iters, seed, confidence))
-    group_rows, group_notes = _group_rows(a, b, common, iters, seed, confidence)
+    group_rows, group_notes = _group_rows(a, b, common, documents, iters, seed, confidence)
     rows += group_rows
     notes += group_notes
     adjusted = holm([r["p_value"] for r in rows])
@@ -241,12 +279,14 @@ def _paired_row(name: str, metric: str, xa: np.ndarray, xb: np.ndarray, iters: i
     return row
 
 
-def _group_rows(a: dict[str, Any], b: dict[str, Any], common: list[str], iters: int, seed: int,
+def _group_rows(a: dict[str, Any], b: dict[str, Any], common: list[str],
+                documents: dict[str, tuple[dict[str, list], dict[str, list]]], iters: int, seed: int,
                 confidence: float) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows for the aggregated groups of run a (MMLU and its categories): a micro group's value is the mean over
     its member tasks' pooled documents, so when both runs aggregated it over the same member tasks (each already
     checked to hold the same documents) it is tested as one task over those pooled documents, in the same Holm
-    family as the tasks. Otherwise a note says why the group has no row.
+    family as the tasks (``documents``: per task, both runs' per-document values as compared). Otherwise a note says
+    why the group has no row.
 
     Returns:
         (rows without their Holm p, notes).
@@ -273,8 +313,8 @@ def _group_rows(a: dict[str, Any], b: dict[str, Any], common: list[str], iters: 
                          "paired here, so it has no paired row")
             continue
         for metric in [m for m in group["metrics"] if m in other["metrics"]]:
-            xa = np.concatenate([per_doc_values(metric, a["tasks"][t]["documents"]) for t in members])
-            xb = np.concatenate([per_doc_values(metric, b["tasks"][t]["documents"]) for t in members])
+            xa = np.concatenate([per_doc_values(metric, documents[t][0]) for t in members])
+            xb = np.concatenate([per_doc_values(metric, documents[t][1]) for t in members])
             rows.append(_paired_row(name, metric, xa, xb, iters, seed, confidence, kind="group"))
     return rows, notes
 
