@@ -268,14 +268,20 @@ def test_single_token_contexts_and_one_token_prefixes(models):
                                                                       for r in responses[:2]]
 
 
-def test_a_budget_of_one_prefix_at_a_time_forwards_each_alone(models):
-    """Prefixes of 40 and 33 tokens shared by two documents each; the GPT-NeoX keeps 1 KiB per token: a 40 KiB
-    budget holds one prefix at a time (two prefix forwards, each its own chunk), a 73 KiB one both (one forward)."""
+def _two_prefixes() -> list[TokenizedRequest]:
+    """Two documents after a 40-token prefix and two after a 33-token one (seeded), a 2-token answer each."""
     rng = random.Random(9)
     requests = []
     for n in (40, 33):
         head = _ids(rng, n)
         requests += [TokenizedRequest(tuple(head + _ids(rng, 3)), tuple(_ids(rng, 2)), 0) for _ in range(2)]
+    return requests
+
+
+def test_a_budget_of_one_prefix_at_a_time_forwards_each_alone(models):
+    """Prefixes of 40 and 33 tokens shared by two documents each; the GPT-NeoX keeps 1 KiB per token: a 40 KiB
+    budget holds one prefix at a time (two prefix forwards, each its own chunk), a 73 KiB one both (one forward)."""
+    requests = _two_prefixes()
     naive = None
     for budget, prefix_calls in ((40 * 1024, 2), (73 * 1024, 1)):
         backend = HFBackend(models["gpt_neox"], 2048, batch_size=8, progress=False, prefix_budget_bytes=budget)
@@ -294,11 +300,7 @@ def test_the_keys_and_values_held_at_once_fit_the_budget(models):
     """Prefixes of 40 and 33 tokens with a budget of exactly 73 tokens (73 KiB on the tiny GPT-NeoX): they are held
     together, and what stays in memory is their 73 tokens' keys and values, not 2 x 40 padded ones (prefixes forwarded
     together are copied out of the padded batch cache)."""
-    rng = random.Random(9)
-    requests = []
-    for n in (40, 33):
-        head = _ids(rng, n)
-        requests += [TokenizedRequest(tuple(head + _ids(rng, 3)), tuple(_ids(rng, 2)), 0) for _ in range(2)]
+    requests = _two_prefixes()
     backend = HFBackend(models["gpt_neox"], 2048, batch_size=8, progress=False, prefix_budget_bytes=73 * 1024)
     held = []
     forward = backend._forward_prefixes
@@ -324,11 +326,7 @@ def test_a_chunk_of_prefixes_is_released_before_the_next_is_forwarded(models):
     import gc
     import weakref
 
-    rng = random.Random(9)
-    requests = []
-    for n in (40, 33):
-        head = _ids(rng, n)
-        requests += [TokenizedRequest(tuple(head + _ids(rng, 3)), tuple(_ids(rng, 2)), 0) for _ in range(2)]
+    requests = _two_prefixes()
     backend = HFBackend(models["gpt_neox"], 2048, batch_size=8, progress=False, prefix_budget_bytes=40 * 1024)
     backend._check_prefix_reuse()  # the probe first, so that only real chunks are watched
     refs: list[weakref.ref] = []
