@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf  # a test requirement (evalkit[test]), as for every GGUF test
 import numpy as np
 import pytest
 import torch
 
 from tests.conftest import DATA_DIR
-
-gguf = pytest.importorskip("gguf", reason="the gguf package (evalkit[gguf]) reads GGUF files")
 
 MERGES = ["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]
 LAYER_PARTS = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
