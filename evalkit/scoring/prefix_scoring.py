@@ -106,28 +106,37 @@ class PrefixScoring:
                 free_accelerator_memory()
                 left.extend(m for unit in chunk for m in unit.members)
                 continue
-            rows = [(m, k, u) for k, unit in enumerate(chunk) for m, u in zip(unit.members, unit.used)]
-            members = [groups[m] for m, _, _ in rows]
-
-            def attempt(batch: list[int], rows=rows, members=members, states=states) -> Any:
-                return self.score_on_prefixes([members[i] for i in batch], states, [rows[i][1] for i in batch],
-                                              [rows[i][2] for i in batch])
-
-            def done(batch: list[int], scored: Any, rows=rows, members=members) -> None:
-                self.prefix_tokens_reused += sum(rows[i][2] for i in batch)
-                finish([members[i] for i in batch], scored)
-
-            def cut(indices: list[int], size: int, rows=rows, members=members) -> list[list[int]]:
-                return _row_batches(indices, [members[i].length - rows[i][2] for i in range(len(rows))],
-                                    [rows[i][2] for i in range(len(rows))], size, self.max_batch_tokens)
-
-            undone = self._in_batches(members, attempt, done, lambda batch, exc: None, cut)
-            del states, attempt  # ``attempt`` holds the chunk's prefixes too: free them before the next chunk's
-            if undone:  # out of memory with one row
-                self._prefix_off("out of memory scoring one sequence on a cached prefix")
-                free_accelerator_memory()
-                left.extend(rows[i][0] for i in undone)
+            left.extend(self._score_chunk(chunk, states, groups, finish))
+            del states  # the chunk's prefixes are freed before the next chunk's are forwarded
         return left
+
+    def _score_chunk(self, chunk: Sequence[prefix_cache_lib.PrefixUnit],
+                     states: list[list[tuple[torch.Tensor, torch.Tensor]]], groups: Sequence[PackedGroup],
+                     finish: Callable[..., None]) -> list[int]:
+        """Score the members of one chunk's units on their forwarded prefixes (``states``, one per unit), in
+        batches that mix prefixes (:func:`_row_batches`); returns the indices into ``groups`` left unscored after an
+        out-of-memory with one row (reuse is then off). The chunk's prefixes live as long as this call."""
+        rows = [(m, k, u) for k, unit in enumerate(chunk) for m, u in zip(unit.members, unit.used)]
+        members = [groups[m] for m, _, _ in rows]
+        used = [u for _, _, u in rows]
+        rests = [g.length - u for g, u in zip(members, used)]
+
+        def attempt(batch: list[int]) -> Any:
+            return self.score_on_prefixes([members[i] for i in batch], states, [rows[i][1] for i in batch],
+                                          [used[i] for i in batch])
+
+        def done(batch: list[int], scored: Any) -> None:
+            self.prefix_tokens_reused += sum(used[i] for i in batch)
+            finish([members[i] for i in batch], scored)
+
+        def cut(indices: list[int], size: int) -> list[list[int]]:
+            return _row_batches(indices, rests, used, size, self.max_batch_tokens)
+
+        undone = self._in_batches(members, attempt, done, lambda batch, exc: None, cut)
+        if undone:  # out of memory with one row
+            self._prefix_off("out of memory scoring one sequence on a cached prefix")
+            free_accelerator_memory()
+        return [rows[i][0] for i in undone]
 
     def _forward_prefixes(
         self, prefixes: Sequence[Sequence[int]]
